@@ -1,0 +1,82 @@
+"""Every group option composes; schemas reject unknown keys, wrong types and bad combinations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf.errors import ValidationError
+
+from uvav.config import ConfigError, config_dir, validate
+from uvav.models.classifier import AVClassifier
+
+from .conftest import compose_config
+
+GROUPS = ["data", "backbone", "prompt", "scenario", "method", "trainer"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_option_composes(group):
+    for option in options(group):
+        extra = ["data.root=/nowhere"] if option == "urbansound8k_av" else []
+        cfg = compose_config(f"{group}={option}", *extra, tiny=False)
+        assert cfg[group] is not None
+        if group == "method" or (group == "prompt" and option == "none"):
+            continue
+        validate(cfg)
+
+
+def test_backbones_instantiate():
+    for option in options("backbone"):
+        cfg = compose_config(f"backbone={option}", tiny=False)
+        if option == "cavmae_base":
+            continue  # 178M parameters: its sizes are checked in test_models
+        model = AVClassifier.from_config(cfg.backbone, cfg.data, 8)
+        assert model.audio.num_tokens > 0 and model.visual.num_tokens > 0
+
+
+def test_method_defaults_pick_scenario_and_cli_wins():
+    assert list(compose_config("method=ft").scenario.train_cases) == ["complete"]
+    assert compose_config("method=ft").prompt.kind == "none"
+    assert len(compose_config("method=pl").scenario.train_cases) == 4
+    assert list(compose_config("method=ft", "scenario=noisy_audio").scenario.train_cases) == ["noisy_audio"]
+    assert list(compose_config("method=pl", "scenario=noise_both").scenario.train_cases) == ["noise_both"]
+
+
+@pytest.mark.parametrize(
+    "override, error",
+    [
+        ("trainer.unknown_key=1", ConfigCompositionException),
+        ("trainer.epochs=many", (ConfigCompositionException, ValidationError)),
+        ("scenario=sometimes", MissingConfigException),
+        ("backbone=cavmae_huge", MissingConfigException),
+    ],
+)
+def test_schema_errors(override, error):
+    with pytest.raises(error):
+        compose_config(override)
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["method=pl", "prompt=none"], "prompt"),
+        (["prompt.length=0"], "prompt.length"),
+        (["data.target_length=8"], "data.target_length"),
+        (["noise.audio=[gaussian,hiss]"], "noise.audio"),
+        (["scenario.train_cases=[complete,sideways]"], "scenario.train_cases"),
+        (["trainer.device=tpu"], "trainer.device"),
+        (["+trainer.unknown_key=1"], "trainer.unknown_key"),
+        (["objective=test_acc"], "objective"),
+        (["method.cache_features=on", "prompt=input"], "method.cache_features"),
+    ],
+)
+def test_impossible_combinations_name_the_key(overrides, key):
+    cfg = compose_config(*overrides)
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        validate(cfg)

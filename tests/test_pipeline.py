@@ -1,0 +1,62 @@
+"""The FT -> PL pipeline in process: metrics, determinism, frozen weights, the shared FT model."""
+
+from __future__ import annotations
+
+import torch
+
+from uvav.config import EVAL_CASES
+from uvav.outputs import fingerprint
+from uvav.pipeline import ft_config, run_pipeline
+
+from .conftest import compose_config
+
+
+def test_pl_job_reports_every_mode_and_case(tmp_path):
+    cfg = compose_config(f"paths.cache_dir={tmp_path / 'cache'}")
+    metrics = run_pipeline(cfg, tmp_path / "job")
+    assert set(metrics["accuracy"]) == {"ft", "head_only", "pl_uncertain", "pl_oracle"}
+    for mode in ("ft", "head_only", "pl_uncertain", "pl_oracle"):
+        assert set(metrics["accuracy"][mode]) == set(EVAL_CASES)
+        assert all(0.0 <= acc <= 1.0 for acc in metrics["accuracy"][mode].values())
+    pl = metrics["stages"]["pl"]
+    assert pl["params"]["trainable"] < metrics["stages"]["ft"]["params"]["trainable"]
+    assert pl["resources"]["peak_train_memory_bytes"] > 0
+    assert metrics["objective"]["value"] == pl["best_val"]
+    assert (tmp_path / "job" / "model.pt").exists()
+
+
+def test_same_seed_same_metrics_and_other_seed_differs(tmp_path):
+    runs = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        cfg = compose_config(f"paths.cache_dir={tmp_path / name}", f"seed={seed}", "method=ft")
+        runs.append(run_pipeline(cfg, tmp_path / f"job_{name}"))
+    assert runs[0]["accuracy"] == runs[1]["accuracy"]
+    assert runs[0]["stages"]["ft"]["best_val"] == runs[1]["stages"]["ft"]["best_val"]
+    ft_a = torch.load(tmp_path / "job_a" / "model.pt", weights_only=True)["model"]
+    ft_b = torch.load(tmp_path / "job_b" / "model.pt", weights_only=True)["model"]
+    ft_c = torch.load(tmp_path / "job_c" / "model.pt", weights_only=True)["model"]
+    assert all(torch.equal(ft_a[k], ft_b[k]) for k in ft_a)
+    assert not all(torch.equal(ft_a[k], ft_c[k]) for k in ft_a)
+
+
+def test_pl_trains_only_prompts_and_head_and_reuses_the_ft_model(tmp_path):
+    cache = tmp_path / "cache"
+    ft_cfg = compose_config(f"paths.cache_dir={cache}", "method=ft")
+    pl_cfg = compose_config(f"paths.cache_dir={cache}", "method=pl", "prompt=both")
+    assert fingerprint(ft_config(ft_cfg)) == fingerprint(ft_config(pl_cfg))  # same FT model for both
+    run_pipeline(ft_cfg, tmp_path / "ft")
+    metrics = run_pipeline(pl_cfg, tmp_path / "pl")
+    assert metrics["stages"]["ft"]["reused"] is True
+    ft = torch.load(tmp_path / "ft" / "model.pt", weights_only=True)["model"]
+    pl = torch.load(tmp_path / "pl" / "model.pt", weights_only=True)
+    changed = {k for k in ft if not torch.equal(ft[k], pl["model"][k])}
+    assert changed and all(k.startswith("head.") for k in changed)
+    assert pl["bank"] is not None and "input_audio" in pl["bank"]
+
+
+def test_pl_on_other_base_scenario_gets_its_own_ft_model(tmp_path):
+    a = compose_config("method=pl")
+    b = compose_config("method=pl", "method.base_scenario=noise_both")
+    c = compose_config("method=pl", "trainer.progress=true", "trainer.eval_batch_size=7")
+    assert fingerprint(ft_config(a)) != fingerprint(ft_config(b))
+    assert fingerprint(ft_config(a)) == fingerprint(ft_config(c))

@@ -1,0 +1,87 @@
+"""Each case corrupts exactly what it says; evaluation draws are deterministic."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from uvav.config import CASES
+from uvav.scenarios import (
+    CASE_EFFECTS,
+    Noise,
+    case_ids_for,
+    corrupt,
+    corrupt_audio,
+    corrupt_split,
+    corrupt_visual,
+)
+
+
+def data(n: int = 16):
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(n, 64, 32, generator=gen), torch.randn(n, 3, 32, 32, generator=gen)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_case_corrupts_exactly_its_modalities(case):
+    audio, visual = data()
+    gen = torch.Generator().manual_seed(1)
+    out_a, out_v = corrupt(audio, visual, case_ids_for(case, 16, gen), Noise(), gen)
+    noisy_a, noisy_v = CASE_EFFECTS[case]
+    # time_roll by 0 or freq_mask of width 0 can leave a sample unchanged: compare the whole batch
+    assert (not torch.equal(out_a, audio)) == noisy_a
+    assert (not torch.equal(out_v, visual)) == noisy_v
+    if not noisy_a:
+        assert torch.equal(out_a, audio)
+    if not noisy_v:
+        assert torch.equal(out_v, visual)
+
+
+def test_inputs_are_not_modified():
+    audio, visual = data()
+    a0, v0 = audio.clone(), visual.clone()
+    gen = torch.Generator().manual_seed(0)
+    corrupt(audio, visual, case_ids_for("noise_both", 16, gen), Noise(), gen)
+    assert torch.equal(audio, a0) and torch.equal(visual, v0)
+
+
+def test_each_noise_kind():
+    audio, visual = data(1)
+    gen = torch.Generator().manual_seed(0)
+    noise = Noise()
+    assert torch.equal(corrupt_audio(audio[0], "missing", noise, False, gen), torch.zeros(64, 32))
+    noisy = corrupt_audio(audio[0], "gaussian", noise, False, gen)
+    assert 8 < (noisy - audio[0]).std() < 12  # std 10 alone
+    assert (corrupt_audio(audio[0], "gaussian", noise, True, gen) - audio[0]).std() < 1.5  # std 1 for both
+    rolled = corrupt_audio(audio[0], "time_roll", dataclasses.replace(noise, max_time_roll=5), False, gen)
+    assert any(torch.equal(rolled, torch.roll(audio[0], s, 0)) for s in range(-5, 6))
+    masked = corrupt_audio(audio[0], "freq_mask", dataclasses.replace(noise, max_freq_mask=32), False, gen)
+    zero_cols = (masked == 0).all(dim=0)
+    assert torch.equal(masked[:, ~zero_cols], audio[0][:, ~zero_cols])
+    assert torch.equal(corrupt_visual(visual[0], "black", noise, gen), torch.zeros(3, 32, 32))
+    blurred = corrupt_visual(visual[0], "blur", noise, gen)
+    assert blurred.std() < visual[0].std() * 0.7  # smoothing white noise lowers its variance
+    pixelated = corrupt_visual(visual[0], "pixelate", noise, gen)
+    assert torch.unique(pixelated[0]).numel() <= 4  # 32 px * 0.05 -> 2x2 blocks
+    assert (corrupt_visual(visual[0], "gaussian", noise, gen) - visual[0]).std() > 4
+
+
+def test_missing_is_expressible_and_severity_zero_is_identity():
+    audio, visual = data()
+    gen = torch.Generator().manual_seed(0)
+    out_a, _ = corrupt(audio, visual, case_ids_for("noisy_audio", 16, gen), Noise(audio=("missing",)), gen)
+    assert torch.count_nonzero(out_a) == 0
+    out_a, out_v = corrupt(audio, visual, case_ids_for("noise_both", 16, gen), Noise(severity=0.0), gen)
+    assert torch.equal(out_a, audio) and torch.equal(out_v, visual)
+
+
+def test_evaluation_corruption_is_deterministic_and_mixed_mixes():
+    audio, visual = data(64)
+    first = corrupt_split(audio, visual, "mixed", Noise())
+    second = corrupt_split(audio, visual, "mixed", Noise())
+    assert all(torch.equal(x, y) for x, y in zip(first, second, strict=True))
+    assert len(set(first[2].tolist())) == 4
+    other = corrupt_split(audio, visual, "mixed", Noise(eval_seed=7))
+    assert not torch.equal(first[0], other[0])

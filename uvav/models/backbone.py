@@ -1,0 +1,83 @@
+"""Modality encoders of a CAV-MAE-style model: patch, position and modality embeddings, then timm blocks.
+
+Audio enters as a normalised fbank ``[B, T, F]`` and is laid out like CAV-MAE, ``[B, 1, F, T]``, so a
+128 x 1024 fbank with 16 px patches gives an 8 x 64 grid (512 tokens). Images ``[B, 3, H, W]``; 224 px with
+16 px patches gives 196 tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.models.vision_transformer import Block
+from torch import nn
+
+
+def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
+    """Sine-cosine embedding ``[len(positions), dim]`` (dim even)."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
+    angles = positions.double()[:, None] * omega[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1).float()
+
+
+def sincos_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding ``[1, grid_h * grid_w, dim]``, row-major over (h, w)."""
+    if dim % 4:
+        raise ValueError(f"embed_dim must be a multiple of 4 for 2-D sin-cos embeddings, got {dim}")
+    hh, ww = torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w), indexing="ij")
+    emb_h = sincos_1d(dim // 2, hh.flatten())
+    emb_w = sincos_1d(dim // 2, ww.flatten())
+    return torch.cat([emb_w, emb_h], dim=1).unsqueeze(0)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches -> tokens ``[B, N, D]`` with a strided convolution."""
+
+    def __init__(self, in_chans: int, embed_dim: int, patch_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class ModalityEncoder(nn.Module):
+    """Tokens + position + modality embedding, optional prompt tokens, then ``depth`` transformer blocks.
+
+    Input-level prompts ``[B, P, D]`` are concatenated after the patch tokens, pass through every block,
+    and are dropped from the output, so the output always has one token per patch.
+    """
+
+    def __init__(
+        self, in_chans: int, embed_dim: int, patch_size: int, grid: tuple[int, int], depth: int,
+        num_heads: int, mlp_ratio: float, drop_path: float,
+    ) -> None:
+        super().__init__()
+        self.grid = grid
+        self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size)
+        self.register_buffer("pos_embed", sincos_2d(embed_dim, *grid))
+        self.modality = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        nn.init.trunc_normal_(self.modality, std=0.02)
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=drop_path) for _ in range(depth)
+        )
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def forward(self, x: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
+        tokens = self.patch_embed(x) + self.pos_embed + self.modality
+        if prompts is not None:
+            tokens = torch.cat([tokens, prompts.to(tokens.dtype)], dim=1)
+        for block in self.blocks:
+            tokens = block(tokens)
+        return tokens[:, : self.num_tokens]
+
+
+def audio_grid(num_mel_bins: int, target_length: int, patch_size: int) -> tuple[int, int]:
+    """Token grid (frequency, time) of an fbank laid out as ``[1, F, T]``."""
+    return num_mel_bins // patch_size, target_length // patch_size
+
+
+def image_grid(image_size: int, patch_size: int) -> tuple[int, int]:
+    return image_size // patch_size, image_size // patch_size

@@ -1,0 +1,254 @@
+"""Import published CAV-MAE checkpoints (YuanGongND/cav-mae) into :class:`AVClassifier`.
+
+CAV-MAE state dicts were saved from ``DataParallel`` (keys prefixed ``module.``) with timm 0.4.5 blocks,
+whose parameter names (``attn.qkv``, ``attn.proj``, ``mlp.fc1`` ...) match current timm. The mapping is::
+
+    patch_embed_{a,v}.*      -> {audio,visual}.patch_embed.*
+    pos_embed_{a,v}          -> {audio,visual}.pos_embed   (trimmed / interpolated to our token grid)
+    modality_{a,v}           -> {audio,visual}.modality
+    blocks_{a,v}.N.*         -> {audio,visual}.blocks.N.*
+    blocks_u.N.*             -> shared.N.*
+    norm.*                   -> norm.*
+    mlp_head.{0,1}.*         -> head.{0,1}.*               (only when the shapes match)
+
+Every CAV-MAE block (not only ``blocks_u``) carries modality-specific norms ``norm{1,2}_{a,v}``; with the
+final ``norm_a``/``norm_v`` they serve CAV-MAE's single-modality paths, have no slot here and are reported
+as ``unused``. Pre-training-only keys (``decoder_*``, ``mask_token``) are reported as ``ignored``.
+``fusion.*`` has no CAV-MAE counterpart and stays as initialised (reported ``missing``).
+
+Audio position embeddings cover an (8 freq x T/16 time) grid, row-major over (freq, time), i.e. 8 x 64 for
+CAV-MAE's 1024 frames. A shorter ``target_length`` keeps the first time columns (the maintainers' advice,
+and identical to regenerating the fixed sin-cos table for the shorter grid); a longer one is bilinearly
+interpolated over the grid.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from uvav.models.classifier import AVClassifier
+
+CAVMAE_AUDIO_FREQ_ROWS = 8  # 128 mel bins / 16 px patches, fixed in CAV-MAE
+_PREFIX = "module."
+
+_UNUSED = "<unused>"
+_IGNORED = "<ignored>"
+
+# (pattern on the prefix-stripped CAV-MAE key, replacement or marker); first match wins.
+_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), target)
+    for pattern, target in (
+        (r"^(decoder_.*|mask_token)$", _IGNORED),
+        (r"^blocks_[auv]\.\d+\.norm[12]_[av]\.(weight|bias)$", _UNUSED),
+        (r"^norm_[av]\.(weight|bias)$", _UNUSED),
+        (r"^patch_embed_a\.(.+)$", r"audio.patch_embed.\1"),
+        (r"^patch_embed_v\.(.+)$", r"visual.patch_embed.\1"),
+        (r"^pos_embed_a$", "audio.pos_embed"),
+        (r"^pos_embed_v$", "visual.pos_embed"),
+        (r"^modality_a$", "audio.modality"),
+        (r"^modality_v$", "visual.modality"),
+        (r"^blocks_a\.(\d+)\.(.+)$", r"audio.blocks.\1.\2"),
+        (r"^blocks_v\.(\d+)\.(.+)$", r"visual.blocks.\1.\2"),
+        (r"^blocks_u\.(\d+)\.(.+)$", r"shared.\1.\2"),
+        (r"^norm\.(weight|bias)$", r"norm.\1"),
+        (r"^mlp_head\.([01])\.(weight|bias)$", r"head.\1.\2"),
+    )
+)
+
+
+@dataclass
+class ImportReport:
+    """What a CAV-MAE import filled, skipped and changed. Key lists use CAV-MAE names without ``module.``,
+    except ``loaded`` and ``missing`` which use ours."""
+
+    source: str = "<state dict>"
+    loaded: list[str] = field(default_factory=list)  # our keys filled from the checkpoint
+    missing: list[str] = field(default_factory=list)  # our keys left as initialised
+    unexpected: list[str] = field(default_factory=list)  # their keys with no slot in this model
+    unused: list[str] = field(default_factory=list)  # known CAV-MAE keys our architecture has no use for
+    ignored: list[str] = field(default_factory=list)  # pre-training-only decoder keys
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # position-embedding trims / interpolations
+
+    @property
+    def num_loaded(self) -> int:
+        return len(self.loaded)
+
+    def summary(self) -> str:
+        """A few lines for the log."""
+        total = len(self.loaded) + len(self.missing)
+        lines = [f"CAV-MAE import from {self.source}: loaded {len(self.loaded)}/{total} tensors"]
+        if self.missing:
+            groups = Counter(key.split(".")[0] for key in self.missing)
+            lines.append("  missing (kept as initialised): "
+                         + ", ".join(f"{name}.* x{n}" for name, n in sorted(groups.items())))
+        if self.mismatched:
+            lines.append("  skipped, shape mismatch: " + ", ".join(
+                f"{key} {list(theirs)} vs ours {list(ours)}" for key, theirs, ours in self.mismatched))
+        if self.unexpected:
+            lines.append(f"  unexpected ({len(self.unexpected)}): {_compact(self.unexpected)}")
+        if self.unused:
+            lines.append(f"  unused modality-specific norms: {len(self.unused)}")
+        if self.ignored:
+            lines.append(f"  ignored pre-training keys (decoder_*, mask_token): {len(self.ignored)}")
+        lines.extend(f"  {note}" for note in self.notes)
+        return "\n".join(lines)
+
+
+def _compact(keys: list[str], limit: int = 10) -> str:
+    """``blocks_a.2.*`` ... ``blocks_a.10.*`` -> ``blocks_a.{2..10}.* (n)``; other keys verbatim, at most
+    ``limit`` of them."""
+    blocks: dict[str, list[int]] = {}
+    counts: Counter[str] = Counter()
+    others: list[str] = []
+    for key in keys:
+        match = re.match(r"^(blocks_[auv])\.(\d+)\.", key)
+        if match:
+            blocks.setdefault(match[1], []).append(int(match[2]))
+            counts[match[1]] += 1
+        else:
+            others.append(key)
+    parts = [f"{stem}.{{{min(idx)}..{max(idx)}}}.* ({counts[stem]})" for stem, idx in blocks.items()]
+    parts += others[:limit]
+    if len(others) > limit:
+        parts.append(f"+{len(others) - limit} more")
+    return ", ".join(parts)
+
+
+def strip_prefix(key: str) -> str:
+    """Remove (possibly repeated) ``module.`` prefixes left by ``DataParallel``/DDP."""
+    while key.startswith(_PREFIX):
+        key = key[len(_PREFIX):]
+    return key
+
+
+def cavmae_key_to_ours(key: str) -> str | None:
+    """Our name for a prefix-stripped CAV-MAE key, ``"<unused>"``/``"<ignored>"`` markers, or None."""
+    for pattern, target in _RULES:
+        if pattern.match(key):
+            return target if target in (_UNUSED, _IGNORED) else pattern.sub(target, key)
+    return None
+
+
+def resize_pos_embed(
+    pos: torch.Tensor, src_grid: tuple[int, int], dst_grid: tuple[int, int], trim_cols: bool = True
+) -> torch.Tensor:
+    """``[1, H*W, D]`` over a row-major (H, W) grid -> ``[1, H'*W', D]``.
+
+    With ``trim_cols``, a shorter W' keeps the first W' columns; any remaining difference is bilinearly
+    interpolated (``align_corners=False``).
+    """
+    (h, w), (dst_h, dst_w) = src_grid, dst_grid
+    dim = pos.shape[-1]
+    grid = pos.reshape(1, h, w, dim)
+    if trim_cols and dst_w <= w:
+        grid = grid[:, :, :dst_w]
+    if tuple(grid.shape[1:3]) != (dst_h, dst_w):
+        resized = F.interpolate(grid.permute(0, 3, 1, 2).float(), size=(dst_h, dst_w), mode="bilinear",
+                                align_corners=False)
+        grid = resized.permute(0, 2, 3, 1).to(pos.dtype)
+    return grid.reshape(1, dst_h * dst_w, dim).contiguous()
+
+
+def _describe_resize(src: tuple[int, int], dst: tuple[int, int], trim_cols: bool) -> str:
+    steps, now = [], src
+    if trim_cols and dst[1] < src[1]:
+        steps.append("trimmed")
+        now = (src[0], dst[1])
+    if now != dst:
+        steps.append("interpolated")
+    return f"{' + '.join(steps)} from grid {src[0]}x{src[1]} to {dst[0]}x{dst[1]}"
+
+
+def _source_grid(key: str, num_tokens: int) -> tuple[int, int] | None:
+    """Token grid of a CAV-MAE position embedding: audio 8 x N/8, visual square."""
+    if key == "pos_embed_a":
+        rows = CAVMAE_AUDIO_FREQ_ROWS
+        return (rows, num_tokens // rows) if num_tokens % rows == 0 else None
+    side = math.isqrt(num_tokens)
+    return (side, side) if side * side == num_tokens else None
+
+
+def map_cavmae_state_dict(
+    state: dict[str, torch.Tensor], model: AVClassifier
+) -> tuple[dict[str, torch.Tensor], ImportReport]:
+    """Rename a CAV-MAE state dict onto ``model``'s keys, adapting position embeddings to its grids.
+
+    Returns the tensors to load (``model.load_state_dict(mapped, strict=False)``) and a report. Shape
+    mismatches are skipped and reported, never raised. ``state`` is not modified.
+    """
+    ours = model.state_dict()
+    grids = {"audio.pos_embed": tuple(model.audio.grid), "visual.pos_embed": tuple(model.visual.grid)}
+    report = ImportReport()
+    mapped: dict[str, torch.Tensor] = {}
+    for raw_key, value in state.items():
+        key = strip_prefix(raw_key)
+        target = cavmae_key_to_ours(key)
+        if target == _IGNORED:
+            report.ignored.append(key)
+            continue
+        if target == _UNUSED:
+            report.unused.append(key)
+            continue
+        if target is None or target not in ours:
+            report.unexpected.append(key)
+            continue
+        expected = tuple(ours[target].shape)
+        if target in grids and tuple(value.shape) != expected:
+            src_grid = _source_grid(key, value.shape[1]) if value.dim() == 3 else None
+            if src_grid is not None and value.shape[0] == 1 and value.shape[2] == expected[2]:
+                dst_grid = grids[target]
+                trim = target == "audio.pos_embed"
+                value = resize_pos_embed(value, src_grid, dst_grid, trim_cols=trim)
+                report.notes.append(f"{key}: {_describe_resize(src_grid, dst_grid, trim)}")
+        if tuple(value.shape) != expected:
+            report.mismatched.append((key, tuple(value.shape), expected))
+            continue
+        mapped[target] = value
+    report.loaded = [key for key in ours if key in mapped]
+    report.missing = [key for key in ours if key not in mapped]
+    return mapped, report
+
+
+def _extract_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for wrapper in ("state_dict", "model"):
+            if isinstance(obj.get(wrapper), dict):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise ValueError(f"{path}: expected a (non-empty) state dict, got {type(obj).__name__}")
+    bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"{path}: not a state dict; non-tensor entries: {', '.join(bad[:5])}")
+    return obj
+
+
+def load_cavmae_checkpoint(model: AVClassifier, path: str | Path) -> ImportReport:
+    """Load a CAV-MAE checkpoint file into ``model`` (non-strict) and report what happened.
+
+    Accepts a plain state dict or a dict holding one under ``"state_dict"`` or ``"model"``. Raises
+    ``FileNotFoundError`` for a missing file and ``ValueError`` (naming the file) when it cannot be read
+    with ``weights_only=True``, is not a state dict, or fills none of the model's tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CAV-MAE checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, KeyError, EOFError ...
+        raise ValueError(f"{path}: cannot be read as a torch checkpoint (weights_only=True): {err}") from err
+    mapped, report = map_cavmae_state_dict(_extract_state_dict(obj, path), model)
+    report.source = str(path)
+    if not mapped:
+        raise ValueError(f"{path}: no tensor matches the model; is this a CAV-MAE checkpoint of the same "
+                         f"size?\n{report.summary()}")
+    model.load_state_dict(mapped, strict=False)
+    return report

@@ -1,0 +1,92 @@
+"""The audio-visual classifier: encoders -> fusion -> shared blocks -> mean pool -> head.
+
+``encode`` and ``classify_encoded`` split the forward pass where attention-level prompts start to matter,
+so that frozen encoder outputs can be computed once and reused (see ``uvav.train``).
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from uvav.models.backbone import ModalityEncoder, audio_grid, image_grid
+from uvav.models.fusion import FusionLayer
+from uvav.models.prompts import Prompts
+
+
+class AVClassifier(nn.Module):
+    def __init__(
+        self, num_classes: int, target_length: int, num_mel_bins: int, image_size: int, embed_dim: int = 64,
+        num_heads: int = 4, depth: int = 2, shared_depth: int = 0, fusion_depth: int = 1,
+        mlp_ratio: float = 4.0, patch_size: int = 16, image_patch_size: int | None = None,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        image_patch_size = image_patch_size or patch_size
+        common = dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                      drop_path=drop_path)
+        self.audio = ModalityEncoder(1, patch_size=patch_size,
+                                     grid=audio_grid(num_mel_bins, target_length, patch_size), **common)
+        self.visual = ModalityEncoder(3, patch_size=image_patch_size,
+                                      grid=image_grid(image_size, image_patch_size), **common)
+        self.fusion = nn.ModuleList(
+            FusionLayer(embed_dim, num_heads, mlp_ratio, drop_path) for _ in range(fusion_depth)
+        )
+        self.shared = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=drop_path)
+            for _ in range(shared_depth)
+        )
+        self.norm = nn.LayerNorm(embed_dim)  # eps 1e-5 like CAV-MAE's final norm
+        self.head = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, num_classes))
+        self.apply(_init_weights)
+
+    @classmethod
+    def from_config(cls, backbone, data, num_classes: int) -> AVClassifier:
+        """Build from a ``backbone`` and a ``data`` config node."""
+        return cls(
+            num_classes=num_classes, target_length=data.target_length, num_mel_bins=data.num_mel_bins,
+            image_size=data.image_size, embed_dim=backbone.embed_dim, num_heads=backbone.num_heads,
+            depth=backbone.depth, shared_depth=backbone.shared_depth, fusion_depth=backbone.fusion_depth,
+            mlp_ratio=backbone.mlp_ratio, patch_size=backbone.patch_size,
+            image_patch_size=backbone.image_patch_size, drop_path=backbone.drop_path,
+        )
+
+    def encode(
+        self, audio: torch.Tensor, visual: torch.Tensor, prompts: Prompts | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Modality encoders: fbank ``[B, T, F]`` and image ``[B, 3, H, W]`` -> tokens ``[B, N, D]`` each."""
+        prompts = prompts or Prompts()
+        a = self.audio(audio.transpose(1, 2).unsqueeze(1), prompts.input_audio)
+        v = self.visual(visual, prompts.input_visual)
+        return a, v
+
+    def classify_encoded(
+        self, a: torch.Tensor, v: torch.Tensor, prompts: Prompts | None = None
+    ) -> torch.Tensor:
+        """Fusion (with attention-level prompts), shared blocks, mean pool over all tokens, head -> logits."""
+        prompts = prompts or Prompts()
+        for i, layer in enumerate(self.fusion):
+            a, v = layer(a, v, prompts.fusion_layer(i))
+        x = torch.cat([a, v], dim=1)
+        for block in self.shared:
+            x = block(x)
+        return self.head(self.norm(x).mean(dim=1))
+
+    def forward(self, audio: torch.Tensor, visual: torch.Tensor, prompts: Prompts | None = None) -> torch.Tensor:
+        a, v = self.encode(audio, visual, prompts)
+        return self.classify_encoded(a, v, prompts)
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,132 @@
+"""Run outputs: the ``metrics.json`` schema, atomic writes, locks, and finding earlier work by its config.
+
+``metrics.json`` (schema_version 1), written once a job has finished, atomically:
+
+- ``status``: ``"completed"``
+- ``choices``: Hydra's group choices (data, backbone, prompt, scenario, method, trainer); ``overrides``
+- ``config``: the resolved job config
+- ``seed``, ``method``, ``train_cases``, ``split`` (sizes and how the split was made), ``data_info``
+- ``accuracy[mode][case]``: test accuracy per inference mode and case. Modes: ``ft`` (the fine-tuned model,
+  no prompts), ``head_only`` (frozen FT model, only the head retrained on the PL training cases),
+  ``pl_oracle`` (each sample with its own case's prompts), ``pl_uncertain`` (all prompt sets concatenated).
+  Cases: complete, noisy_audio, noisy_visual, noise_both, mixed.
+- ``val``: validation accuracy per mode and case (the same layout); ``selection``: metric, best epoch per stage
+- ``objective``: the value returned to sweepers, and its name
+- ``params``: ``trainable`` and ``total`` per stage
+- ``resources``: per stage (``ft``, ``head_only``, ``pl``): ``time_per_epoch_s`` (median over epochs after the
+  first), ``epoch_times_s``, ``peak_train_memory_bytes`` with ``memory_method``, ``device``
+- ``environment``: device name, library versions, host, CPU threads; ``wall_time_s``
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SCHEMA_VERSION = 1
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename: readers see all or nothing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n").encode())
+
+
+def atomic_torch_save(path: str | Path, obj: Any) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive inter-process lock (``flock``) on ``path``; released on exit, also when the holder dies."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def fingerprint(obj: Any) -> str:
+    """A short, stable hash of a JSON-able object (a resolved config section)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def read_json(path: str | Path) -> dict[str, Any] | None:
+    """The JSON object at ``path``, or None when it is absent, partial or not an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Where and with what a number was measured."""
+    import hydra
+    import timm
+    import torchaudio
+
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+    return {
+        "device": str(device),
+        "device_name": name,
+        "cpu_threads": torch.get_num_threads(),
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "versions": {
+            "torch": torch.__version__, "torchaudio": torchaudio.__version__, "timm": timm.__version__,
+            "hydra": hydra.__version__, "uvav": _uvav_version(),
+        },
+    }
+
+
+def _uvav_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("uvav")
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,202 @@
+"""The FT -> PL pipeline of one job: find or train the fine-tuned model, then the PL stages, then evaluate.
+
+A PL job finds its fine-tuned model by the config that produced it (a content hash of data, backbone,
+trainer, noise, seed and FT training cases) under ``<paths.cache_dir>/ft/<key>/``, and trains it first when
+absent, holding a file lock so that two jobs that need the same model never both train it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from uvav.data import AVData, load_data
+from uvav.models.classifier import AVClassifier, count_parameters
+from uvav.models.prompts import PromptBank
+from uvav.outputs import atomic_torch_save, atomic_write_json, file_lock, fingerprint, read_json
+from uvav.scenarios import Noise
+from uvav.train import EvalSets, Stage, evaluate_all, fit, freeze_for_prompts
+
+log = logging.getLogger(__name__)
+
+# trainer keys that cannot change a trained model's weights (kept out of the FT model's key)
+_TRAINER_KEYS_WITHOUT_EFFECT = ("progress", "eval_batch_size", "checkpoint_every_epoch", "num_threads")
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"trainer.device={name} but CUDA is not available; use trainer.device=auto or cpu")
+    return device
+
+
+def autocast_for(device: torch.device, precision: str):
+    """A zero-argument factory of the autocast context for this device and precision."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if use_bf16:
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def setup_runtime(cfg: DictConfig) -> torch.device:
+    torch.manual_seed(cfg.seed)
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    torch.set_flush_denormal(True)  # denormal floats made CPU steps ~2.7x slower (reference.md §7)
+    if cfg.trainer.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    return select_device(cfg.trainer.device)
+
+
+def ft_config(cfg: DictConfig) -> dict[str, Any]:
+    """Everything that determines the fine-tuned model's weights."""
+    trainer = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
+               if k not in _TRAINER_KEYS_WITHOUT_EFFECT}
+    is_ft = cfg.method.name == "ft"
+    return {
+        "data": OmegaConf.to_container(cfg.data, resolve=True),
+        "backbone": OmegaConf.to_container(cfg.backbone, resolve=True),
+        "trainer": trainer,
+        "noise": OmegaConf.to_container(cfg.noise, resolve=True),
+        "seed": cfg.seed,
+        "train_cases": list(cfg.scenario.train_cases) if is_ft else [cfg.method.base_scenario],
+        "epochs": (cfg.method.epochs if is_ft and cfg.method.epochs else cfg.trainer.epochs),
+        "lr": (cfg.method.lr if is_ft and cfg.method.lr else cfg.trainer.lr),
+    }
+
+
+@dataclass
+class Context:
+    cfg: DictConfig
+    data: AVData
+    noise: Noise
+    device: torch.device
+    autocast: Any
+    job_dir: Path
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.cfg.paths.cache_dir).expanduser()
+
+    def eval_sets(self, split: str) -> EvalSets:
+        return EvalSets(getattr(self.data, split), self.noise, salt=0 if split == "test" else 1)
+
+
+def build_model(ctx: Context) -> AVClassifier:
+    model = AVClassifier.from_config(ctx.cfg.backbone, ctx.cfg.data, ctx.data.num_classes)
+    if ctx.cfg.backbone.checkpoint:
+        from uvav.models.checkpoints import load_cavmae_checkpoint
+
+        report = load_cavmae_checkpoint(model, ctx.cfg.backbone.checkpoint)
+        log.info("CAV-MAE checkpoint: %s", report.summary())
+    return model.to(ctx.device)
+
+
+def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
+    """Load the fine-tuned model for this config, or train it (once, under a lock) and store it."""
+    spec = ft_config(ctx.cfg)
+    key = fingerprint(spec)
+    folder = ctx.cache_dir / "ft" / key
+    with file_lock(ctx.cache_dir / "ft" / f"{key}.lock"):
+        info = read_json(folder / "info.json")
+        if info is not None and (folder / "model.pt").exists():
+            model = build_model(ctx)
+            model.load_state_dict(torch.load(folder / "model.pt", map_location=ctx.device, weights_only=True))
+            log.info("FT model %s reused from %s", key, folder)
+            return model, {**info, "reused": True}
+        model = build_model(ctx)
+        stage = Stage("ft", model, None, "none", ["none"], spec["train_cases"], spec["epochs"], spec["lr"],
+                      ctx.cfg.trainer.weight_decay)
+        log.info("training FT model %s on %s (%d epochs)", key, spec["train_cases"], spec["epochs"])
+        result = fit(stage, ctx.data.train, ctx.eval_sets("val"), ctx.noise, ctx.cfg.trainer, ctx.device,
+                     seed=ctx.cfg.seed, autocast=ctx.autocast, checkpoint_path=folder / "last.pt")
+        info = {
+            "key": key, "spec": spec, "best_epoch": result.best_epoch, "best_val": result.best_val,
+            "history": result.history, "resources": result.resources,
+            "params": {"trainable": count_parameters(model, True), "total": count_parameters(model)},
+        }
+        atomic_torch_save(folder / "model.pt", model.state_dict())
+        atomic_write_json(folder / "info.json", info)
+        (folder / "last.pt").unlink(missing_ok=True)
+        return model, {**info, "reused": False}
+
+
+def run_pipeline(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
+    """Run one job and return its ``metrics.json`` content (without writing it)."""
+    started = time.perf_counter()
+    device = setup_runtime(cfg)
+    data = load_data(cfg.data, str(Path(cfg.paths.cache_dir) / "features"))
+    ctx = Context(cfg, data, Noise.from_config(cfg.noise), device, autocast_for(device, cfg.trainer.precision),
+                  job_dir)
+    log.info("data: %s, device: %s", data.sizes(), device)
+    test_sets, val_sets = ctx.eval_sets("test"), ctx.eval_sets("val")
+    bs = cfg.trainer.eval_batch_size
+
+    ft_model, ft_info = ensure_ft_model(ctx)
+    ft_stage = Stage("ft", ft_model, None, "none", ["none"], ft_info["spec"]["train_cases"], 0, 0.0, 0.0)
+    accuracy = {"ft": evaluate_all(ft_stage, test_sets, device, bs, ctx.autocast, ["none"])["none"]}
+    val = {"ft": evaluate_all(ft_stage, val_sets, device, bs, ctx.autocast, ["none"])["none"]}
+    stages: dict[str, Any] = {"ft": {**{k: ft_info[k] for k in ("key", "best_epoch", "best_val", "reused")},
+                                     "params": ft_info["params"], "resources": ft_info["resources"]}}
+    final_model, final_bank, main_mode = ft_model, None, "ft"
+
+    if cfg.method.name == "pl":
+        cases = list(cfg.scenario.train_cases)
+        epochs, lr = cfg.method.epochs or cfg.trainer.epochs, cfg.method.lr or cfg.trainer.lr
+        if cfg.method.head_only_baseline:
+            head = Stage("head_only", freeze_for_prompts(ft_model, True), None, "none", ["none"], cases,
+                         epochs, lr, cfg.trainer.weight_decay)
+            accuracy["head_only"], val["head_only"], stages["head_only"] = _train_and_eval(
+                ctx, head, seed=cfg.seed + 1, modes=["none"], test_sets=test_sets, val_sets=val_sets)
+        bank = PromptBank(cases, cfg.prompt.kind, cfg.prompt.length, cfg.backbone.embed_dim,
+                          cfg.backbone.fusion_depth).to(device)
+        train_mode = "oracle" if cfg.method.prompt_training == "per_scenario" else "uncertain"
+        pl = Stage("pl", freeze_for_prompts(ft_model, cfg.method.train_head), bank, train_mode,
+                   ["uncertain", "oracle"], cases, epochs, lr, cfg.trainer.weight_decay)
+        acc, v, stages["pl"] = _train_and_eval(ctx, pl, seed=cfg.seed + 2, modes=["uncertain", "oracle"],
+                                               test_sets=test_sets, val_sets=val_sets)
+        accuracy["pl_uncertain"], accuracy["pl_oracle"] = acc["uncertain"], acc["oracle"]
+        val["pl_uncertain"], val["pl_oracle"] = v["uncertain"], v["oracle"]
+        final_model, final_bank, main_mode = pl.model, bank, "pl_uncertain"
+
+    atomic_torch_save(job_dir / "model.pt", {
+        "model": final_model.state_dict(), "bank": final_bank.state_dict() if final_bank else None,
+        "class_names": data.class_names, "ft_key": ft_info["key"],
+    })
+    objective_value = (stages[cfg.method.name]["best_val"] if cfg.objective == "val_acc"
+                       else val[main_mode][cfg.objective.removeprefix("val_")])
+    return {
+        "accuracy": accuracy, "val": val, "stages": stages, "main_mode": main_mode,
+        "objective": {"name": cfg.objective, "value": objective_value},
+        "split": {**data.sizes(), "how": data.info.get("split")}, "data_info": data.info,
+        "class_names": data.class_names, "wall_time_s": round(time.perf_counter() - started, 2),
+        "device": str(device),
+    }
+
+
+def _train_and_eval(ctx: Context, stage: Stage, seed: int, modes: list[str], test_sets, val_sets):
+    """Fit a frozen-model stage with a resumable checkpoint in the job folder; evaluate test and val."""
+    result = fit(stage, ctx.data.train, val_sets, ctx.noise, ctx.cfg.trainer, ctx.device, seed=seed,
+                 autocast=ctx.autocast, checkpoint_path=ctx.job_dir / f"last_{stage.name}.pt")
+    bs = ctx.cfg.trainer.eval_batch_size
+    test = evaluate_all(stage, test_sets, ctx.device, bs, ctx.autocast, modes)
+    val = evaluate_all(stage, val_sets, ctx.device, bs, ctx.autocast, modes)
+    trainable = sum(p.numel() for p in stage.trainable())
+    info = {"best_epoch": result.best_epoch, "best_val": result.best_val, "history": result.history,
+            "resources": result.resources,
+            "params": {"trainable": trainable,
+                       "total": count_parameters(stage.model) + (count_parameters(stage.bank) if stage.bank else 0)}}
+    if len(modes) == 1:
+        return test[modes[0]], val[modes[0]], info
+    return test, val, info

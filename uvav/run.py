@@ -1,0 +1,66 @@
+"""The one entrypoint: ``python -m uvav.run [-m] [group=option ...] [key=value ...]``.
+
+Compose the config (Hydra), check it, run the job's pipeline, write ``metrics.json`` and return the
+objective for sweepers.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from uvav.config import ConfigError, config_dir, register_configs, validate
+from uvav.outputs import SCHEMA_VERSION, atomic_write_json, environment
+from uvav.pipeline import run_pipeline, select_device
+
+log = logging.getLogger("uvav.run")
+register_configs()
+
+
+def _remove_if_only_hydra_files(job_dir: Path) -> None:
+    """Undo the folder Hydra made for a job that was rejected before doing anything."""
+    own = {".hydra", "run.log", f"{HydraConfig.get().job.name}.log"}
+    if job_dir.is_dir() and all(p.name in own for p in job_dir.iterdir()):
+        shutil.rmtree(job_dir)
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+def main(cfg: DictConfig) -> float:
+    hydra_cfg = HydraConfig.get()
+    job_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        validate(cfg)
+    except ConfigError as error:
+        _remove_if_only_hydra_files(job_dir)
+        log.error("%s", error)
+        raise
+    metrics = run_pipeline(cfg, job_dir)
+    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")}
+    metrics.update({
+        "schema_version": SCHEMA_VERSION, "status": "completed", "choices": choices,
+        "overrides": list(hydra_cfg.overrides.task), "seed": cfg.seed, "method": cfg.method.name,
+        "train_cases": list(cfg.scenario.train_cases), "config": OmegaConf.to_container(cfg, resolve=True),
+        "environment": environment(select_device(cfg.trainer.device)),
+    })
+    atomic_write_json(job_dir / "metrics.json", metrics)
+    _log_table(metrics)
+    return float(metrics["objective"]["value"])
+
+
+def _log_table(metrics: dict) -> None:
+    modes = list(metrics["accuracy"])
+    cases = list(metrics["accuracy"]["ft"])
+    lines = ["test accuracy", f"{'case':<14}" + "".join(f"{m:>14}" for m in modes)]
+    for case in cases:
+        cells = "".join(f"{metrics['accuracy'][m].get(case, float('nan')):>14.3f}" for m in modes)
+        lines.append(f"{case:<14}{cells}")
+    log.info("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

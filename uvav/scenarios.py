@@ -1,0 +1,155 @@
+"""The four cases and ``mixed``: what each does to each modality, and the corruption functions.
+
+Corruptions act per sample on *normalised* features (reference.md §1): audio fbank ``[B, T, F]``,
+images ``[B, 3, H, W]``. Every random draw comes from an explicit ``torch.Generator``, so evaluation is
+deterministic given a seed, and training draws vary from step to step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from uvav.config import CASES
+
+# case name -> (audio corrupted, visual corrupted)
+CASE_EFFECTS: dict[str, tuple[bool, bool]] = {
+    "complete": (False, False),
+    "noisy_audio": (True, False),  # the paper's "vision only"
+    "noisy_visual": (False, True),  # the paper's "audio only"
+    "noise_both": (True, True),
+}
+CASE_INDEX = {name: i for i, name in enumerate(CASES)}
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Corruption settings (mirrors :class:`uvav.config.NoiseConfig`)."""
+
+    audio: tuple[str, ...] = ("gaussian", "time_roll", "freq_mask")
+    visual: tuple[str, ...] = ("black", "gaussian", "blur", "pixelate")
+    severity: float = 1.0
+    audio_gaussian_std: float = 10.0
+    both_gaussian_std: float = 1.0
+    max_time_roll: int = 64
+    max_freq_mask: int = 32
+    visual_gaussian_std: float = 5.0
+    blur_kernel: int = 51
+    pixelate_factor: float = 0.05
+    eval_seed: int = 1234
+
+    @classmethod
+    def from_config(cls, cfg) -> Noise:
+        fields = {k: cfg[k] for k in cls.__dataclass_fields__}
+        fields["audio"], fields["visual"] = tuple(cfg.audio), tuple(cfg.visual)
+        return cls(**fields)
+
+
+def _randint(low: int, high: int, gen: torch.Generator) -> int:
+    """Uniform integer in [low, high]."""
+    return int(torch.randint(low, high + 1, (1,), generator=gen).item())
+
+
+def corrupt_audio(x: torch.Tensor, kind: str, noise: Noise, both: bool, gen: torch.Generator) -> torch.Tensor:
+    """Corrupt one fbank ``[T, F]``."""
+    s = noise.severity
+    if kind == "missing":
+        return torch.zeros_like(x)
+    if kind == "gaussian":
+        std = (noise.both_gaussian_std if both else noise.audio_gaussian_std) * s
+        return x + std * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    if kind == "time_roll":
+        limit = int(round(noise.max_time_roll * s))
+        return torch.roll(x, shifts=_randint(-limit, limit, gen), dims=0) if limit else x
+    if kind == "freq_mask":
+        width = _randint(0, min(int(round(noise.max_freq_mask * s)), x.shape[1]), gen)
+        start = _randint(0, x.shape[1] - width, gen)
+        out = x.clone()
+        out[:, start:start + width] = 0.0
+        return out
+    raise ValueError(f"unknown audio noise {kind!r}")
+
+
+def _gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
+    coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    kernel = torch.exp(-(coords**2) / (2 * sigma**2))
+    return kernel / kernel.sum()
+
+
+def blur(image: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
+    """Separable gaussian blur of ``[C, H, W]`` with reflect padding."""
+    k = _gaussian_kernel(kernel_size, sigma).to(image.dtype)
+    c = image.shape[0]
+    pad = kernel_size // 2
+    x = image.unsqueeze(0)
+    x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    x = F.conv2d(F.pad(x, (0, 0, pad, pad), mode="replicate"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return x.squeeze(0)
+
+
+def corrupt_visual(x: torch.Tensor, kind: str, noise: Noise, gen: torch.Generator) -> torch.Tensor:
+    """Corrupt one image ``[3, H, W]``. Kernel and pixel sizes are defined at 224 px and scaled to H."""
+    s = noise.severity
+    size = x.shape[-1]
+    if kind == "black":
+        return torch.zeros_like(x)
+    if kind == "gaussian":
+        return x + noise.visual_gaussian_std * s * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    if kind == "blur":
+        kernel = max(3, int(round(noise.blur_kernel * size / 224)) | 1)
+        sigma = (0.3 * ((kernel - 1) * 0.5 - 1) + 0.8) * s  # torchvision's default sigma for this kernel
+        return blur(x, kernel, sigma) if sigma > 0 else x
+    if kind == "pixelate":
+        if s <= 0:
+            return x
+        small = max(1, int(round(size * noise.pixelate_factor / s)))
+        low = F.interpolate(x.unsqueeze(0), size=(small, small), mode="area")
+        return F.interpolate(low, size=x.shape[-2:], mode="nearest").squeeze(0)
+    raise ValueError(f"unknown visual noise {kind!r}")
+
+
+def corrupt(
+    audio: torch.Tensor, visual: torch.Tensor, case_ids: torch.Tensor, noise: Noise, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply case ``CASES[case_ids[i]]`` to sample i, choosing one noise kind per corrupted modality.
+
+    Runs on CPU tensors (where the generator lives); returns new tensors, inputs untouched.
+    """
+    audio_out, visual_out = audio.clone(), visual.clone()
+    if noise.severity == 0:
+        return audio_out, visual_out
+    for i, case_id in enumerate(case_ids.tolist()):
+        noisy_a, noisy_v = CASE_EFFECTS[CASES[case_id]]
+        if noisy_a:
+            kind = noise.audio[_randint(0, len(noise.audio) - 1, gen)]
+            audio_out[i] = corrupt_audio(audio[i], kind, noise, both=noisy_v, gen=gen)
+        if noisy_v:
+            kind = noise.visual[_randint(0, len(noise.visual) - 1, gen)]
+            visual_out[i] = corrupt_visual(visual[i], kind, noise, gen)
+    return audio_out, visual_out
+
+
+def case_ids_for(case: str, n: int, gen: torch.Generator, choices: tuple[str, ...] = CASES) -> torch.Tensor:
+    """Case index per sample: all the same for a named case; uniform over ``choices`` for ``mixed``."""
+    if case == "mixed":
+        picks = torch.randint(0, len(choices), (n,), generator=gen)
+        return torch.tensor([CASE_INDEX[choices[p]] for p in picks.tolist()], dtype=torch.long)
+    return torch.full((n,), CASE_INDEX[case], dtype=torch.long)
+
+
+def eval_generator(noise: Noise, case: str, salt: int = 0) -> torch.Generator:
+    """The generator that fixes the corruption draws of an evaluation set (same seed -> same test set)."""
+    offset = 0 if case == "mixed" else CASE_INDEX[case] + 1
+    return torch.Generator().manual_seed(noise.eval_seed * 1009 + offset * 101 + salt)
+
+
+def corrupt_split(
+    audio: torch.Tensor, visual: torch.Tensor, case: str, noise: Noise, salt: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Deterministically corrupt a whole evaluation split; returns (audio, visual, case_ids)."""
+    gen = eval_generator(noise, case, salt)
+    ids = case_ids_for(case, audio.shape[0], gen)
+    a, v = corrupt(audio, visual, ids, noise, gen)
+    return a, v, ids
