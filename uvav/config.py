@@ -48,6 +48,8 @@ class SyntheticDataConfig(DataConfig):
     num_test: int = 1000
     audio_noise: float = 0.6  # std of the background noise in the generated fbank (normalised units)
     visual_noise: float = 0.6
+    weak_cue_strength: float = 0.5  # amplitude of the faint band / the tint (see uvav/data/synthetic.py)
+    weak_cue_reliability: float = 0.85  # share of samples whose weak cue agrees with the label
 
 
 @dataclass
@@ -173,6 +175,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
     objective: str = "val_acc"  # value returned to sweepers: val_acc (selection metric) or val_<case>
+    reuse_finished: bool = True  # a job whose exact config already finished returns that result at once
 
 
 def register_configs() -> None:

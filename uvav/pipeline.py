@@ -32,8 +32,21 @@ _TRAINER_KEYS_WITHOUT_EFFECT = ("progress", "eval_batch_size", "checkpoint_every
 
 
 def select_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else CPU. With several visible GPUs inside a Hydra multirun, job ``n`` gets
+    ``cuda:{n % device_count}``, so that a local parallel launcher (joblib, submitit_local) spreads its jobs over
+    the GPUs. Slurm jobs (submitit_slurm) see only the GPUs Slurm gave them (CUDA_VISIBLE_DEVICES), so one GPU per
+    job comes from ``hydra.launcher.gpus_per_node=1``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        count = torch.cuda.device_count()
+        if count > 1:
+            from hydra.core.hydra_config import HydraConfig
+            from hydra.types import RunMode
+
+            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+                return torch.device(f"cuda:{HydraConfig.get().job.num % count}")
+        return torch.device("cuda")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"trainer.device={name} but CUDA is not available; use trainer.device=auto or cpu")
@@ -136,7 +149,7 @@ def run_pipeline(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
     """Run one job and return its ``metrics.json`` content (without writing it)."""
     started = time.perf_counter()
     device = setup_runtime(cfg)
-    data = load_data(cfg.data, str(Path(cfg.paths.cache_dir) / "features"))
+    data = load_data(cfg.data, str(cfg.data.cache_dir or Path(cfg.paths.cache_dir) / "features"))
     ctx = Context(cfg, data, Noise.from_config(cfg.noise), device, autocast_for(device, cfg.trainer.precision),
                   job_dir)
     log.info("data: %s, device: %s", data.sizes(), device)

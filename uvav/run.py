@@ -7,6 +7,7 @@ objective for sweepers.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from uvav.config import ConfigError, config_dir, register_configs, validate
-from uvav.outputs import SCHEMA_VERSION, atomic_write_json, environment
+from uvav.outputs import SCHEMA_VERSION, atomic_write_json, environment, fingerprint, link_or_copy, read_json
 from uvav.pipeline import run_pipeline, select_device
 
 log = logging.getLogger("uvav.run")
@@ -39,17 +40,47 @@ def main(cfg: DictConfig) -> float:
         _remove_if_only_hydra_files(job_dir)
         log.error("%s", error)
         raise
-    metrics = run_pipeline(cfg, job_dir)
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")}
+    key = job_key(cfg)
+    finished = Path(cfg.paths.cache_dir).expanduser() / "jobs" / key
+    metrics = read_json(finished / "metrics.json") if cfg.reuse_finished else None
+    if metrics is not None and metrics.get("status") == "completed" and (finished / "model.pt").exists():
+        log.info("reusing the finished job with the same config (%s)", finished)
+        metrics = {**metrics, "reused_from": metrics.get("job_dir"), "overrides": list(hydra_cfg.overrides.task)}
+        link_or_copy(finished / "model.pt", job_dir / "model.pt")
+    else:
+        metrics = _run_fresh(cfg, job_dir, choices, key)
+        link_or_copy(job_dir / "model.pt", finished / "model.pt")
+        atomic_write_json(finished / "metrics.json", metrics)
+    metrics["job_dir"] = str(job_dir.resolve())
+    atomic_write_json(job_dir / "metrics.json", metrics)
+    _log_table(metrics)
+    value = float(metrics["objective"]["value"])
+    if not math.isfinite(value):
+        raise FloatingPointError(f"objective {cfg.objective} is {value}: reported as a failed job")
+    return value
+
+
+def job_key(cfg: DictConfig) -> str:
+    """What identifies a job's result: the resolved config without settings that cannot change it."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("progress", "num_threads", "checkpoint_every_epoch"):
+        container["trainer"].pop(key, None)
+    container.pop("reuse_finished", None)
+    return fingerprint({"schema": SCHEMA_VERSION, "config": container})
+
+
+def _run_fresh(cfg: DictConfig, job_dir: Path, choices: dict, key: str) -> dict:
+    hydra_cfg = HydraConfig.get()
+    metrics = run_pipeline(cfg, job_dir)
     metrics.update({
         "schema_version": SCHEMA_VERSION, "status": "completed", "choices": choices,
         "overrides": list(hydra_cfg.overrides.task), "seed": cfg.seed, "method": cfg.method.name,
         "train_cases": list(cfg.scenario.train_cases), "config": OmegaConf.to_container(cfg, resolve=True),
-        "environment": environment(select_device(cfg.trainer.device)),
+        "environment": environment(select_device(cfg.trainer.device)), "job_key": key,
+        "job_dir": str(job_dir.resolve()),
     })
-    atomic_write_json(job_dir / "metrics.json", metrics)
-    _log_table(metrics)
-    return float(metrics["objective"]["value"])
+    return metrics
 
 
 def _log_table(metrics: dict) -> None:

@@ -1,9 +1,16 @@
 """The embedded default dataset, generated in code in a few seconds.
 
-Eight classes. The audio shows a frequency band that encodes ``class % 4``; the image shows stripes whose
-orientation encodes ``class // 2``. Either modality alone narrows the class down to two candidates
-(at best 50 % accuracy); only both together identify it. Losing a modality therefore really costs
-accuracy, and what a method recovers under a missing or noisy modality is visible.
+Eight classes. Each modality carries a *strong* cue for part of the class and a *weak* cue for the rest:
+
+- audio: a loud frequency band at one of four heights encodes ``class % 4``; a faint second band near the top
+  encodes ``class // 4`` and agrees with the label in ``weak_cue_reliability`` of the samples (85 %);
+- image: stripes at one of four orientations encode ``class // 2``; a red or blue tint encodes ``class % 2``,
+  just as reliable as the faint band.
+
+Both strong cues together identify the class, so a model trained on complete data leans on them. With one
+modality lost, the strong cue of the other narrows the class to two candidates (50 %), and only a model that
+has adapted to the weak cue of the remaining modality gets further (up to ~85 %). Losing a modality
+therefore really costs accuracy, and what a method recovers under a missing or noisy modality is visible.
 """
 
 from __future__ import annotations
@@ -18,9 +25,15 @@ NUM_CLASSES = 8
 CLASS_NAMES = [f"a{c % 4}_v{c // 2}" for c in range(NUM_CLASSES)]
 
 
-def _audio(labels: torch.Tensor, frames: int, mel: int, noise: float, gen: torch.Generator) -> torch.Tensor:
-    """A band at a class-specific height (4 heights), switched on for a random stretch of time."""
-    n = labels.shape[0]
+def _weak_cue(bit: torch.Tensor, reliability: float, gen: torch.Generator) -> torch.Tensor:
+    """``bit`` flipped in ``1 - reliability`` of the samples."""
+    flip = torch.rand(bit.shape[0], generator=gen) >= reliability
+    return torch.where(flip, 1 - bit, bit)
+
+
+def _audio(labels: torch.Tensor, frames: int, mel: int, cfg, gen: torch.Generator) -> torch.Tensor:
+    """A band at a class-specific height (4 heights) for a random stretch of time, plus the faint top band."""
+    n, noise = labels.shape[0], cfg.audio_noise
     x = noise * torch.randn(n, frames, mel, generator=gen)
     width = max(2, mel // 12)
     centres = ((labels % 4).float() + 0.5) * (mel / 4) + torch.randint(-2, 3, (n,), generator=gen).float()
@@ -31,26 +44,31 @@ def _audio(labels: torch.Tensor, frames: int, mel: int, noise: float, gen: torch
     t = torch.arange(frames)
     on = ((t[None, :] >= start[:, None]) & (t[None, :] < (start + length)[:, None])).float()  # [N, T]
     amplitude = 1.0 + 0.5 * torch.rand(n, 1, 1, generator=gen)
-    return x + amplitude * on[:, :, None] * band[:, None, :]
+    x = x + amplitude * on[:, :, None] * band[:, None, :]
+    faint = _weak_cue(labels // 4, cfg.weak_cue_reliability, gen).float()  # [N]
+    top = torch.exp(-0.5 * ((bins - (mel - 1.5 * width)) / (width / 2)) ** 2)  # [F]
+    return x + cfg.weak_cue_strength * faint[:, None, None] * top[None, None, :]
 
 
-def _visual(labels: torch.Tensor, size: int, noise: float, gen: torch.Generator) -> torch.Tensor:
-    """Stripes (period 4 px) at one of four orientations, random phase and colour, on a noisy background."""
-    n = labels.shape[0]
+def _visual(labels: torch.Tensor, size: int, cfg, gen: torch.Generator) -> torch.Tensor:
+    """Stripes (period 4 px) at one of four orientations, random phase and colour, a weak red/blue tint, noise."""
+    n, noise = labels.shape[0], cfg.visual_noise
     angles = (labels // 2).float() * (math.pi / 4)  # 0, 45, 90, 135 degrees
     yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
     proj = torch.cos(angles)[:, None, None] * xx + torch.sin(angles)[:, None, None] * yy
     phase = torch.rand(n, 1, 1, generator=gen) * 2 * math.pi
     stripes = torch.sin(2 * math.pi * proj / 4.0 + phase)  # [N, H, W]
     colour = 0.5 + torch.rand(n, 3, 1, 1, generator=gen)
-    return colour * stripes[:, None] + noise * torch.randn(n, 3, size, size, generator=gen)
+    sign = 2 * _weak_cue(labels % 2, cfg.weak_cue_reliability, gen).float() - 1  # +1 red, -1 blue
+    tint = torch.zeros(n, 3, 1, 1)
+    tint[:, 0, 0, 0], tint[:, 2, 0, 0] = sign, -sign
+    image = colour * stripes[:, None] + cfg.weak_cue_strength * tint
+    return image + noise * torch.randn(n, 3, size, size, generator=gen)
 
 
 def make_split(n: int, frames: int, mel: int, size: int, cfg, gen: torch.Generator) -> AVSplit:
     labels = torch.randint(0, NUM_CLASSES, (n,), generator=gen)
-    return AVSplit(
-        _audio(labels, frames, mel, cfg.audio_noise, gen), _visual(labels, size, cfg.visual_noise, gen), labels
-    )
+    return AVSplit(_audio(labels, frames, mel, cfg, gen), _visual(labels, size, cfg, gen), labels)
 
 
 def load_synthetic(cfg) -> AVData:

@@ -1,0 +1,210 @@
+"""Audio and image features, normalisation and the on-disk cache."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio
+from PIL import Image
+
+from uvav.data import features as F
+from uvav.data.features import (
+    BadFileError,
+    audio_features,
+    cache_key,
+    cached,
+    decode_each,
+    fbank_stats,
+    image_to_uint8,
+    images_to_float,
+    load_image,
+    resolve_cache_dir,
+)
+
+from .conftest import write_tone
+
+
+def reference_fbank(wave_16k: torch.Tensor, frames: int, mel: int) -> torch.Tensor:
+    """CAV-MAE's recipe written out directly (reference.md §2)."""
+    wave = wave_16k - wave_16k.mean()
+    fb = torchaudio.compliance.kaldi.fbank(
+        wave[None], htk_compat=True, sample_frequency=16000, use_energy=False, window_type="hanning",
+        num_mel_bins=mel, dither=0.0, frame_shift=10)
+    fb = torch.nn.functional.pad(fb, (0, 0, 0, max(0, frames - fb.shape[0])))
+    return fb[:frames]
+
+
+def test_16k_mono_matches_reference_exactly(tmp_path: Path) -> None:
+    t = torch.arange(16000) / 16000
+    wave = (0.3 * torch.sin(2 * torch.pi * 700 * t) + 0.05).float()
+    sf.write(tmp_path / "a.wav", wave.numpy(), 16000, subtype="FLOAT")
+    feats, short = audio_features(tmp_path / "a.wav", 128, 64)
+    assert not short and feats.shape == (128, 64)
+    torch.testing.assert_close(feats, reference_fbank(wave, 128, 64))
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100])
+def test_resampled_stereo_matches_reference(tmp_path: Path, rate: int) -> None:
+    """A stereo file at another rate gives the fbank of the same tone made directly at 16 kHz, mono."""
+    n = rate  # 1 s
+    t = np.arange(n) / rate
+    tone = 0.4 * np.sin(2 * np.pi * 1000 * t)
+    sf.write(tmp_path / "s.wav", np.stack([1.5 * tone, 0.5 * tone], 1).astype(np.float32), rate, subtype="FLOAT")
+    feats, _ = audio_features(tmp_path / "s.wav", 100, 64)  # mono = mean of channels = tone
+    ref = reference_fbank(torch.from_numpy(0.4 * np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000)).float(),
+                          100, 64)
+    inner = slice(3, 95)  # the resampling filter's edges differ
+    loud = ref[inner] > ref[inner].max() - 20  # bins within 20 (log) of the peak: the tone and its skirt
+    assert (feats[inner].argmax(1) == ref[inner].argmax(1)).all()
+    assert (feats[inner][loud] - ref[inner][loud]).abs().max() < 0.05
+
+
+def test_pad_crop_and_short_audio(tmp_path: Path) -> None:
+    write_tone(tmp_path / "long.wav", 16000, 2.0)
+    write_tone(tmp_path / "short.wav", 16000, 0.3)
+    write_tone(tmp_path / "tiny.wav", 8000, 0.01)  # 160 samples at 16 kHz < one 400-sample window
+    write_tone(tmp_path / "empty.wav", 22050, 0.0)
+    long, s_long = audio_features(tmp_path / "long.wav", 64, 32)
+    short, s_short = audio_features(tmp_path / "short.wav", 64, 32)
+    assert long.shape == short.shape == (64, 32) and not s_long and not s_short
+    assert (long != 0).all() and (short[28:] == 0).all() and (short[:28] != 0).all()  # 1 + (4800-400)//160
+    for name in ("tiny.wav", "empty.wav"):
+        feats, was_short = audio_features(tmp_path / name, 64, 32)
+        assert was_short and feats.shape == (64, 32) and torch.isfinite(feats).all()
+        assert (feats[1:] == 0).all()  # one frame from the padded window, then zero padding
+
+
+def test_noise_is_seeded(tmp_path: Path) -> None:
+    write_tone(tmp_path / "a.wav", 8000, 0.5)
+    clean, _ = audio_features(tmp_path / "a.wav", 32, 32)
+    a, _ = audio_features(tmp_path / "a.wav", 32, 32, snr_db=0.0, noise_seed=1)
+    b, _ = audio_features(tmp_path / "a.wav", 32, 32, snr_db=0.0, noise_seed=1)
+    c, _ = audio_features(tmp_path / "a.wav", 32, 32, snr_db=0.0, noise_seed=2)
+    assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, clean)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "RGB"])
+def test_image_modes(mode: str) -> None:
+    base = Image.fromarray(np.full((20, 30, 3), 200, dtype=np.uint8))
+    if mode == "I;16":  # 16-bit greyscale: 51400 / 257 = 200
+        img = Image.fromarray(np.full((20, 30), 51400, np.uint16))
+    elif mode == "P":
+        img = base.convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+    else:
+        img = base.convert(mode)
+    out = image_to_uint8(img, 16)
+    assert out.shape == (3, 16, 16) and out.dtype == torch.uint8
+    assert (out.float() - 200).abs().max() <= 1
+
+
+def test_image_resize_shorter_side_then_centre_crop(tmp_path: Path) -> None:
+    arr = np.zeros((10, 30, 3), dtype=np.uint8)  # left third red, middle green, right third blue
+    arr[:, :10, 0] = arr[:, 10:20, 1] = arr[:, 20:, 2] = 255
+    Image.fromarray(arr).save(tmp_path / "x.png")
+    out = load_image(tmp_path / "x.png", 10)
+    assert out.shape == (3, 10, 10)
+    assert out[1, :, 2:8].min() == 255 and out[0, :, 2:8].max() == 0  # the crop is the green middle
+    norm = images_to_float(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8))
+    torch.testing.assert_close(norm[0, :, 0, 0], (1 - torch.tensor(F.IMAGENET_MEAN)) / torch.tensor(F.IMAGENET_STD))
+
+
+def test_corrupt_image_raises(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "t.jpg")
+    data = (tmp_path / "t.jpg").read_bytes()
+    (tmp_path / "t.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(OSError):
+        load_image(tmp_path / "t.jpg", 8)
+
+
+def test_normalisation_constants() -> None:
+    x = torch.randn(10, 4, 4) * 3 + 2
+    mean, std = fbank_stats(x, "train")
+    assert mean == pytest.approx(float(x.mean())) and std == pytest.approx(float(x.std()))
+    assert fbank_stats(x, "cavmae") == (-5.081, 4.4849)
+    with pytest.raises(ValueError, match="normalize"):
+        fbank_stats(x, "other")
+
+
+def test_decode_each_error_and_skip() -> None:
+    def fn(x: int) -> int:
+        if x == 2:
+            raise RuntimeError("boom")
+        return x
+
+    with pytest.raises(BadFileError, match="file-2"):
+        decode_each([1, 2, 3], fn, "error", "t", name=lambda x: f"file-{x}")
+    out, skipped = decode_each([1, 2, 3], fn, "skip", "t", name=lambda x: f"file-{x}")
+    assert out == [1, None, 3] and skipped == [{"path": "file-2", "reason": "cannot decode: RuntimeError: boom"}]
+
+
+def test_cache_dir_resolution() -> None:
+    class Cfg:
+        cache_dir = "from_cfg"
+
+    assert resolve_cache_dir("arg", Cfg()) == Path("arg")
+    assert resolve_cache_dir(None, Cfg()) == Path("from_cfg")
+    Cfg.cache_dir = None
+    assert resolve_cache_dir(None, Cfg()) == Path(".cache/uvav/features")
+
+
+def test_cache_hit_and_invalidation(tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"abc")
+    calls = []
+
+    def build() -> dict:
+        calls.append(1)
+        return {"x": torch.arange(3), "meta": ["a"]}
+
+    settings = {"target_length": 64}
+    first, path, hit = cached("t", [src], settings, tmp_path / "c", build)
+    again, path2, hit2 = cached("t", [src], settings, tmp_path / "c", build)
+    assert (hit, hit2, len(calls), path) == (False, True, 1, path2)
+    assert torch.equal(again["x"], first["x"]) and again["meta"] == ["a"]
+    cached("t", [src], {"target_length": 65}, tmp_path / "c", build)  # a setting changed
+    assert len(calls) == 2
+    src.write_bytes(b"abcd")  # a source changed (size and mtime)
+    cached("t", [src], settings, tmp_path / "c", build)
+    assert len(calls) == 3
+    assert not list((tmp_path / "c").glob("*.tmp"))
+
+
+def test_unreadable_cache_is_rebuilt(tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"abc")
+    path = tmp_path / f"t-{cache_key([src], {})[:24]}.pt"
+    path.write_bytes(b"not a torch file")
+    with pytest.warns(UserWarning, match="unreadable"):
+        payload, _, hit = cached("t", [src], {}, tmp_path, lambda: {"x": torch.ones(1)})
+    assert not hit and torch.equal(torch.load(path, weights_only=True)["x"], torch.ones(1))
+
+
+def _build_in_process(cache_dir: str, src: str, log: str) -> None:
+    def build() -> dict:
+        with open(log, "a") as fh:
+            fh.write("built\n")
+        time.sleep(1.0)
+        return {"x": torch.zeros(2)}
+
+    cached("p", [src], {"k": 1}, cache_dir, build)
+
+
+def test_concurrent_builders_build_once(tmp_path: Path) -> None:
+    src, log = tmp_path / "src.bin", tmp_path / "log.txt"
+    src.write_bytes(b"abc")
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_build_in_process, args=(str(tmp_path / "c"), str(src), str(log)))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert log.read_text().count("built") == 1
+    assert len(list((tmp_path / "c").glob("*.pt"))) == 1

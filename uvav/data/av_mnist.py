@@ -1,0 +1,327 @@
+"""AV-MNIST-lite: FSDD spoken digits paired with MNIST (test-split) handwritten digits by label.
+
+Audio keeps FSDD's official split (take 0-4 test, 5-49 train). The 10,000 MNIST images are split into
+disjoint train/test pools (``test_image_fraction``, ``seed``) and every clip is paired with an image of
+its digit from the matching pool; the pairing is written to a CSV manifest and reused from then on.
+Difficulty knob in MultiBench's spirit: white noise in the audio (``audio_snr_db``) and PCA-degraded
+images (``image_energy_removed``, PCA fitted on the training pool).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+import uvav
+from uvav.config import AVMnistDataConfig
+from uvav.data.base import AVData, stratified_split
+from uvav.data.features import (
+    NORMALIZE_MODES,
+    audio_features,
+    bad_file,
+    build_avdata,
+    cached,
+    check_choice,
+    clip_seed,
+    decode_each,
+    feature_settings,
+    image_to_uint8,
+    one_torch_thread,
+    resolve_cache_dir,
+)
+
+CLASS_NAMES = [str(d) for d in range(10)]
+RECORDINGS = "fsdd/recordings"
+MNIST_IMAGES = "mnist/t10k-images-idx3-ubyte.gz"
+MNIST_LABELS = "mnist/t10k-labels-idx1-ubyte.gz"
+FSDD_REPO = "Jakobovski/free-spoken-digit-dataset"
+FSDD_COMMIT = "26eb9aaf76e81b692f806f9140c2d2777410d7a1"
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+NUM_TEST_TAKES = 5  # FSDD's official split: takes 0-4 are test
+MANIFEST_COLUMNS = ("clip", "label", "split", "image_index")
+_CLIP_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
+
+
+class Clip(NamedTuple):
+    name: str
+    digit: int
+    speaker: str
+    take: int
+
+    @property
+    def split(self) -> str:
+        return "test" if self.take < NUM_TEST_TAKES else "train"
+
+
+class ManifestError(ValueError):
+    """A pairing manifest that does not match the files or settings it is used with."""
+
+
+# ---------------------------------------------------------------- locating the files
+def candidate_roots(root: str | None = None) -> list[Path]:
+    """``root``, else ``$UVAV_DATA_ROOT``, else ``../shared/data`` beside the repository and the cwd."""
+    if root:
+        return [Path(root).expanduser()]
+    if os.environ.get("UVAV_DATA_ROOT"):
+        return [Path(os.environ["UVAV_DATA_ROOT"]).expanduser()]
+    repo = Path(uvav.__file__).resolve().parents[1]
+    found = [(repo / ".." / "shared" / "data").resolve(), (Path.cwd() / ".." / "shared" / "data").resolve()]
+    return list(dict.fromkeys(found))
+
+
+def has_files(root: Path) -> bool:
+    return (root / RECORDINGS).is_dir() and all((root / f).is_file() for f in (MNIST_IMAGES, MNIST_LABELS))
+
+
+def find_data_root(root: str | None = None) -> Path:
+    """The first candidate root holding FSDD and MNIST; otherwise FileNotFoundError saying how to get them."""
+    candidates = candidate_roots(root)
+    for cand in candidates:
+        if has_files(cand):
+            return cand
+    looked = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(
+        f"AV-MNIST data not found (looked in: {looked}). Expected under the data root: "
+        f"{RECORDINGS}/*.wav, {MNIST_IMAGES}, {MNIST_LABELS}. Sources: FSDD recordings from "
+        f"https://github.com/{FSDD_REPO} at commit {FSDD_COMMIT}; MNIST t10k files from a public mirror "
+        f"({', '.join(MNIST_MIRRORS)}). Download and verify them with "
+        f"`python -m uvav.prepare av_mnist --root DIR`, then set data.root=DIR or $UVAV_DATA_ROOT."
+    )
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Parse a gzipped idx file of unsigned bytes (MNIST's format)."""
+    raw = gzip.open(path, "rb").read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path}: not an idx file of unsigned bytes")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: {data.size} values, header says {dims}")
+    return data.reshape(dims).copy()  # writable (frombuffer views are read-only)
+
+
+def load_mnist(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST t10k: ``uint8 [N, 28, 28]`` images and ``int64 [N]`` labels."""
+    images, labels = read_idx(root / MNIST_IMAGES), read_idx(root / MNIST_LABELS).astype(np.int64)
+    if images.ndim != 3 or labels.shape != (images.shape[0],):
+        raise ValueError(f"MNIST files disagree: images {images.shape}, labels {labels.shape}")
+    return images, labels
+
+
+def list_clips(root: Path, on_bad_file: str, skipped: list[dict[str, str]]) -> list[Clip]:
+    """Every ``{digit}_{speaker}_{take}.wav`` in the recordings folder, sorted by name."""
+    clips = []
+    for path in sorted((root / RECORDINGS).iterdir()):
+        if path.name.startswith("."):
+            continue
+        m = _CLIP_NAME.match(path.name)
+        if m is None or not path.is_file():
+            bad_file(path, "not a recording named {digit}_{speaker}_{take}.wav", on_bad_file, skipped)
+            continue
+        clips.append(Clip(path.name, int(m.group(1)), m.group(2), int(m.group(3))))
+    if not clips:
+        raise FileNotFoundError(f"no recordings in {root / RECORDINGS}")
+    return clips
+
+
+# ---------------------------------------------------------------- pairing
+def image_pools(labels: np.ndarray, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Disjoint, per-digit stratified train/test pools of MNIST image indices."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"data.test_image_fraction={test_fraction}: must be in (0, 1)")
+    train, test = stratified_split(torch.from_numpy(labels), test_fraction, seed)
+    return {"train": train.numpy(), "test": test.numpy()}
+
+
+def pair_clips(
+    clips: list[Clip], labels: np.ndarray, pools: dict[str, np.ndarray], seed: int
+) -> dict[str, int]:
+    """Clip name -> image index: a seeded permutation of the pool's images of the same digit (distinct
+    images while the pool lasts, then reused cyclically)."""
+    rng = np.random.default_rng(seed)
+    pairs: dict[str, int] = {}
+    for split in ("train", "test"):
+        for digit in range(10):
+            names = sorted(c.name for c in clips if c.split == split and c.digit == digit)
+            pool = pools[split][labels[pools[split]] == digit]
+            if names and pool.size == 0:
+                raise ValueError(f"no MNIST image of digit {digit} in the {split} pool")
+            order = rng.permutation(pool)
+            pairs.update({n: int(order[i % order.size]) for i, n in enumerate(names)})
+    return pairs
+
+
+def write_manifest(path: Path, clips: list[Clip], pairs: dict[str, int]) -> None:
+    """Write ``clip,label,split,image_index`` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerows((c.name, c.digit, c.split, pairs[c.name]) for c in clips)
+    os.replace(tmp, path)
+
+
+def read_manifest(
+    path: Path, clips: list[Clip], labels: np.ndarray, pools: dict[str, np.ndarray]
+) -> dict[str, int]:
+    """Read a manifest and check it against the clips on disk, the MNIST labels and the image pools."""
+    def fail(why: str) -> ManifestError:
+        return ManifestError(f"pairing manifest {path} does not match: {why}. Delete it to pair afresh "
+                             "(or point data.manifest elsewhere).")
+
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
+            raise fail(f"columns {reader.fieldnames}, expected {list(MANIFEST_COLUMNS)}")
+        rows = list(reader)
+    by_name = {c.name: c for c in clips}
+    listed = [r["clip"] for r in rows]
+    if len(set(listed)) != len(listed):
+        raise fail("a clip is listed twice")
+    missing, extra = sorted(set(listed) - set(by_name)), sorted(set(by_name) - set(listed))
+    if missing or extra:
+        raise fail(f"clips listed but not on disk: {missing[:5]}; on disk but not listed: {extra[:5]}")
+    pool_sets = {k: set(v.tolist()) for k, v in pools.items()}
+    pairs = {}
+    for r in rows:
+        clip, idx = by_name[r["clip"]], int(r["image_index"])
+        if int(r["label"]) != clip.digit or r["split"] != clip.split:
+            raise fail(f"{clip.name} listed as label {r['label']}, split {r['split']}")
+        if not 0 <= idx < labels.size or labels[idx] != clip.digit:
+            raise fail(f"{clip.name} paired with image {idx}, which is not a {clip.digit}")
+        if idx not in pool_sets[clip.split]:
+            raise fail(f"image {idx} of {clip.name} is not in the {clip.split} pool of this seed / "
+                       "test_image_fraction (the manifest was made with other settings)")
+        pairs[clip.name] = idx
+    return pairs
+
+
+def default_manifest(cache_dir: Path, seed: int, test_fraction: float) -> Path:
+    """``<cache_dir>/av_mnist_manifest_seed<seed>.csv``; a non-default ``test_image_fraction`` (other image
+    pools) gets its own file, ``..._seed<seed>_test<fraction>.csv``."""
+    tag = "" if test_fraction == AVMnistDataConfig.test_image_fraction else f"_test{test_fraction:g}"
+    return Path(cache_dir) / f"av_mnist_manifest_seed{seed}{tag}.csv"
+
+
+def manifest_pairs(
+    path: Path, clips: list[Clip], labels: np.ndarray, pools: dict[str, np.ndarray], seed: int
+) -> tuple[dict[str, int], bool]:
+    """Reuse the manifest at ``path`` (checked) or create it; returns ``(pairs, reused)``."""
+    if path.is_file():
+        return read_manifest(path, clips, labels, pools), True
+    pairs = pair_clips(clips, labels, pools, seed)
+    write_manifest(path, clips, pairs)
+    return pairs, False
+
+
+# ---------------------------------------------------------------- difficulty and subsets
+def pca_degrade(images: np.ndarray, fit_index: np.ndarray, energy_removed: float) -> tuple[np.ndarray, int]:
+    """Reconstruct images from the top principal components (fitted on ``fit_index``) that keep
+    ``1 - energy_removed`` of the variance; returns the images and the number of components."""
+    n = images.shape[0]
+    x = torch.from_numpy(images.reshape(n, -1)).double()
+    mean = x[torch.from_numpy(fit_index)].mean(0)
+    _, s, vh = torch.linalg.svd(x[torch.from_numpy(fit_index)] - mean, full_matrices=False)
+    cum = (s**2).cumsum(0) / (s**2).sum()
+    k = min(int(torch.searchsorted(cum, torch.tensor(1.0 - energy_removed, dtype=cum.dtype))) + 1, len(s))
+    rec = (x - mean) @ vh[:k].T @ vh[:k] + mean
+    return rec.round().clamp(0, 255).to(torch.uint8).reshape(images.shape).numpy(), k
+
+
+def select_clips(clips: list[Clip], per_split: int | None) -> list[Clip]:
+    """All clips, or the first ``per_split`` of each split ordered take-major (so digits stay balanced)."""
+    if per_split is None:
+        return clips
+    out = []
+    for split in ("train", "test"):
+        ordered = sorted((c for c in clips if c.split == split), key=lambda c: (c.take, c.speaker, c.digit))
+        out += ordered[:per_split]
+    return sorted(out)
+
+
+# ---------------------------------------------------------------- loader
+def load_av_mnist(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
+    """Build AV-MNIST-lite from ``cfg`` (an ``AVMnistDataConfig`` node); features come from the cache."""
+    check_choice("data.normalize", cfg.normalize, NORMALIZE_MODES)
+    check_choice("data.on_bad_file", cfg.on_bad_file, ("error", "skip"))
+    root = find_data_root(cfg.root)
+    cache_dir = resolve_cache_dir(cache_dir, cfg)
+    skipped: list[dict[str, str]] = []
+    clips = list_clips(root, cfg.on_bad_file, skipped)
+    images, labels = load_mnist(root)
+    pools = image_pools(labels, cfg.test_image_fraction, cfg.seed)
+    mpath = Path(cfg.manifest) if cfg.manifest else default_manifest(cache_dir, cfg.seed, cfg.test_image_fraction)
+    pairs, reused = manifest_pairs(mpath, clips, labels, pools, cfg.seed)
+    chosen = select_clips(clips, cfg.max_clips_per_split)
+    removed = float(cfg.image_energy_removed)
+    if not 0.0 <= removed < 1.0:
+        raise ValueError(f"data.image_energy_removed={removed}: must be in [0, 1)")
+    snr = None if cfg.audio_snr_db is None else float(cfg.audio_snr_db)
+    settings = feature_settings(
+        cfg, dataset="av_mnist", audio_snr_db=snr, image_energy_removed=removed, seed=cfg.seed,
+        test_image_fraction=cfg.test_image_fraction, pairs=[pairs[c.name] for c in chosen],
+        on_bad_file=cfg.on_bad_file,
+    )
+    rec_dir = root / RECORDINGS
+
+    def build() -> dict[str, Any]:
+        feats, bad = decode_each(
+            chosen, lambda c: audio_features(rec_dir / c.name, cfg.target_length, cfg.num_mel_bins, snr,
+                                             clip_seed(cfg.seed, c.name)),
+            cfg.on_bad_file, "av_mnist audio", name=lambda c: str(rec_dir / c.name))
+        keep = [i for i, f in enumerate(feats) if f is not None]
+        if not keep:
+            raise ValueError(f"no readable recordings in {rec_dir}")
+        with one_torch_thread():
+            pics, k = (images, 0) if removed == 0 else pca_degrade(images, pools["train"], removed)
+        visual = torch.stack([
+            image_to_uint8(Image.fromarray(pics[pairs[chosen[i].name]]), cfg.image_size) for i in keep
+        ])
+        return {
+            "audio": torch.stack([feats[i][0] for i in keep]), "visual": visual,
+            "clips": [chosen[i].name for i in keep], "skipped": bad, "pca_components": k,
+            "short": [chosen[i].name for i in keep if feats[i][1]],
+        }
+
+    sources = [rec_dir / c.name for c in chosen] + [root / MNIST_IMAGES, root / MNIST_LABELS]
+    payload, cache_path, hit = cached("av_mnist", sources, settings, cache_dir, build)
+    by_name = {c.name: c for c in clips}
+    kept = [by_name[n] for n in payload["clips"]]
+    clip_labels = torch.tensor([c.digit for c in kept])
+    is_test = torch.tensor([c.split == "test" for c in kept])
+    train_all, test = torch.nonzero(~is_test).flatten(), torch.nonzero(is_test).flatten()
+    tr, va = stratified_split(clip_labels[train_all], cfg.val_fraction, cfg.seed)
+    info = {
+        "source": f"AV-MNIST-lite: FSDD ({FSDD_REPO}@{FSDD_COMMIT[:7]}, CC BY-SA 4.0) + MNIST t10k images",
+        "root": str(root),
+        "split": (f"FSDD official (takes 0-{NUM_TEST_TAKES - 1} test, rest train); val: stratified "
+                  f"{cfg.val_fraction} of train, seed {cfg.seed}"),
+        "manifest": str(mpath), "manifest_reused": reused,
+        "image_pools": {k: int(v.size) for k, v in pools.items()},
+        "test_image_fraction": cfg.test_image_fraction,
+        "difficulty": {"audio_snr_db": snr, "image_energy_removed": removed,
+                       "pca_components": payload["pca_components"]},
+        "subset": cfg.max_clips_per_split,
+        "skipped_files": skipped + payload["skipped"],
+        "short_audio_padded": payload["short"],
+        "features": {k: settings[k] for k in ("version", "sample_rate", "target_length", "num_mel_bins",
+                                              "image_size", "fbank", "image_resize")},
+        "cache": {"path": str(cache_path), "hit": hit},
+    }
+    parts = {"train": train_all[tr], "val": train_all[va], "test": test}
+    return build_avdata(payload["audio"], payload["visual"], clip_labels, parts, CLASS_NAMES, cfg.normalize,
+                        info, payload["clips"])

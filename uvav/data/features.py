@@ -1,0 +1,332 @@
+"""Feature extraction shared by the real-data loaders, and the on-disk feature cache.
+
+Audio follows CAV-MAE (reference.md §2): WAV -> mono -> 16 kHz -> minus its mean -> Kaldi fbank -> pad/crop
+to ``target_length`` frames ``[T, F]``. Images: RGB, bicubic resize of the shorter side, centre crop,
+kept as ``uint8 [3, S, S]`` in the cache and turned into ImageNet-normalised floats when a split is built.
+The cache stores the decoded, *unnormalised* tensors of a whole dataset in one ``.pt`` file whose name
+is a hash of every source file (path, size, mtime) and every feature setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import warnings
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+from PIL import Image
+from tqdm import tqdm
+
+from uvav.data.base import AVData, AVSplit
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
+    fcntl = None
+
+FEATURE_VERSION = 1  # bump whenever decoding changes, so that old caches are not reused
+SAMPLE_RATE = 16000
+WINDOW_SAMPLES = 400  # one 25 ms Kaldi window at 16 kHz
+FBANK_KWARGS: dict[str, Any] = {
+    "htk_compat": True, "sample_frequency": SAMPLE_RATE, "use_energy": False, "window_type": "hanning",
+    "dither": 0.0, "frame_shift": 10.0, "frame_length": 25.0,
+}
+CAVMAE_MEAN, CAVMAE_STD = -5.081, 4.4849
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_CACHE_DIR = ".cache/uvav/features"
+NORMALIZE_MODES = ("train", "cavmae")
+
+
+# ---------------------------------------------------------------- audio
+def read_wav(path: str | Path) -> tuple[torch.Tensor, int]:
+    """Decode a WAV with soundfile: float32 ``[channels, samples]`` and the sample rate."""
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    wave = torch.from_numpy(np.ascontiguousarray(data.T))
+    if not torch.isfinite(wave).all():
+        raise ValueError("non-finite samples")
+    return wave, int(rate)
+
+
+def to_mono_16k(wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Average the channels (any count) and resample to 16 kHz: ``[samples]``."""
+    mono = wave.mean(dim=0) if wave.dim() == 2 else wave
+    if sample_rate != SAMPLE_RATE and mono.numel() > 0:
+        mono = torchaudio.functional.resample(mono, orig_freq=sample_rate, new_freq=SAMPLE_RATE)
+    return mono
+
+
+def add_white_noise(wave: torch.Tensor, snr_db: float, seed: int) -> torch.Tensor:
+    """Mix in Gaussian white noise at ``snr_db`` relative to the signal's power (seeded)."""
+    gen = torch.Generator().manual_seed(seed)
+    power = wave.pow(2).mean() if wave.numel() else torch.tensor(0.0)
+    noise = torch.randn(wave.shape, generator=gen) * torch.sqrt(power / 10 ** (snr_db / 10))
+    return wave + noise
+
+
+def fbank(wave: torch.Tensor, target_length: int, num_mel_bins: int) -> tuple[torch.Tensor, bool]:
+    """Kaldi fbank of a 16 kHz mono waveform, padded with zeros / cropped to ``[target_length, F]``.
+
+    Returns the features and whether the waveform was shorter than one window (and so zero-padded to it).
+    """
+    wave = wave - wave.mean() if wave.numel() else wave
+    short = wave.numel() < WINDOW_SAMPLES
+    if short:
+        wave = torch.nn.functional.pad(wave, (0, WINDOW_SAMPLES - wave.numel()))
+    feats = torchaudio.compliance.kaldi.fbank(wave[None], num_mel_bins=num_mel_bins, **FBANK_KWARGS)
+    frames = feats.shape[0]
+    if frames < target_length:
+        feats = torch.nn.functional.pad(feats, (0, 0, 0, target_length - frames))
+    return feats[:target_length].contiguous(), short
+
+
+def audio_features(
+    path: str | Path, target_length: int, num_mel_bins: int, snr_db: float | None = None, noise_seed: int = 0
+) -> tuple[torch.Tensor, bool]:
+    """WAV file -> ``([T, F] fbank, padded_short)``; optional white noise at ``snr_db`` (at 16 kHz)."""
+    wave = to_mono_16k(*read_wav(path))
+    if snr_db is not None:
+        wave = add_white_noise(wave - wave.mean(), snr_db, noise_seed)
+    return fbank(wave, target_length, num_mel_bins)
+
+
+def clip_seed(seed: int, name: str) -> int:
+    """A per-file seed that does not depend on Python's salted ``hash``."""
+    return zlib.crc32(f"{seed}:{name}".encode())
+
+
+# ---------------------------------------------------------------- images
+def _rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB; 16-bit / float greyscale is scaled to 8 bits first."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        if arr.max(initial=0.0) > 255:
+            arr = arr / 257.0
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    return img.convert("RGB")
+
+
+def image_to_uint8(img: Image.Image, image_size: int) -> torch.Tensor:
+    """Bicubic resize of the shorter side to ``image_size``, centre crop: ``uint8 [3, S, S]``."""
+    img = _rgb(img)
+    w, h = img.size
+    scale = image_size / min(w, h)
+    nw, nh = max(image_size, round(w * scale)), max(image_size, round(h * scale))
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.Resampling.BICUBIC)
+    left, top = (nw - image_size) // 2, (nh - image_size) // 2
+    img = img.crop((left, top, left + image_size, top + image_size))
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+def load_image(path: str | Path, image_size: int) -> torch.Tensor:
+    """Open and fully decode an image file (corrupt or truncated files raise): ``uint8 [3, S, S]``."""
+    with Image.open(path) as img:
+        img.load()
+        return image_to_uint8(img, image_size)
+
+
+def images_to_float(images: torch.Tensor) -> torch.Tensor:
+    """``uint8 [N, 3, H, W]`` -> float32 normalised with ImageNet mean/std."""
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return images.float().div_(255.0).sub_(mean).div_(std)
+
+
+# ---------------------------------------------------------------- decoding many files
+class BadFileError(ValueError):
+    """A dataset file that is missing its partner, misplaced or unreadable (``data.on_bad_file=error``)."""
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run small per-file tensor ops on one intra-op thread: with more, a busy machine made decoding ~10x
+    slower (thread oversubscription), and an idle one gained nothing."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def decode_each(
+    items: Sequence[Any], fn: Callable[[Any], Any], on_bad_file: str, desc: str,
+    name: Callable[[Any], str] = str,
+) -> tuple[list[Any], list[dict[str, str]]]:
+    """Apply ``fn`` to every item with a progress bar (stderr). A failure raises naming the item, or with
+    ``on_bad_file == "skip"`` gives ``None`` at that position and an entry ``{"path", "reason"}``.
+    """
+    results: list[Any] = []
+    skipped: list[dict[str, str]] = []
+    with one_torch_thread():
+        for item in tqdm(items, desc=desc, unit="file", file=sys.stderr, mininterval=1.0):
+            try:
+                results.append(fn(item))
+            except Exception as exc:  # noqa: BLE001 - any decoding failure is a bad file
+                path = exc.path if isinstance(exc, DecodeError) else name(item)
+                cause = exc.__cause__ if isinstance(exc, DecodeError) else exc
+                reason = f"cannot decode: {type(cause).__name__}: {cause}"
+                if on_bad_file != "skip":
+                    raise BadFileError(f"{path}: {reason} (set data.on_bad_file=skip to skip it)") from exc
+                results.append(None)
+                skipped.append({"path": path, "reason": reason})
+    return results, skipped
+
+
+class DecodeError(Exception):
+    """Raised by :func:`decode_at`: names the file whose decoding failed (the cause is chained)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(str(path))
+        self.path = str(path)
+
+
+def decode_at(path: str | Path, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(path, *args)``; any failure is re-raised as :class:`DecodeError` naming ``path``."""
+    try:
+        return fn(path, *args)
+    except Exception as exc:
+        raise DecodeError(path) from exc
+
+
+def bad_file(path: str | Path, reason: str, on_bad_file: str, skipped: list[dict[str, str]]) -> None:
+    """Raise :class:`BadFileError` for ``path``, or record it in ``skipped`` if ``on_bad_file == "skip"``."""
+    if on_bad_file != "skip":
+        raise BadFileError(f"{path}: {reason} (set data.on_bad_file=skip to skip such files)")
+    skipped.append({"path": str(path), "reason": reason})
+
+
+# ---------------------------------------------------------------- cache
+def resolve_cache_dir(cache_dir: str | Path | None, cfg: Any) -> Path:
+    """The ``cache_dir`` argument, else ``cfg.cache_dir``, else :data:`DEFAULT_CACHE_DIR`."""
+    return Path(cache_dir or getattr(cfg, "cache_dir", None) or DEFAULT_CACHE_DIR)
+
+
+def feature_settings(cfg: Any, **extra: Any) -> dict[str, Any]:
+    """Every setting the cached features depend on (plus dataset-specific ``extra``)."""
+    return {
+        "version": FEATURE_VERSION, "sample_rate": SAMPLE_RATE, "fbank": FBANK_KWARGS,
+        "target_length": int(cfg.target_length), "num_mel_bins": int(cfg.num_mel_bins),
+        "image_size": int(cfg.image_size), "image_resize": "bicubic-shorter-side+center-crop", **extra,
+    }
+
+
+def cache_key(sources: Sequence[str | Path], settings: dict[str, Any]) -> str:
+    """sha256 over each source's absolute path, size and mtime, and the JSON of ``settings``."""
+    h = hashlib.sha256()
+    for src in sources:
+        st = os.stat(src)
+        h.update(f"{os.path.abspath(src)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def cached(
+    name: str, sources: Sequence[str | Path], settings: dict[str, Any], cache_dir: str | Path,
+    build: Callable[[], dict[str, Any]],
+) -> tuple[dict[str, Any], Path, bool]:
+    """Load ``<cache_dir>/<name>-<key>.pt`` or ``build()`` and save it; returns ``(payload, path, hit)``.
+
+    A ``flock`` on a sibling ``.lock`` file makes a second process wait for the first one's build instead of
+    building again; the file is written to a temporary name in the same folder and moved into place.
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"{name}-{cache_key(sources, settings)[:24]}.pt"
+    payload = _try_load(path)
+    if payload is not None:
+        return payload, path, True
+    with open(path.with_suffix(".lock"), "a+") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        payload = _try_load(path)  # built by another process while we waited
+        if payload is not None:
+            return payload, path, True
+        payload = build()
+        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=cache_dir)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(payload, fh)
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is meant to be shared
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return payload, path, False
+
+
+def _try_load(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - an unreadable cache is rebuilt
+        warnings.warn(f"feature cache {path} unreadable ({exc}); rebuilding it", stacklevel=3)
+        return None
+
+
+# ---------------------------------------------------------------- splits
+def check_choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
+    """Fail early (before any decoding) on a setting outside ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{key}={value!r}: one of {list(allowed)}")
+
+
+def fbank_stats(train_audio: torch.Tensor, mode: str) -> tuple[float, float]:
+    """Normalisation constants: statistics of the training split (``train``) or CAV-MAE's (``cavmae``)."""
+    if mode == "cavmae":
+        return CAVMAE_MEAN, CAVMAE_STD
+    check_choice("data.normalize", mode, NORMALIZE_MODES)
+    if train_audio.numel() == 0:
+        raise ValueError("the training split is empty: cannot compute normalisation statistics")
+    return float(train_audio.mean()), float(train_audio.std())
+
+
+def split_digest(names: Sequence[str], index: torch.Tensor) -> str:
+    """A short fingerprint of which files a split holds (sha256 of their sorted names)."""
+    picked = sorted(names[i] for i in index.tolist())
+    return hashlib.sha256("\n".join(picked).encode()).hexdigest()[:16]
+
+
+def build_avdata(
+    audio: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, parts: dict[str, torch.Tensor],
+    class_names: list[str], normalize: str, info: dict[str, Any], names: Sequence[str],
+) -> AVData:
+    """Index ``train``/``val``/``test`` out of the full tensors, normalise, and record what was done
+    (sizes, class counts, normalisation constants, a digest of each split's file names)."""
+    with one_torch_thread():  # elementwise work: more threads only add contention on a busy machine
+        mean, std = fbank_stats(audio[parts["train"]], normalize)
+        splits = {
+            k: AVSplit(audio[idx].sub_(mean).div_(std), images_to_float(images[idx]), labels[idx].long())
+            for k, idx in parts.items()
+        }
+    empty = [k for k, s in splits.items() if len(s) == 0]
+    if empty:
+        warnings.warn(f"empty split(s) {empty}: too few files per class for the fractions asked", stacklevel=3)
+    info = {
+        **info,
+        "sizes": {k: len(s) for k, s in splits.items()},
+        "class_counts": {k: torch.bincount(s.labels, minlength=len(class_names)).tolist()
+                         for k, s in splits.items()},
+        "normalization": {
+            "audio": normalize, "audio_mean": mean, "audio_std": std,
+            "audio_source": "training split" if normalize == "train" else "CAV-MAE (AudioSet) constants",
+            "visual": "imagenet", "visual_mean": list(IMAGENET_MEAN), "visual_std": list(IMAGENET_STD),
+        },
+        "split_digest": {k: split_digest(names, idx) for k, idx in parts.items()},
+        "audio_shape": list(audio.shape[1:]),
+        "visual_shape": list(images.shape[1:]),
+    }
+    return AVData(splits["train"], splits["val"], splits["test"], class_names, info)

@@ -1,0 +1,207 @@
+"""UrbanSound8K-AV (reference.md §4): UrbanSound8K clips paired with one image each, ten classes.
+
+Layout ``<root>/Dataset_v3_sound/<class>/<name>.wav`` + ``<root>/Dataset_v3_vision/<class>/<name>.jpg``
+(``.jpeg`` / ``.png`` too). Split ``stratified`` (per class, seeded) or ``folds`` (UrbanSound8K's folds
+from its metadata CSV). Unpaired, misplaced or unreadable files raise an error naming them, or are skipped
+and listed in ``info["skipped_files"]`` with ``on_bad_file=skip``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pandas as pd
+import torch
+from omegaconf.errors import MissingMandatoryValue
+
+from uvav.data.base import AVData, stratified_split
+from uvav.data.features import (
+    NORMALIZE_MODES,
+    audio_features,
+    bad_file,
+    build_avdata,
+    cached,
+    check_choice,
+    decode_at,
+    decode_each,
+    feature_settings,
+    load_image,
+    resolve_cache_dir,
+)
+
+CLASS_NAMES = [
+    "air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling",
+    "engine_idling", "gun_shot", "jackhammer", "siren", "street_music",
+]
+SOUND_DIR, VISION_DIR = "Dataset_v3_sound", "Dataset_v3_vision"
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+SPLITS = ("stratified", "folds")
+LAYOUT = (
+    f"<root>/{SOUND_DIR}/<class>/<name>.wav and <root>/{VISION_DIR}/<class>/<name>.jpg (or .jpeg/.png), "
+    f"<class> one of {', '.join(CLASS_NAMES)}. The data is distributed on Kaggle as "
+    "lingyueguo/urbansound8k-av; set data.root to the folder holding both"
+)
+
+
+class Pair(NamedTuple):
+    audio: Path
+    image: Path
+    label: int
+
+
+def find_root(cfg: Any) -> Path:
+    """``cfg.root`` if it holds both folders; otherwise FileNotFoundError showing the expected layout."""
+    try:
+        root = cfg.root
+    except MissingMandatoryValue:
+        root = None
+    if not root or root == "???":
+        raise FileNotFoundError(f"data.root is not set. Expected layout: {LAYOUT}")
+    root = Path(root).expanduser()
+    for sub in (SOUND_DIR, VISION_DIR):
+        if not (root / sub).is_dir():
+            raise FileNotFoundError(f"{root / sub} not found. Expected layout: {LAYOUT}")
+    return root
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def list_pairs(root: Path, on_bad_file: str, skipped: list[dict[str, str]]) -> list[Pair]:
+    """Every (wav, image) pair with the same class folder and stem, sorted by class then name."""
+    for top in (root / SOUND_DIR, root / VISION_DIR):
+        for entry in _files(top):
+            if not entry.is_dir():
+                bad_file(entry, "not a class folder", on_bad_file, skipped)
+            elif entry.name not in CLASS_NAMES:
+                reason = f"unknown class folder (classes: {', '.join(CLASS_NAMES)})"
+                bad_file(entry, reason, on_bad_file, skipped)
+    pairs = []
+    for label, cls in enumerate(CLASS_NAMES):
+        audio: dict[str, Path] = {}
+        images: dict[str, Path] = {}
+        for folder, wanted, found in ((root / SOUND_DIR / cls, (".wav",), audio),
+                                      (root / VISION_DIR / cls, IMAGE_EXTS, images)):
+            files = _files(folder) if folder.is_dir() else []
+            if not files:
+                reason = "empty class folder" if folder.is_dir() else "missing class folder"
+                bad_file(folder, reason, on_bad_file, skipped)
+            for f in files:
+                if f.suffix.lower() not in wanted or not f.is_file():
+                    bad_file(f, f"not a {'/'.join(wanted)} file", on_bad_file, skipped)
+                elif f.stem in found:
+                    bad_file(f, f"second file for {f.stem} (also {found[f.stem].name})", on_bad_file, skipped)
+                else:
+                    found[f.stem] = f
+        for stem in sorted(audio.keys() | images.keys()):
+            if stem not in images:
+                where = root / VISION_DIR / cls / f"{stem}.jpg"
+                bad_file(audio[stem], f"audio without its image (expected {where})", on_bad_file, skipped)
+            elif stem not in audio:
+                where = root / SOUND_DIR / cls / f"{stem}.wav"
+                bad_file(images[stem], f"image without its audio (expected {where})", on_bad_file, skipped)
+            else:
+                pairs.append(Pair(audio[stem], images[stem], label))
+    if not pairs:
+        raise FileNotFoundError(f"no audio-image pairs under {root}. Expected layout: {LAYOUT}")
+    return pairs
+
+
+def split_stratified(labels: torch.Tensor, cfg: Any) -> dict[str, torch.Tensor]:
+    """Per class: ``test_fraction`` to test, then ``val_fraction`` of the rest to validation (seeded)."""
+    if not 0.0 < cfg.test_fraction < 1.0:
+        raise ValueError(f"data.test_fraction={cfg.test_fraction}: must be in (0, 1)")
+    rest, test = stratified_split(labels, cfg.test_fraction, cfg.seed)
+    tr, va = stratified_split(labels[rest], cfg.val_fraction, cfg.seed)
+    return {"train": rest[tr], "val": rest[va], "test": test}
+
+
+def split_folds(
+    files: list[str], labels: torch.Tensor, cfg: Any, skipped: list[dict[str, str]]
+) -> dict[str, torch.Tensor]:
+    """UrbanSound8K folds from ``cfg.metadata_csv`` (matched by file stem): ``test_folds`` are test,
+    validation is carved (stratified) from the other folds. Files missing from the CSV are bad files."""
+    if not cfg.metadata_csv:
+        raise ValueError("data.split=folds needs data.metadata_csv (UrbanSound8K.csv)")
+    meta = pd.read_csv(cfg.metadata_csv)
+    need = {"slice_file_name", "fold", "classID"}
+    if not need <= set(meta.columns):
+        raise ValueError(f"{cfg.metadata_csv}: columns {sorted(need - set(meta.columns))} missing")
+    rows = {Path(n).stem: (int(f), int(c)) for n, f, c in
+            zip(meta["slice_file_name"], meta["fold"], meta["classID"], strict=True)}
+    test_folds = {int(f) for f in cfg.test_folds}
+    keep, is_test = [], []
+    for i, (name, label) in enumerate(zip(files, labels.tolist(), strict=True)):
+        row = rows.get(Path(name).stem)
+        if row is None:
+            bad_file(name, f"not listed in {cfg.metadata_csv}", cfg.on_bad_file, skipped)
+        elif row[1] != label:
+            bad_file(name, f"class folder {CLASS_NAMES[label]} but classID {row[1]} in the metadata",
+                     cfg.on_bad_file, skipped)
+        else:
+            keep.append(i)
+            is_test.append(row[0] in test_folds)
+    keep_t, test_mask = torch.tensor(keep, dtype=torch.long), torch.tensor(is_test, dtype=torch.bool)
+    rest, test = keep_t[~test_mask], keep_t[test_mask]
+    if test.numel() == 0 or rest.numel() == 0:
+        raise ValueError(f"data.test_folds={sorted(test_folds)} leaves {test.numel()} test / "
+                         f"{rest.numel()} train clips")
+    tr, va = stratified_split(labels[rest], cfg.val_fraction, cfg.seed)
+    return {"train": rest[tr], "val": rest[va], "test": test}
+
+
+def load_urbansound8k_av(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
+    """Build UrbanSound8K-AV from ``cfg`` (an ``UrbanSound8KAVDataConfig`` node)."""
+    check_choice("data.split", cfg.split, SPLITS)
+    check_choice("data.normalize", cfg.normalize, NORMALIZE_MODES)
+    check_choice("data.on_bad_file", cfg.on_bad_file, ("error", "skip"))
+    root = find_root(cfg)
+    cache_dir = resolve_cache_dir(cache_dir, cfg)
+    skipped: list[dict[str, str]] = []
+    pairs = list_pairs(root, cfg.on_bad_file, skipped)
+    settings = feature_settings(cfg, dataset="urbansound8k_av", on_bad_file=cfg.on_bad_file)
+
+    def decode(p: Pair) -> tuple[torch.Tensor, bool, torch.Tensor]:
+        fb, short = decode_at(p.audio, audio_features, cfg.target_length, cfg.num_mel_bins)
+        return fb, short, decode_at(p.image, load_image, cfg.image_size)
+
+    def build() -> dict[str, Any]:
+        out, bad = decode_each(pairs, decode, cfg.on_bad_file, "urbansound8k_av", name=lambda p: str(p.audio))
+        keep = [i for i, o in enumerate(out) if o is not None]
+        if not keep:
+            raise ValueError(f"no readable audio-image pairs under {root}")
+        return {
+            "audio": torch.stack([out[i][0] for i in keep]), "visual": torch.stack([out[i][2] for i in keep]),
+            "labels": torch.tensor([pairs[i].label for i in keep]),
+            "files": [str(pairs[i].audio.relative_to(root)) for i in keep],
+            "short": [str(pairs[i].audio) for i in keep if out[i][1]], "skipped": bad,
+        }
+
+    sources = [f for p in pairs for f in (p.audio, p.image)]
+    payload, cache_path, hit = cached("urbansound8k_av", sources, settings, cache_dir, build)
+    skipped += payload["skipped"]
+    labels = payload["labels"]
+    if cfg.split == "stratified":
+        parts = split_stratified(labels, cfg)
+        split = {"kind": "stratified", "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction,
+                 "seed": cfg.seed}
+    else:
+        files = [str(root / f) for f in payload["files"]]
+        parts = split_folds(files, labels, cfg, skipped)
+        split = {"kind": "folds", "metadata_csv": str(cfg.metadata_csv), "test_folds": list(cfg.test_folds),
+                 "val_fraction": cfg.val_fraction, "seed": cfg.seed}
+    info = {
+        "source": "UrbanSound8K-AV (Kaggle lingyueguo/urbansound8k-av)",
+        "root": str(root),
+        "split": split,
+        "skipped_files": skipped,
+        "short_audio_padded": payload["short"],
+        "features": {k: settings[k] for k in ("version", "sample_rate", "target_length", "num_mel_bins",
+                                              "image_size", "fbank", "image_resize")},
+        "cache": {"path": str(cache_path), "hit": hit},
+    }
+    return build_avdata(
+        payload["audio"], payload["visual"], labels, parts, CLASS_NAMES, cfg.normalize, info, payload["files"]
+    )
