@@ -48,7 +48,7 @@ class SyntheticDataConfig(DataConfig):
     num_test: int = 1000
     audio_noise: float = 0.6  # std of the background noise in the generated fbank (normalised units)
     visual_noise: float = 0.6
-    weak_cue_strength: float = 0.5  # amplitude of the faint band / the tint (see uvav/data/synthetic.py)
+    weak_cue_strength: float = 0.3  # amplitude of the faint band / the tint (see uvav/data/synthetic.py)
     weak_cue_reliability: float = 0.85  # share of samples whose weak cue agrees with the label
 
 

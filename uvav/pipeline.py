@@ -167,16 +167,17 @@ def run_pipeline(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
     if cfg.method.name == "pl":
         cases = list(cfg.scenario.train_cases)
         epochs, lr = cfg.method.epochs or cfg.trainer.epochs, cfg.method.lr or cfg.trainer.lr
+        views = cfg.method.cached_views if cfg.method.cache_features != "off" else 0
         if cfg.method.head_only_baseline:
             head = Stage("head_only", freeze_for_prompts(ft_model, True), None, "none", ["none"], cases,
-                         epochs, lr, cfg.trainer.weight_decay)
+                         epochs, lr, cfg.trainer.weight_decay, cache_views=views)
             accuracy["head_only"], val["head_only"], stages["head_only"] = _train_and_eval(
                 ctx, head, seed=cfg.seed + 1, modes=["none"], test_sets=test_sets, val_sets=val_sets)
         bank = PromptBank(cases, cfg.prompt.kind, cfg.prompt.length, cfg.backbone.embed_dim,
                           cfg.backbone.fusion_depth).to(device)
         train_mode = "oracle" if cfg.method.prompt_training == "per_scenario" else "uncertain"
         pl = Stage("pl", freeze_for_prompts(ft_model, cfg.method.train_head), bank, train_mode,
-                   ["uncertain", "oracle"], cases, epochs, lr, cfg.trainer.weight_decay)
+                   ["uncertain", "oracle"], cases, epochs, lr, cfg.trainer.weight_decay, cache_views=views)
         acc, v, stages["pl"] = _train_and_eval(ctx, pl, seed=cfg.seed + 2, modes=["uncertain", "oracle"],
                                                test_sets=test_sets, val_sets=val_sets)
         accuracy["pl_uncertain"], accuracy["pl_oracle"] = acc["uncertain"], acc["oracle"]

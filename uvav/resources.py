@@ -49,7 +49,7 @@ class ResourceMeter:
     epoch_times: list[float] = field(default_factory=list)
     peak_bytes: int | None = None
     method: str = ""
-    _start: float = 0.0
+    cache: dict[str, Any] | None = None  # cached frozen features: views, bytes, build_s (one-off, not in epochs)
 
     def begin_training(self) -> None:
         if self.device.type == "cuda":
@@ -92,6 +92,7 @@ class ResourceMeter:
             "peak_train_memory_bytes": self.peak_bytes,
             "memory_method": self.method or "not measured",
             "device": str(self.device),
+            "cached_features": self.cache,
         }
 
 

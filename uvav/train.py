@@ -12,6 +12,7 @@ import copy
 import functools
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ class Stage:
     epochs: int
     lr: float
     weight_decay: float
+    cache_views: int = 0  # > 0: precompute this many corrupted views of the frozen encoders' outputs
 
     def trainable(self) -> list[torch.nn.Parameter]:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -69,11 +71,15 @@ class Stage:
         input_prompts = self.bank is not None and self.bank.input_audio is not None
         return not input_prompts and not any(p.requires_grad for p in encoder_params)
 
+    def select(self, mode: str, batch: int, case_ids: torch.Tensor):
+        return None if mode == "none" else self.bank.select(mode, batch, case_ids)
+
 
 def logits_for(
     stage: Stage, audio: torch.Tensor, visual: torch.Tensor, case_ids: torch.Tensor, mode: str
 ) -> torch.Tensor:
-    prompts = None if mode == "none" else stage.bank.select(mode, audio.shape[0], case_ids)
+    """Forward pass; the encoders run without autograd when no gradient has to pass through them."""
+    prompts = stage.select(mode, audio.shape[0], case_ids)
     if stage.encoders_frozen():
         with torch.no_grad():
             a, v = stage.model.encode(audio, visual, prompts)
@@ -81,19 +87,45 @@ def logits_for(
     return stage.model(audio, visual, prompts)
 
 
+@torch.inference_mode()
+def encode_frozen(
+    model: AVClassifier, audio: torch.Tensor, visual: torch.Tensor, device: torch.device, batch_size: int,
+    autocast: Callable[[], Any],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs of the (frozen) modality encoders for a whole split, in batches, kept on ``device``."""
+    model.eval()
+    parts_a, parts_v = [], []
+    for start in range(0, audio.shape[0], batch_size):
+        sl = slice(start, start + batch_size)
+        with autocast():
+            a, v = model.encode(audio[sl].to(device), visual[sl].to(device))
+        parts_a.append(a.float())
+        parts_v.append(v.float())
+    return torch.cat(parts_a).clone(), torch.cat(parts_v).clone()  # clone: leave inference mode's tensors
+
+
 @dataclass
 class EvalSets:
-    """Deterministically corrupted copies of a split, one per case, made once and reused."""
+    """Deterministically corrupted copies of a split, one per case, made once and reused; for stages whose
+    encoders are frozen (and see no input prompts) also their encoder outputs, which no prompt can change."""
 
     split: AVSplit
     noise: Noise
     salt: int = 0
     _cache: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    _encoded: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     def get(self, case: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if case not in self._cache:
             self._cache[case] = corrupt_split(self.split.audio, self.split.visual, case, self.noise, self.salt)
         return self._cache[case]
+
+    def encoded(self, stage: Stage, case: str, device, batch_size: int, autocast) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (id(stage.model), case)
+        if key not in self._encoded:
+            audio, visual, _ = self.get(case)
+            self._encoded[key] = encode_frozen(stage.model, audio, visual, device, batch_size, autocast)
+        return self._encoded[key]
 
 
 @torch.inference_mode()
@@ -105,13 +137,56 @@ def evaluate(
     for module in stage.modules():
         module.eval()
     audio, visual, case_ids = sets.get(case)
+    reuse_encoders = stage.encoders_frozen()
+    if reuse_encoders:
+        tokens_a, tokens_v = sets.encoded(stage, case, device, batch_size, autocast)
     correct = 0
     for start in range(0, len(sets.split), batch_size):
         sl = slice(start, start + batch_size)
         with autocast():
-            logits = logits_for(stage, audio[sl].to(device), visual[sl].to(device), case_ids[sl], mode)
+            if reuse_encoders:
+                prompts = stage.select(mode, tokens_a[sl].shape[0], case_ids[sl])
+                logits = stage.model.classify_encoded(tokens_a[sl], tokens_v[sl], prompts)
+            else:
+                logits = logits_for(stage, audio[sl].to(device), visual[sl].to(device), case_ids[sl], mode)
         correct += int((logits.argmax(dim=1).cpu() == sets.split.labels[sl]).sum())
     return correct / max(1, len(sets.split))
+
+
+@dataclass
+class CachedViews:
+    """``views`` corrupted copies of the training split, passed once through the frozen encoders.
+
+    Each epoch, every sample uses one of its views at random (case and corruption included), so the
+    training corruptions still vary, over ``views`` draws per sample instead of a fresh draw every step.
+    """
+
+    audio_tokens: torch.Tensor  # [V, N, Na, D]
+    visual_tokens: torch.Tensor  # [V, N, Nv, D]
+    case_ids: torch.Tensor  # [V, N]
+
+    @classmethod
+    def build(cls, stage: Stage, train: AVSplit, noise: Noise, views: int, gen: torch.Generator, device,
+              batch_size: int, autocast) -> CachedViews:
+        tokens_a, tokens_v, cases = [], [], []
+        for _ in range(views):
+            ids = case_ids_for("mixed", len(train), gen, tuple(stage.train_cases))
+            audio, visual = corrupt(train.audio, train.visual, ids, noise, gen)
+            a, v = encode_frozen(stage.model, audio, visual, device, batch_size, autocast)
+            tokens_a.append(a)
+            tokens_v.append(v)
+            cases.append(ids)
+        return cls(torch.stack(tokens_a), torch.stack(tokens_v), torch.stack(cases))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.audio_tokens, self.visual_tokens, self.case_ids))
+
+    def batch(self, index: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        view = torch.randint(0, self.case_ids.shape[0], (index.numel(),), generator=gen)
+        dev_view, dev_index = view.to(self.audio_tokens.device), index.to(self.audio_tokens.device)
+        return (self.audio_tokens[dev_view, dev_index], self.visual_tokens[dev_view, dev_index],
+                self.case_ids[view, index])
 
 
 def oracle_available(stage: Stage, case: str) -> bool:
@@ -181,6 +256,13 @@ def fit(
         meter.epoch_times = list(state["epoch_times"])
         log.info("%s: resumed from %s at epoch %d", stage.name, checkpoint_path, start_epoch)
 
+    cache = None
+    if stage.cache_views > 0 and stage.encoders_frozen():
+        started = time.perf_counter()
+        cache = CachedViews.build(stage, train, noise, stage.cache_views, torch.Generator().manual_seed(seed + 7),
+                                  device, trainer.eval_batch_size, autocast)
+        meter.cache = {"views": stage.cache_views, "bytes": cache.nbytes,
+                       "build_s": round(time.perf_counter() - started, 3)}
     meter.begin_training()
     cases = tuple(stage.train_cases)
     bar = tqdm(range(start_epoch, stage.epochs), desc=stage.name, disable=not trainer.progress,
@@ -194,16 +276,21 @@ def fit(
             for step in tqdm(range(steps_per_epoch), desc=f"epoch {epoch}", leave=False,
                              disable=not trainer.progress):
                 index = order[step * trainer.batch_size:(step + 1) * trainer.batch_size]
-                case_ids = case_ids_for("mixed", index.numel(), gen, cases)
-                audio, visual = corrupt(train.audio[index], train.visual[index], case_ids, noise, gen)
-                labels = train.labels[index]
-
+                if cache is not None:
+                    tokens_a, tokens_v, case_ids = cache.batch(index, gen)
+                    inputs = (tokens_a, tokens_v)
+                    forward = functools.partial(_classify_cached, stage, tokens_a, tokens_v, case_ids)
+                else:
+                    case_ids = case_ids_for("mixed", index.numel(), gen, cases)
+                    inputs = corrupt(train.audio[index], train.visual[index], case_ids, noise, gen)
+                    forward = functools.partial(logits_for, stage, inputs[0].to(device), inputs[1].to(device),
+                                                case_ids, stage.train_mode)
                 train_step = functools.partial(
-                    _train_step, stage, optimizer, scheduler, params, audio, visual, case_ids, labels, device,
+                    _train_step, stage, optimizer, scheduler, params, forward, train.labels[index].to(device),
                     autocast, trainer.grad_clip, f"epoch {epoch}, step {step}; last good checkpoint: {checkpoint_path}",
                 )
                 if meter.wants_step_measurement(epoch, step, stage.epochs):
-                    losses.append(meter.measure_step(train_step, stage.modules(), optimizer, (audio, visual)))
+                    losses.append(meter.measure_step(train_step, stage.modules(), optimizer, inputs))
                 else:
                     losses.append(train_step())
         val = _validate(stage, val_sets, device, trainer.eval_batch_size, autocast)
@@ -225,14 +312,19 @@ def fit(
     return FitResult(best_epoch, best_val, history, meter.summary())
 
 
+def _classify_cached(stage: Stage, tokens_a, tokens_v, case_ids, mode: str | None = None) -> torch.Tensor:
+    prompts = stage.select(mode or stage.train_mode, tokens_a.shape[0], case_ids)
+    return stage.model.classify_encoded(tokens_a, tokens_v, prompts)
+
+
 def _train_step(
-    stage: Stage, optimizer, scheduler, params, audio, visual, case_ids, labels, device, autocast,
+    stage: Stage, optimizer, scheduler, params, forward: Callable[[], torch.Tensor], labels, autocast,
     grad_clip: float, where: str,
 ) -> float:
     """One optimisation step; raises :class:`NonFiniteLossError` before touching the weights on a NaN/inf loss."""
     with autocast():
-        logits = logits_for(stage, audio.to(device), visual.to(device), case_ids, stage.train_mode)
-        loss = F.cross_entropy(logits.float(), labels.to(device))
+        logits = forward()
+        loss = F.cross_entropy(logits.float(), labels)
     if not torch.isfinite(loss):
         raise NonFiniteLossError(f"{stage.name}: loss is {loss.item()} at {where}")
     optimizer.zero_grad(set_to_none=True)
