@@ -113,6 +113,8 @@ def build_model(ctx: Context) -> AVClassifier:
 
         report = load_cavmae_checkpoint(model, ctx.cfg.backbone.checkpoint)
         log.info("CAV-MAE checkpoint: %s", report.summary())
+    if ctx.cfg.trainer.compile:
+        model.compile_blocks()
     return model.to(ctx.device)
 
 

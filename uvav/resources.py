@@ -50,6 +50,7 @@ class ResourceMeter:
     peak_bytes: int | None = None
     method: str = ""
     cache: dict[str, Any] | None = None  # cached frozen features: views, bytes, build_s (one-off, not in epochs)
+    peak_reserved_bytes: int | None = None  # CUDA only: the caching allocator's peak reservation
 
     def begin_training(self) -> None:
         if self.device.type == "cuda":
@@ -67,6 +68,7 @@ class ResourceMeter:
     def end_training(self) -> None:
         if self.device.type == "cuda":
             self.peak_bytes = int(torch.cuda.max_memory_allocated(self.device))
+            self.peak_reserved_bytes = int(torch.cuda.max_memory_reserved(self.device))
 
     def wants_step_measurement(self, epoch: int, step: int, total_epochs: int) -> bool:
         """On CPU: measure the first step of the second epoch (or of the first, in a one-epoch run)."""
@@ -93,6 +95,7 @@ class ResourceMeter:
             "memory_method": self.method or "not measured",
             "device": str(self.device),
             "cached_features": self.cache,
+            "peak_reserved_bytes": self.peak_reserved_bytes,
         }
 
 

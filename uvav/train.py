@@ -121,10 +121,12 @@ class EvalSets:
         return self._cache[case]
 
     def encoded(self, stage: Stage, case: str, device, batch_size: int, autocast) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder outputs of this case's corrupted split, kept in host memory (not training memory)."""
         key = (id(stage.model), case)
         if key not in self._encoded:
             audio, visual, _ = self.get(case)
-            self._encoded[key] = encode_frozen(stage.model, audio, visual, device, batch_size, autocast)
+            a, v = encode_frozen(stage.model, audio, visual, device, batch_size, autocast)
+            self._encoded[key] = (a.cpu(), v.cpu())
         return self._encoded[key]
 
 
@@ -146,7 +148,7 @@ def evaluate(
         with autocast():
             if reuse_encoders:
                 prompts = stage.select(mode, tokens_a[sl].shape[0], case_ids[sl])
-                logits = stage.model.classify_encoded(tokens_a[sl], tokens_v[sl], prompts)
+                logits = stage.model.classify_encoded(tokens_a[sl].to(device), tokens_v[sl].to(device), prompts)
             else:
                 logits = logits_for(stage, audio[sl].to(device), visual[sl].to(device), case_ids[sl], mode)
         correct += int((logits.argmax(dim=1).cpu() == sets.split.labels[sl]).sum())
@@ -161,9 +163,10 @@ class CachedViews:
     training corruptions still vary, over ``views`` draws per sample instead of a fresh draw every step.
     """
 
-    audio_tokens: torch.Tensor  # [V, N, Na, D]
-    visual_tokens: torch.Tensor  # [V, N, Nv, D]
+    audio_tokens: torch.Tensor  # [V, N, Na, D], host memory
+    visual_tokens: torch.Tensor  # [V, N, Nv, D], host memory
     case_ids: torch.Tensor  # [V, N]
+    device: torch.device
 
     @classmethod
     def build(cls, stage: Stage, train: AVSplit, noise: Noise, views: int, gen: torch.Generator, device,
@@ -173,19 +176,23 @@ class CachedViews:
             ids = case_ids_for("mixed", len(train), gen, tuple(stage.train_cases))
             audio, visual = corrupt(train.audio, train.visual, ids, noise, gen)
             a, v = encode_frozen(stage.model, audio, visual, device, batch_size, autocast)
-            tokens_a.append(a)
-            tokens_v.append(v)
+            tokens_a.append(a.cpu())
+            tokens_v.append(v.cpu())
             cases.append(ids)
-        return cls(torch.stack(tokens_a), torch.stack(tokens_v), torch.stack(cases))
+        tokens_a, tokens_v = torch.stack(tokens_a), torch.stack(tokens_v)
+        if device.type == "cuda":  # kept in host memory (pinned), so it does not count as training memory
+            tokens_a, tokens_v = tokens_a.pin_memory(), tokens_v.pin_memory()
+        return cls(tokens_a, tokens_v, torch.stack(cases), device)
 
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.audio_tokens, self.visual_tokens, self.case_ids))
 
     def batch(self, index: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One random view per sample of ``index``: (audio tokens, visual tokens) on the device, case ids."""
         view = torch.randint(0, self.case_ids.shape[0], (index.numel(),), generator=gen)
-        dev_view, dev_index = view.to(self.audio_tokens.device), index.to(self.audio_tokens.device)
-        return (self.audio_tokens[dev_view, dev_index], self.visual_tokens[dev_view, dev_index],
+        move = {"device": self.device, "non_blocking": True}
+        return (self.audio_tokens[view, index].to(**move), self.visual_tokens[view, index].to(**move),
                 self.case_ids[view, index])
 
 

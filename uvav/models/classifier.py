@@ -52,6 +52,11 @@ class AVClassifier(nn.Module):
             image_patch_size=backbone.image_patch_size, drop_path=backbone.drop_path,
         )
 
+    def compile_blocks(self) -> None:
+        """``torch.compile`` every transformer block in place (state-dict keys unchanged)."""
+        for module in (*self.audio.blocks, *self.visual.blocks, *self.fusion, *self.shared):
+            module.compile()
+
     def encode(
         self, audio: torch.Tensor, visual: torch.Tensor, prompts: Prompts | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
