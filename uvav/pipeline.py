@@ -97,6 +97,7 @@ class Context:
     device: torch.device
     autocast: Any
     job_dir: Path
+    resume_dir: Path  # where this job's resumable stage checkpoints live (found again by a relaunch)
 
     @property
     def cache_dir(self) -> Path:
@@ -147,13 +148,14 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
         return model, {**info, "reused": False}
 
 
-def run_pipeline(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
-    """Run one job and return its ``metrics.json`` content (without writing it)."""
+def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None) -> dict[str, Any]:
+    """Run one job and return its ``metrics.json`` content (without writing it). Stage checkpoints go to
+    ``resume_dir`` (default: the job folder), so that the same job started again resumes from them."""
     started = time.perf_counter()
     device = setup_runtime(cfg)
     data = load_data(cfg.data, str(cfg.data.cache_dir or Path(cfg.paths.cache_dir) / "features"))
     ctx = Context(cfg, data, Noise.from_config(cfg.noise), device, autocast_for(device, cfg.trainer.precision),
-                  job_dir)
+                  job_dir, resume_dir or job_dir)
     log.info("data: %s, device: %s", data.sizes(), device)
     test_sets, val_sets = ctx.eval_sets("test"), ctx.eval_sets("val")
     bs = cfg.trainer.eval_batch_size
@@ -204,7 +206,7 @@ def run_pipeline(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
 def _train_and_eval(ctx: Context, stage: Stage, seed: int, modes: list[str], test_sets, val_sets):
     """Fit a frozen-model stage with a resumable checkpoint in the job folder; evaluate test and val."""
     result = fit(stage, ctx.data.train, val_sets, ctx.noise, ctx.cfg.trainer, ctx.device, seed=seed,
-                 autocast=ctx.autocast, checkpoint_path=ctx.job_dir / f"last_{stage.name}.pt")
+                 autocast=ctx.autocast, checkpoint_path=ctx.resume_dir / f"last_{stage.name}.pt")
     bs = ctx.cfg.trainer.eval_batch_size
     test = evaluate_all(stage, test_sets, ctx.device, bs, ctx.autocast, modes)
     val = evaluate_all(stage, val_sets, ctx.device, bs, ctx.autocast, modes)

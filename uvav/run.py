@@ -16,7 +16,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from uvav.config import ConfigError, config_dir, register_configs, validate
-from uvav.outputs import SCHEMA_VERSION, atomic_write_json, environment, fingerprint, link_or_copy, read_json
+from uvav.outputs import (
+    SCHEMA_VERSION,
+    atomic_write_json,
+    environment,
+    file_lock,
+    fingerprint,
+    link_or_copy,
+    read_json,
+)
 from uvav.pipeline import run_pipeline, select_device
 
 log = logging.getLogger("uvav.run")
@@ -43,15 +51,19 @@ def main(cfg: DictConfig) -> float:
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")}
     key = job_key(cfg)
     finished = Path(cfg.paths.cache_dir).expanduser() / "jobs" / key
-    metrics = read_json(finished / "metrics.json") if cfg.reuse_finished else None
-    if metrics is not None and metrics.get("status") == "completed" and (finished / "model.pt").exists():
-        log.info("reusing the finished job with the same config (%s)", finished)
-        metrics = {**metrics, "reused_from": metrics.get("job_dir"), "overrides": list(hydra_cfg.overrides.task)}
-        link_or_copy(finished / "model.pt", job_dir / "model.pt")
-    else:
-        metrics = _run_fresh(cfg, job_dir, choices, key)
-        link_or_copy(job_dir / "model.pt", finished / "model.pt")
-        atomic_write_json(finished / "metrics.json", metrics)
+    with file_lock(finished.with_suffix(".lock")):  # the same job twice at once: the second waits, then reuses
+        metrics = read_json(finished / "metrics.json") if cfg.reuse_finished else None
+        if metrics is not None and metrics.get("status") == "completed" and (finished / "model.pt").exists():
+            log.info("reusing the finished job with the same config (%s)", finished)
+            metrics = {**metrics, "reused_from": metrics.get("job_dir"),
+                       "overrides": list(hydra_cfg.overrides.task)}
+            link_or_copy(finished / "model.pt", job_dir / "model.pt")
+        else:
+            metrics = _run_fresh(cfg, job_dir, choices, key, finished)
+            link_or_copy(job_dir / "model.pt", finished / "model.pt")
+            atomic_write_json(finished / "metrics.json", metrics)
+            for partial in finished.glob("last_*.pt"):
+                partial.unlink()
     metrics["job_dir"] = str(job_dir.resolve())
     atomic_write_json(job_dir / "metrics.json", metrics)
     _log_table(metrics)
@@ -70,9 +82,9 @@ def job_key(cfg: DictConfig) -> str:
     return fingerprint({"schema": SCHEMA_VERSION, "config": container})
 
 
-def _run_fresh(cfg: DictConfig, job_dir: Path, choices: dict, key: str) -> dict:
+def _run_fresh(cfg: DictConfig, job_dir: Path, choices: dict, key: str, resume_dir: Path) -> dict:
     hydra_cfg = HydraConfig.get()
-    metrics = run_pipeline(cfg, job_dir)
+    metrics = run_pipeline(cfg, job_dir, resume_dir)
     metrics.update({
         "schema_version": SCHEMA_VERSION, "status": "completed", "choices": choices,
         "overrides": list(hydra_cfg.overrides.task), "seed": cfg.seed, "method": cfg.method.name,

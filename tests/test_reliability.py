@@ -1,0 +1,126 @@
+"""Faults injected on purpose: NaN loss, kill -9 mid-training, concurrent jobs, untrusted files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import uvav.train as train_module
+from uvav.outputs import atomic_write_json
+from uvav.pipeline import run_pipeline
+
+from .conftest import TINY, compose_config, run_cli
+
+SLOWER = [o for o in TINY if not o.startswith(("data.num_train", "trainer.epochs"))] + [
+    "data.num_train=480", "trainer.epochs=4", "trainer.batch_size=32"]
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = compose_config(f"paths.cache_dir={tmp_path / 'cache'}", "method=ft", "method.epochs=3")
+    real = train_module.F.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(logits, labels):
+        calls["n"] += 1
+        return real(logits, labels) * (float("nan") if calls["n"] > 4 else 1.0)  # epoch 0 has 3 steps
+
+    monkeypatch.setattr(train_module.F, "cross_entropy", poisoned)
+    with pytest.raises(train_module.NonFiniteLossError, match="loss is nan at epoch 1"):
+        run_pipeline(cfg, tmp_path / "job")
+    (checkpoint,) = (tmp_path / "cache" / "ft").glob("*/last.pt")
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["epoch"] == 0
+    assert all(torch.isfinite(t).all() for t in state["trainable"].values())
+    assert not list((tmp_path / "cache" / "ft").glob("*/model.pt"))  # no half-trained model is published
+
+
+def _metrics(folder) -> dict:
+    (path,) = folder.rglob("metrics.json")
+    return json.loads(path.read_text())
+
+
+def test_kill_9_mid_training_then_same_command_resumes_to_same_metrics(tmp_path):
+    args = ["method=pl", "trainer.num_threads=1", *SLOWER]
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    run_cli(reference, *args)
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    cmd = [sys.executable, "-m", "uvav.run", *args, f"paths.cache_dir={killed / 'cache'}",
+           f"hydra.run.dir={killed / 'run'}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not list((killed / "cache").rglob("last*.pt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # somewhere inside the next epoch
+    assert proc.poll() is None, "the job finished before it could be killed; make it longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "run" / "metrics.json").exists()
+    resumed = run_cli(killed, *args)
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    ref, res = _metrics(reference / "run"), _metrics(killed / "run")
+    assert res["accuracy"] == ref["accuracy"]
+    assert res["val"] == ref["val"]
+
+
+def test_two_jobs_needing_the_same_ft_model_train_it_once(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = []
+    for name, method in (("a", "ft"), ("b", "pl")):
+        cmd = [sys.executable, "-m", "uvav.run", f"method={method}", *TINY, f"paths.cache_dir={tmp_path / 'cache'}",
+               f"hydra.run.dir={tmp_path / name}"]
+        procs.append(subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
+    reused = sorted(_metrics(tmp_path / name)["stages"]["ft"]["reused"] for name in "ab")
+    assert reused == [False, True]
+    assert len(list((tmp_path / "cache" / "ft").glob("*/model.pt"))) == 1
+
+
+def test_relaunch_reuses_a_finished_job(tmp_path):
+    first = run_cli(tmp_path, "method=ft", *TINY)
+    second = run_cli(tmp_path, "method=ft", *TINY)
+    assert "reusing the finished job" in second.stdout + second.stderr
+    assert "reusing" not in first.stdout + first.stderr
+
+
+def test_checkpoints_load_with_weights_only(tmp_path):
+    """A checkpoint that would run code when unpickled is refused."""
+    evil = tmp_path / "model.pt"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"x": Payload()}, evil)
+    with pytest.raises(Exception, match="Weights only load failed|weights_only"):
+        torch.load(evil, weights_only=True)
+    from uvav.models.checkpoints import load_cavmae_checkpoint
+    from uvav.models.classifier import AVClassifier
+
+    model = AVClassifier(2, 32, 32, 16, embed_dim=32, num_heads=2, depth=1, patch_size=8, image_patch_size=4)
+    with pytest.raises(ValueError, match=str(evil.name)):
+        load_cavmae_checkpoint(model, evil)
+
+
+def test_atomic_json_never_leaves_half_a_file(tmp_path, monkeypatch):
+    target = tmp_path / "metrics.json"
+    atomic_write_json(target, {"a": 1})
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        atomic_write_json(target, {"a": 2, "b": list(range(1000))})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
