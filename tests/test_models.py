@@ -85,3 +85,15 @@ def test_sincos_is_fixed_and_distinct():
     pos = sincos_2d(32, 2, 4)
     assert pos.shape == (1, 8, 32)
     assert torch.unique(pos[0], dim=0).shape[0] == 8
+
+
+def test_orthogonality_penalty_is_zero_for_orthogonal_sets_and_positive_for_equal_ones():
+    bank = PromptBank(["complete", "noisy_audio"], "input", length=1, embed_dim=4, fusion_depth=1)
+    with torch.no_grad():
+        for tokens in bank.parameters():
+            tokens.copy_(torch.tensor([[[1.0, 0, 0, 0]], [[0, 1.0, 0, 0]]]))
+    assert bank.orthogonality_penalty().item() == 0.0
+    with torch.no_grad():
+        for tokens in bank.parameters():
+            tokens.copy_(torch.tensor([[[1.0, 2, 0, 0]], [[1.0, 2, 0, 0]]]))
+    assert abs(bank.orthogonality_penalty().item() - 1.0) < 1e-6

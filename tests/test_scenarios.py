@@ -85,3 +85,21 @@ def test_evaluation_corruption_is_deterministic_and_mixed_mixes():
     assert len(set(first[2].tolist())) == 4
     other = corrupt_split(audio, visual, "mixed", Noise(eval_seed=7))
     assert not torch.equal(first[0], other[0])
+
+
+def test_training_augmentation_masks_and_shifts_without_touching_inputs():
+    from uvav.scenarios import augment
+
+    audio = torch.ones(4, 64, 32)
+    visual = torch.arange(3 * 8 * 8, dtype=torch.float).view(1, 3, 8, 8).repeat(4, 1, 1, 1)
+    a0, v0 = audio.clone(), visual.clone()
+    gen = torch.Generator().manual_seed(0)
+    out_a, out_v = augment(audio, visual, 8, 16, 2, gen)
+    assert torch.equal(audio, a0) and torch.equal(visual, v0)
+    assert (out_a == 0).any() and (out_a.flatten(1) == 0).sum(1).max() <= 8 * 64 + 16 * 32
+    for i in range(4):  # each image is its original moved by at most 2 px, zero filled
+        assert any(
+            torch.equal(out_v[i][:, max(dy, 0):8 + min(dy, 0), max(dx, 0):8 + min(dx, 0)],
+                        visual[i][:, max(-dy, 0):8 + min(-dy, 0), max(-dx, 0):8 + min(-dx, 0)])
+            for dy in range(-2, 3) for dx in range(-2, 3))
+    assert augment(audio, visual, 0, 0, 0, gen)[0] is audio  # off: no copy, no change

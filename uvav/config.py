@@ -17,7 +17,10 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 CASES = ("complete", "noisy_audio", "noisy_visual", "noise_both")
 EVAL_CASES = (*CASES, "mixed")
 PROMPT_KINDS = ("none", "input", "attention", "both")
-METHODS = ("ft", "pl")
+METHODS = ("ft", "pl", "lora", "adapter")
+# nn.Linear layers of a transformer block that LoRA can wrap (timm Block: attn.qkv/proj, mlp.fc1/fc2; fusion
+# cross-block: attn.q/kv/proj, mlp.fc1/fc2)
+LORA_TARGETS = ("attn.qkv", "attn.q", "attn.kv", "attn.proj", "mlp.fc1", "mlp.fc2")
 AUDIO_NOISES = ("gaussian", "time_roll", "freq_mask", "missing")
 VISUAL_NOISES = ("black", "gaussian", "blur", "pixelate")
 
@@ -38,6 +41,10 @@ class DataConfig:
     seed: int = 0  # fixes the dataset itself (generation, pairing, splits); the top-level seed fixes training
     on_bad_file: str = "error"  # error | skip
     cache_dir: str | None = None  # feature cache; None -> <paths.cache_dir>/features
+    # training-time augmentation (never on validation/test): SpecAugment-style masks, random image shifts
+    freq_mask: int = 0  # zero up to this many mel bins
+    time_mask: int = 0  # zero up to this many frames
+    image_shift: int = 0  # translate images by up to this many pixels (zero fill)
 
 
 @dataclass
@@ -55,6 +62,9 @@ class SyntheticDataConfig(DataConfig):
 @dataclass
 class AVMnistDataConfig(DataConfig):
     name: str = "av_mnist"
+    freq_mask: int = 24
+    time_mask: int = 24
+    image_shift: int = 2
     root: str | None = None  # folder holding fsdd/ and mnist/; None -> $UVAV_DATA_ROOT or ../shared/data
     target_length: int = 128
     image_size: int = 32
@@ -110,17 +120,25 @@ class ScenarioConfig:
 
 @dataclass
 class MethodConfig:
-    """``ft`` trains every weight; ``pl`` freezes the FT model of the same data/backbone/seed and trains prompts."""
+    """``ft`` trains every weight; ``pl`` freezes the FT model of the same data/backbone/seed and trains prompts;
+    ``lora`` / ``adapter`` (baselines) freeze the same FT model and train LoRA updates / bottleneck adapters."""
 
     name: str = MISSING
     epochs: int | None = None  # None -> trainer.epochs
     lr: float | None = None  # None -> trainer.lr
     train_head: bool = True  # pl: the classifier head is trained with the prompts
     prompt_training: str = "per_scenario"  # pl: per_scenario (paper) | joint (all sets, as used at test time)
+    orthogonality: float = 0.0  # pl: weight of a loss keeping the case prompt sets apart (0 = off)
     head_only_baseline: bool = True  # pl: also train the head alone (no prompts) for an honest comparison
     base_scenario: str = "complete"  # pl: training case of the FT model that is frozen
     cache_features: str = "auto"  # pl: reuse frozen encoder outputs across epochs: auto | on | off
     cached_views: int = 4  # pl: corrupted views per sample and case precomputed when caching
+    lora_rank: int = 4  # lora: rank r of each low-rank update B A
+    lora_alpha: float | None = None  # lora: the update is scaled by alpha / r; None -> 2 * lora_rank
+    # lora: the nn.Linear layers wrapped in every encoder, fusion and shared block (names in LORA_TARGETS);
+    # default: the attention projections (qkv/proj of the blocks, q/kv/proj of the fusion cross-attention)
+    lora_targets: list[str] = field(default_factory=lambda: ["attn.qkv", "attn.q", "attn.kv", "attn.proj"])
+    adapter_bottleneck: int = 16  # adapter: hidden width of the adapter after every block's MLP
 
 
 @dataclass
@@ -243,6 +261,14 @@ def validate(cfg: DictConfig) -> None:
         _require(cfg.prompt.kind == "attention", "method.cache_features", "on",
                  "'on' only with prompt=attention (input prompts change the encoders' outputs); use auto")
     _require(cfg.method.cached_views >= 1, "method.cached_views", cfg.method.cached_views, "an integer >= 1")
+    _require(cfg.method.lora_rank > 0, "method.lora_rank", cfg.method.lora_rank, "a positive integer")
+    _require(cfg.method.lora_alpha is None or cfg.method.lora_alpha > 0, "method.lora_alpha", cfg.method.lora_alpha,
+             "> 0, or null for 2 * method.lora_rank")
+    _require(len(cfg.method.lora_targets) > 0, "method.lora_targets", [], f"at least one of {list(LORA_TARGETS)}")
+    for target in cfg.method.lora_targets:
+        _require(target in LORA_TARGETS, "method.lora_targets", target, f"each one of {list(LORA_TARGETS)}")
+    _require(cfg.method.adapter_bottleneck > 0, "method.adapter_bottleneck", cfg.method.adapter_bottleneck,
+             "a positive integer")
     patch_a = cfg.backbone.patch_size
     patch_v = cfg.backbone.image_patch_size or patch_a
     _require(cfg.data.target_length >= patch_a, "data.target_length", cfg.data.target_length,

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from uvav.data import AVData, load_data
 from uvav.models.classifier import AVClassifier, count_parameters
+from uvav.models.peft import PEFT_METHODS, build_peft_model
 from uvav.models.prompts import PromptBank
 from uvav.outputs import atomic_torch_save, atomic_write_json, file_lock, fingerprint, read_json
 from uvav.scenarios import Noise
@@ -103,6 +104,10 @@ class Context:
     def cache_dir(self) -> Path:
         return Path(self.cfg.paths.cache_dir).expanduser()
 
+    @property
+    def augmentation(self) -> tuple[int, int, int]:
+        return self.cfg.data.freq_mask, self.cfg.data.time_mask, self.cfg.data.image_shift
+
     def eval_sets(self, split: str) -> EvalSets:
         return EvalSets(getattr(self.data, split), self.noise, salt=0 if split == "test" else 1)
 
@@ -136,7 +141,8 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
                       ctx.cfg.trainer.weight_decay)
         log.info("training FT model %s on %s (%d epochs)", key, spec["train_cases"], spec["epochs"])
         result = fit(stage, ctx.data.train, ctx.eval_sets("val"), ctx.noise, ctx.cfg.trainer, ctx.device,
-                     seed=ctx.cfg.seed, autocast=ctx.autocast, checkpoint_path=folder / "last.pt")
+                     seed=ctx.cfg.seed, autocast=ctx.autocast, checkpoint_path=folder / "last.pt",
+                     augmentation=ctx.augmentation)
         info = {
             "key": key, "spec": spec, "best_epoch": result.best_epoch, "best_val": result.best_val,
             "history": result.history, "resources": result.resources,
@@ -168,7 +174,7 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
                                      "params": ft_info["params"], "resources": ft_info["resources"]}}
     final_model, final_bank, main_mode = ft_model, None, "ft"
 
-    if cfg.method.name == "pl":
+    if cfg.method.name in ("pl", *PEFT_METHODS):  # every method on the frozen FT model, with its head-only baseline
         cases = list(cfg.scenario.train_cases)
         epochs, lr = cfg.method.epochs or cfg.trainer.epochs, cfg.method.lr or cfg.trainer.lr
         views = cfg.method.cached_views if cfg.method.cache_features != "off" else 0
@@ -177,16 +183,25 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
                          epochs, lr, cfg.trainer.weight_decay, cache_views=views)
             accuracy["head_only"], val["head_only"], stages["head_only"] = _train_and_eval(
                 ctx, head, seed=cfg.seed + 1, modes=["none"], test_sets=test_sets, val_sets=val_sets)
+    if cfg.method.name == "pl":
         bank = PromptBank(cases, cfg.prompt.kind, cfg.prompt.length, cfg.backbone.embed_dim,
                           cfg.backbone.fusion_depth).to(device)
         train_mode = "oracle" if cfg.method.prompt_training == "per_scenario" else "uncertain"
         pl = Stage("pl", freeze_for_prompts(ft_model, cfg.method.train_head), bank, train_mode,
-                   ["uncertain", "oracle"], cases, epochs, lr, cfg.trainer.weight_decay, cache_views=views)
+                   ["uncertain", "oracle"], cases, epochs, lr, cfg.trainer.weight_decay, cache_views=views,
+                       orthogonality=cfg.method.orthogonality)
         acc, v, stages["pl"] = _train_and_eval(ctx, pl, seed=cfg.seed + 2, modes=["uncertain", "oracle"],
                                                test_sets=test_sets, val_sets=val_sets)
         accuracy["pl_uncertain"], accuracy["pl_oracle"] = acc["uncertain"], acc["oracle"]
         val["pl_uncertain"], val["pl_oracle"] = v["uncertain"], v["oracle"]
         final_model, final_bank, main_mode = pl.model, bank, "pl_uncertain"
+    elif cfg.method.name in PEFT_METHODS:  # LoRA / adapter baselines: new layers (+ head) train, no prompts
+        name = cfg.method.name
+        peft = Stage(name, build_peft_model(freeze_for_prompts(ft_model, cfg.method.train_head), cfg.method), None,
+                     "none", ["none"], cases, epochs, lr, cfg.trainer.weight_decay)
+        accuracy[name], val[name], stages[name] = _train_and_eval(
+            ctx, peft, seed=cfg.seed + 2, modes=["none"], test_sets=test_sets, val_sets=val_sets)
+        final_model, main_mode = peft.model, name
 
     atomic_torch_save(job_dir / "model.pt", {
         "model": final_model.state_dict(), "bank": final_bank.state_dict() if final_bank else None,
@@ -206,7 +221,8 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
 def _train_and_eval(ctx: Context, stage: Stage, seed: int, modes: list[str], test_sets, val_sets):
     """Fit a frozen-model stage with a resumable checkpoint in the job folder; evaluate test and val."""
     result = fit(stage, ctx.data.train, val_sets, ctx.noise, ctx.cfg.trainer, ctx.device, seed=seed,
-                 autocast=ctx.autocast, checkpoint_path=ctx.resume_dir / f"last_{stage.name}.pt")
+                 autocast=ctx.autocast, checkpoint_path=ctx.resume_dir / f"last_{stage.name}.pt",
+                 augmentation=ctx.augmentation)
     bs = ctx.cfg.trainer.eval_batch_size
     test = evaluate_all(stage, test_sets, ctx.device, bs, ctx.autocast, modes)
     val = evaluate_all(stage, val_sets, ctx.device, bs, ctx.autocast, modes)

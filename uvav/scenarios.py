@@ -153,3 +153,31 @@ def corrupt_split(
     ids = case_ids_for(case, audio.shape[0], gen)
     a, v = corrupt(audio, visual, ids, noise, gen)
     return a, v, ids
+
+
+def augment(
+    audio: torch.Tensor, visual: torch.Tensor, freq_mask: int, time_mask: int, image_shift: int,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training augmentation per sample: one frequency and one time mask (SpecAugment), a random image shift."""
+    if not (freq_mask or time_mask or image_shift):
+        return audio, visual
+    audio, visual = audio.clone(), visual.clone()
+    frames, bins = audio.shape[1], audio.shape[2]
+    for i in range(audio.shape[0]):
+        if freq_mask:
+            width = _randint(0, min(freq_mask, bins), gen)
+            start = _randint(0, bins - width, gen)
+            audio[i, :, start:start + width] = 0.0
+        if time_mask:
+            width = _randint(0, min(time_mask, frames), gen)
+            start = _randint(0, frames - width, gen)
+            audio[i, start:start + width] = 0.0
+        if image_shift:
+            dy, dx = _randint(-image_shift, image_shift, gen), _randint(-image_shift, image_shift, gen)
+            shifted = torch.zeros_like(visual[i])
+            h, w = visual.shape[-2:]
+            shifted[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = (
+                visual[i, :, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)])
+            visual[i] = shifted
+    return audio, visual

@@ -28,7 +28,7 @@ from uvav.models.classifier import AVClassifier
 from uvav.models.prompts import PromptBank
 from uvav.outputs import atomic_torch_save
 from uvav.resources import ResourceMeter
-from uvav.scenarios import Noise, case_ids_for, corrupt, corrupt_split
+from uvav.scenarios import Noise, augment, case_ids_for, corrupt, corrupt_split
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class Stage:
     lr: float
     weight_decay: float
     cache_views: int = 0  # > 0: precompute this many corrupted views of the frozen encoders' outputs
+    orthogonality: float = 0.0  # weight of the prompt sets' orthogonality penalty in the loss
 
     def trainable(self) -> list[torch.nn.Parameter]:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -170,11 +171,12 @@ class CachedViews:
 
     @classmethod
     def build(cls, stage: Stage, train: AVSplit, noise: Noise, views: int, gen: torch.Generator, device,
-              batch_size: int, autocast) -> CachedViews:
+              batch_size: int, autocast, augmentation: tuple[int, int, int] = (0, 0, 0)) -> CachedViews:
         tokens_a, tokens_v, cases = [], [], []
         for _ in range(views):
             ids = case_ids_for("mixed", len(train), gen, tuple(stage.train_cases))
-            audio, visual = corrupt(train.audio, train.visual, ids, noise, gen)
+            audio, visual = augment(train.audio, train.visual, *augmentation, gen)
+            audio, visual = corrupt(audio, visual, ids, noise, gen)
             a, v = encode_frozen(stage.model, audio, visual, device, batch_size, autocast)
             tokens_a.append(a.cpu())
             tokens_v.append(v.cpu())
@@ -235,11 +237,12 @@ def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
 
 def fit(
     stage: Stage, train: AVSplit, val_sets: EvalSets, noise: Noise, trainer, device: torch.device,
-    seed: int, autocast, checkpoint_path: Path | None = None,
+    seed: int, autocast, checkpoint_path: Path | None = None, augmentation: tuple[int, int, int] = (0, 0, 0),
 ) -> FitResult:
     """Train ``stage`` and keep the weights of the epoch with the best validation accuracy (mean over the
     stage's training cases, first eval mode). Writes a resumable checkpoint after every epoch when
-    ``checkpoint_path`` is given, and resumes from it when it exists."""
+    ``checkpoint_path`` is given, and resumes from it when it exists. ``augmentation`` = (freq_mask, time_mask,
+    image_shift) is applied to training batches before their corruption."""
     params = stage.trainable()
     optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
     steps_per_epoch = math.ceil(len(train) / trainer.batch_size)
@@ -267,7 +270,7 @@ def fit(
     if stage.cache_views > 0 and stage.encoders_frozen():
         started = time.perf_counter()
         cache = CachedViews.build(stage, train, noise, stage.cache_views, torch.Generator().manual_seed(seed + 7),
-                                  device, trainer.eval_batch_size, autocast)
+                                  device, trainer.eval_batch_size, autocast, augmentation)
         meter.cache = {"views": stage.cache_views, "bytes": cache.nbytes,
                        "build_s": round(time.perf_counter() - started, 3)}
     meter.begin_training()
@@ -289,7 +292,8 @@ def fit(
                     forward = functools.partial(_classify_cached, stage, tokens_a, tokens_v, case_ids)
                 else:
                     case_ids = case_ids_for("mixed", index.numel(), gen, cases)
-                    inputs = corrupt(train.audio[index], train.visual[index], case_ids, noise, gen)
+                    inputs = augment(train.audio[index], train.visual[index], *augmentation, gen)
+                    inputs = corrupt(*inputs, case_ids, noise, gen)
                     forward = functools.partial(logits_for, stage, inputs[0].to(device), inputs[1].to(device),
                                                 case_ids, stage.train_mode)
                 train_step = functools.partial(
@@ -332,6 +336,8 @@ def _train_step(
     with autocast():
         logits = forward()
         loss = F.cross_entropy(logits.float(), labels)
+        if stage.orthogonality and stage.bank is not None:
+            loss = loss + stage.orthogonality * stage.bank.orthogonality_penalty()
     if not torch.isfinite(loss):
         raise NonFiniteLossError(f"{stage.name}: loss is {loss.item()} at {where}")
     optimizer.zero_grad(set_to_none=True)

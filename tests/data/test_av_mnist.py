@@ -185,3 +185,10 @@ def test_real_loader_subset(real_root: Path, tmp_path: Path) -> None:
     assert data.train.audio.shape[1:] == (128, 128) and data.test.visual.shape[1:] == (3, 32, 32)
     assert len(list(csv.DictReader(open(data.info["manifest"])))) == 3000  # the manifest covers every clip
     assert load_data(cfg).info["cache"]["hit"]
+
+
+def test_a_manifest_path_from_the_config_is_only_read(fake_root: Path, tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere" / "m.csv"
+    with pytest.raises(FileNotFoundError, match="writes new manifests only under its cache folder"):
+        load_data(config(fake_root, tmp_path, manifest=str(target)))
+    assert not target.exists()

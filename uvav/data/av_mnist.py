@@ -264,7 +264,11 @@ def load_av_mnist(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
     clips = list_clips(root, cfg.on_bad_file, skipped)
     images, labels = load_mnist(root)
     pools = image_pools(labels, cfg.test_image_fraction, cfg.seed)
-    mpath = Path(cfg.manifest) if cfg.manifest else default_manifest(cache_dir, cfg.seed, cfg.test_image_fraction)
+    own_manifest = default_manifest(cache_dir, cfg.seed, cfg.test_image_fraction)
+    mpath = Path(cfg.manifest) if cfg.manifest else own_manifest
+    if cfg.manifest and not mpath.is_file():  # a path from a config is read, never written (only the cache is)
+        raise FileNotFoundError(f"data.manifest={cfg.manifest} does not exist. uvav writes new manifests only "
+                                f"under its cache folder ({own_manifest}); omit data.manifest to create one there.")
     pairs, reused = manifest_pairs(mpath, clips, labels, pools, cfg.seed)
     chosen = select_clips(clips, cfg.max_clips_per_split)
     removed = float(cfg.image_energy_removed)

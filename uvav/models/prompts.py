@@ -95,3 +95,16 @@ class PromptBank(nn.Module):
                 for d in DIRECTIONS
             })
         return out
+
+    def orthogonality_penalty(self) -> torch.Tensor:
+        """Mean squared cosine similarity between the prompt sets of different cases, over every place
+        (Jang et al. 2024's idea of keeping the sets distinct; 0 when there is one set)."""
+        penalties = []
+        for tokens in self.parameters():  # each [S, L, D]
+            if tokens.shape[0] < 2:
+                continue
+            flat = torch.nn.functional.normalize(tokens.flatten(1), dim=1)
+            gram = flat @ flat.T
+            off_diagonal = gram - torch.diag(torch.diagonal(gram))
+            penalties.append(off_diagonal.pow(2).sum() / (tokens.shape[0] * (tokens.shape[0] - 1)))
+        return torch.stack(penalties).mean() if penalties else torch.zeros(())
