@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 PY=.venv/bin/python
 start=$(date +%s)
-$PY -m uvav.run -m experiment=av_mnist method=pl,lora,adapter seed=0,1,2 trainer.progress=false \
+$PY -m uvav.run -m experiment=av_mnist method=ft,pl,lora,adapter seed=0,1,2 trainer.progress=false trainer.num_threads=1 \
   hydra.sweep.dir=outputs/experiments/av_mnist/methods "$@"
-$PY -m uvav.run -m experiment=av_mnist method=pl method.prompt_training=joint seed=0,1,2 trainer.progress=false \
+$PY -m uvav.run -m experiment=av_mnist method=pl method.prompt_training=joint seed=0,1,2 trainer.progress=false trainer.num_threads=1 \
   hydra.sweep.dir=outputs/experiments/av_mnist/joint "$@"
 $PY -m uvav.aggregate outputs/experiments/av_mnist/methods --out results/av_mnist \
   --note "experiments/av_mnist_tables.sh, wall time $(( $(date +%s) - start )) s"
