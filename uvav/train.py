@@ -88,6 +88,11 @@ def logits_for(
     return stage.model(audio, visual, prompts)
 
 
+def classify_tokens(stage: Stage, tokens_a, tokens_v, case_ids: torch.Tensor, mode: str) -> torch.Tensor:
+    """Logits from (cached) encoder outputs: fusion with this mode's prompts, shared blocks, head."""
+    return stage.model.classify_encoded(tokens_a, tokens_v, stage.select(mode, tokens_a.shape[0], case_ids))
+
+
 @torch.inference_mode()
 def encode_frozen(
     model: AVClassifier, audio: torch.Tensor, visual: torch.Tensor, device: torch.device, batch_size: int,
@@ -148,8 +153,7 @@ def evaluate(
         sl = slice(start, start + batch_size)
         with autocast():
             if reuse_encoders:
-                prompts = stage.select(mode, tokens_a[sl].shape[0], case_ids[sl])
-                logits = stage.model.classify_encoded(tokens_a[sl].to(device), tokens_v[sl].to(device), prompts)
+                logits = classify_tokens(stage, tokens_a[sl].to(device), tokens_v[sl].to(device), case_ids[sl], mode)
             else:
                 logits = logits_for(stage, audio[sl].to(device), visual[sl].to(device), case_ids[sl], mode)
         correct += int((logits.argmax(dim=1).cpu() == sets.split.labels[sl]).sum())
@@ -289,7 +293,7 @@ def fit(
                 if cache is not None:
                     tokens_a, tokens_v, case_ids = cache.batch(index, gen)
                     inputs = (tokens_a, tokens_v)
-                    forward = functools.partial(_classify_cached, stage, tokens_a, tokens_v, case_ids)
+                    forward = functools.partial(classify_tokens, stage, tokens_a, tokens_v, case_ids, stage.train_mode)
                 else:
                     case_ids = case_ids_for("mixed", index.numel(), gen, cases)
                     inputs = augment(train.audio[index], train.visual[index], *augmentation, gen)
@@ -321,11 +325,6 @@ def fit(
     if best_state is not None:
         _load_trainable(stage, best_state)
     return FitResult(best_epoch, best_val, history, meter.summary())
-
-
-def _classify_cached(stage: Stage, tokens_a, tokens_v, case_ids, mode: str | None = None) -> torch.Tensor:
-    prompts = stage.select(mode or stage.train_mode, tokens_a.shape[0], case_ids)
-    return stage.model.classify_encoded(tokens_a, tokens_v, prompts)
 
 
 def _train_step(
