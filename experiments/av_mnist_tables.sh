@@ -13,7 +13,19 @@ $PY -m uvav.run -m experiment=av_mnist method=ft,pl,lora,adapter seed=0,1,2 trai
   hydra.sweep.dir=outputs/experiments/av_mnist/methods "$@"
 $PY -m uvav.run -m experiment=av_mnist method=pl method.prompt_training=joint seed=0,1,2 trainer.progress=false trainer.num_threads=1 \
   hydra.sweep.dir=outputs/experiments/av_mnist/joint "$@"
-$PY -m uvav.aggregate outputs/experiments/av_mnist/methods --out results/av_mnist \
-  --note "experiments/av_mnist_tables.sh, wall time $(( $(date +%s) - start )) s"
-$PY -m uvav.aggregate outputs/experiments/av_mnist/methods outputs/experiments/av_mnist/joint \
-  --out results/comparison_av_mnist --comparison
+$PY -m uvav.aggregate outputs/experiments/av_mnist/methods --out results/av_mnist
+$PY -m uvav.compare outputs/experiments/av_mnist/methods outputs/experiments/av_mnist/joint \
+  --out results/comparison_av_mnist
+$PY -m uvav.robustness --severities 0 0.5 1 2 --out results/comparison_av_mnist/robustness \
+  $(ls -d outputs/experiments/av_mnist/methods/*/ outputs/experiments/av_mnist/joint/*/ | grep -v multirun)
+{
+  echo "# How results/av_mnist and results/comparison_av_mnist were made"
+  echo
+  echo "- command: \`bash experiments/av_mnist_tables.sh $*\`"
+  echo "- seeds: 0,1,2 (training); data.seed=0 (pairing, image pools, validation split); FSDD official split"
+  echo "- git commit: $(git rev-parse HEAD)"
+  echo "- device: cpu ($(nproc) cores), trainer.num_threads=1 per job; finished $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "- wall time: $(( $(date +%s) - start )) s (finished jobs are reused on a relaunch)"
+  echo "- versions: $($PY -c 'import torch, torchaudio, timm, hydra; print("torch", torch.__version__, "torchaudio", torchaudio.__version__, "timm", timm.__version__, "hydra-core", hydra.__version__)')"
+} > results/av_mnist/RUN.md
+cp results/av_mnist/RUN.md results/comparison_av_mnist/RUN.md

@@ -130,6 +130,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cpu_threads": torch.get_num_threads(),
         "host": platform.node(),
         "python": platform.python_version(),
+        "git_commit": _git_commit(),
         "versions": {
             "torch": torch.__version__, "torchaudio": torchaudio.__version__, "timm": timm.__version__,
             "hydra": hydra.__version__, "uvav": _uvav_version(),
@@ -144,3 +145,18 @@ def _uvav_version() -> str:
         return version("uvav")
     except PackageNotFoundError:
         return "unknown"
+
+
+def _git_commit() -> str | None:
+    """The checkout's commit (with ``+dirty`` when it has uncommitted changes), or None outside a checkout."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")

@@ -1,0 +1,125 @@
+"""Sweeps as users run them: the Optuna search and its SQLite resume, a killed sweep resumed, parallel launchers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.types import RunMode
+
+from uvav import pipeline
+from uvav.config import config_dir
+
+from .conftest import TINY, run_cli
+
+# The search config sets this subdir itself (conf/config.yaml lists `_self_` before `hparams_search`); the tests
+# pass it too, so that they keep each run's trials apart whatever the defaults order.
+SUBDIR = "hydra.sweep.subdir=${now:%Y%m%d-%H%M%S}_${hydra.job.num}"
+
+
+def _metrics(folder) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*/metrics.json"))]
+
+
+@pytest.mark.slow
+def test_optuna_search_continues_its_sqlite_study(tmp_path):
+    search = ["-m", "hparams_search=prompt_length", "hydra.sweeper.n_trials=3", SUBDIR, *TINY]
+    storage = f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}"
+    run_cli(tmp_path, *search)
+    study = optuna.load_study(study_name="uvav_prompt_length", storage=storage)
+    assert len(study.trials) == 3
+    run_cli(tmp_path, *search)
+    study = optuna.load_study(study_name="uvav_prompt_length", storage=storage)
+    assert len(study.trials) == 6
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+    jobs = _metrics(tmp_path / "sweep")
+    assert len(jobs) == 6
+    by_params = defaultdict(list)
+    for m in jobs:
+        by_params[(m["config"]["prompt"]["length"], m["config"]["method"]["lr"])].append(m)
+        assert m["objective"]["name"] == "val_acc"
+    repeated = [runs for runs in by_params.values() if len(runs) > 1]
+    assert repeated, "the seeded sampler repeats its first suggestion when the study continues"
+    for runs in repeated:  # a config seen before is reused, not retrained
+        assert sum(m.get("reused_from") is None for m in runs) == 1
+    values = sorted(t.value for t in study.trials)
+    assert values == sorted(m["objective"]["value"] for m in jobs)
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_and_reuses_finished_jobs(tmp_path):
+    args = ["-m", "seed=0,1,2", *TINY, "trainer.epochs=2", "method.epochs=2"]
+    cmd = [sys.executable, "-m", "uvav.run", *args, f"paths.cache_dir={tmp_path / 'cache'}",
+           f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((tmp_path / "sweep").glob("*/metrics.json")):
+            assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before a job finished"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done_before = {p.parent.name for p in (tmp_path / "sweep").glob("*/metrics.json")}
+    assert "0" in done_before and len(done_before) < 3
+
+    run_cli(tmp_path, *args)
+    jobs = {m["seed"]: m for m in _metrics(tmp_path / "sweep")}
+    assert sorted(jobs) == [0, 1, 2] and all(m["status"] == "completed" for m in jobs.values())
+    for name in done_before:
+        assert jobs[int(name)]["reused_from"], f"job {name} finished before the kill and must be reused"
+    assert all(jobs[s].get("reused_from") is None for s in (0, 1, 2) if str(s) not in done_before)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [["hydra/launcher=submitit_local"], ["hydra/launcher=joblib",
+                                                                           "hydra.launcher.n_jobs=2"]])
+def test_parallel_launchers_run_jobs(tmp_path, launcher):
+    run_cli(tmp_path, "-m", *launcher, "seed=0,1", *TINY)
+    jobs = _metrics(tmp_path / "sweep")
+    assert sorted(m["seed"] for m in jobs) == [0, 1]
+    assert all(m["status"] == "completed" for m in jobs)
+    assert (tmp_path / "cache" / "ft").is_dir()  # relative to the paths given, not to a worker's cwd
+
+
+def test_search_and_slurm_presets_compose(tmp_path):
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        search = compose("config", overrides=["hparams_search=prompt_length", f"hydra.sweep.dir={tmp_path}"],
+                         return_hydra_config=True)
+        slurm = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+                        return_hydra_config=True)
+    sweeper = search.hydra.sweeper
+    assert sweeper.storage == f"sqlite:///{tmp_path}/optuna.db"
+    assert sweeper.direction == "maximize" and sweeper.study_name == "uvav_prompt_length"
+    assert sweeper.params["prompt.length"] == "choice(1, 2, 4, 8, 16)" and sweeper.sampler.seed is not None
+    assert search.objective == "val_acc"
+    assert slurm.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert slurm.hydra.launcher.gpus_per_node == 1 and slurm.hydra.launcher.partition == "gpu"
+
+
+def test_auto_device_spreads_multirun_jobs_over_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert pipeline.select_device("auto") == torch.device("cuda")  # no Hydra: the default GPU
+    from hydra.core.hydra_config import HydraConfig
+
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    job = SimpleNamespace(mode=RunMode.MULTIRUN, job=SimpleNamespace(num=6))
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: job))
+    assert pipeline.select_device("auto") == torch.device("cuda:2")
+    job.mode = RunMode.RUN
+    assert pipeline.select_device("auto") == torch.device("cuda")
+    assert pipeline.select_device("cpu") == torch.device("cpu")

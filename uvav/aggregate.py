@@ -1,0 +1,606 @@
+"""Collect finished jobs into the paper's tables: ``python -m uvav.aggregate DIR [DIR ...] --out results/NAME``.
+
+A job folder is any folder under the inputs that holds ``.hydra/`` or ``metrics.json`` (sweep dirs, run dirs or
+single job folders). Every job is either read (``metrics.json`` with ``status: completed``) or listed in
+``failed_jobs.{csv,md}`` with the reason; nothing is dropped silently. Jobs are grouped by their resolved config
+without the seed (and without settings that cannot change a result); each group gets an accuracy and a resource
+table. Outputs (all in ``--out``): ``runs.csv`` (tidy: one row per job x mode x case), ``accuracy.{md,csv,tex}``,
+``accuracy_values.csv``, ``resources.{md,csv,tex}``, ``groups.csv``, ``failed_jobs.{csv,md}``,
+``optuna_trials.csv`` (when a sweep holds an Optuna SQLite db), PNG plots and ``README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import shlex
+import sqlite3
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from uvav.outputs import fingerprint
+
+CASES = {
+    "complete": "Complete",
+    "noisy_audio": "Noisy audio (vision only)",
+    "noisy_visual": "Noisy visual (audio only)",
+    "noise_both": "Noise to both",
+    "mixed": "Mixed (uncertain)",
+}
+MODES = {"ft": "FT", "head_only": "Head only", "pl_uncertain": "FT + PL (uncertain)", "pl_oracle": "FT + PL (oracle)",
+         "lora": "FT + LoRA", "adapter": "FT + adapter"}
+IMPROVEMENTS = {  # column: (minuend mode, subtrahend mode); paired per job, then mean/std over seeds
+    "Improvement (PL unc. - FT)": ("pl_uncertain", "ft"),
+    "Improvement over head only": ("pl_uncertain", "head_only"),
+    "Improvement (LoRA - FT)": ("lora", "ft"),
+    "Improvement (adapter - FT)": ("adapter", "ft"),
+}
+STAGES = {"ft": "FT", "head_only": "Head only", "pl": "PL", "lora": "LoRA", "adapter": "Adapter"}
+# config keys that cannot change a result (or are the seed): left out of the group a job belongs to
+NOT_GROUPING = ("seed", "paths", "reuse_finished", "objective", "trainer.progress", "trainer.num_threads",
+                "trainer.checkpoint_every_epoch", "trainer.eval_batch_size", "trainer.device", "data.root",
+                "data.cache_dir")
+MISSING_CELL = "-"
+MAX_GROUP_PLOTS = 6  # per-group PNGs only up to this many groups (a search has one group per configuration)
+ACCURACY_NOTE = (
+    "FT: the fine-tuned model (in a PL, LoRA or adapter group: those jobs' own frozen base). Head only: that frozen "
+    "model with only the classifier head retrained on the same training cases (no prompts). FT + PL (uncertain): all "
+    "prompt sets together, as when the case is unknown; (oracle): each sample with its own case's prompt set. "
+    "Vision only = noisy audio, audio only = noisy visual; mixed: every test sample gets a random case. "
+    "Improvements are differences within each job (same seed), then averaged over seeds.")
+FASTEST_NOTE = ("'Fastest epoch' is the shortest single training epoch over the group's jobs: less sensitive than the "
+                "median to other work on a shared machine.")
+TOTAL_MEMORY_NOTE = ("The paper's 'total memory' column is not reproduced: no job measures it (peak training memory "
+                     "counts training tensors only, see the memory methods).")
+
+
+@dataclass
+class Job:
+    """One job folder: its metrics (when usable) or the reason it is not."""
+
+    path: Path
+    metrics: dict[str, Any] | None = None
+    reason: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    choices: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------- reading jobs
+
+
+def find_job_dirs(roots: list[Path]) -> list[Path]:
+    """Folders holding ``.hydra/`` or ``metrics.json`` under ``roots`` (not descending into a job folder)."""
+    found: list[Path] = []
+    for root in roots:
+        for current, dirnames, filenames in os.walk(root):
+            if ".hydra" in dirnames or "metrics.json" in filenames:
+                found.append(Path(current))
+                dirnames[:] = []
+            else:
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    return sorted(set(found))
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def read_job(path: Path) -> Job:
+    """Read one job folder; ``reason`` says why it cannot be used (``None`` when it can)."""
+    job = Job(path)
+    overrides = _load_yaml(path / ".hydra" / "overrides.yaml")
+    job.overrides = [str(o) for o in overrides] if isinstance(overrides, list) else []
+    hydra_cfg = _load_yaml(path / ".hydra" / "hydra.yaml")
+    choices = (((hydra_cfg or {}).get("hydra") or {}).get("runtime") or {}).get("choices") or {}
+    job.choices = {k: v for k, v in choices.items() if not str(k).startswith("hydra")}
+    job.reason = _metrics_problem(job)
+    return job
+
+
+def _metrics_problem(job: Job) -> str | None:
+    file = job.path / "metrics.json"
+    if not file.exists():
+        partial = sorted(job.path.glob(".metrics.json.*.tmp"))
+        hint = "; a partial .metrics.json.*.tmp is there (killed while writing)" if partial else ""
+        return f"no metrics.json (not finished: failed, killed or still running){hint}{_last_error(job.path)}"
+    try:
+        metrics = json.loads(file.read_text())
+    except OSError as error:
+        return f"metrics.json unreadable: {error}"
+    except ValueError as error:
+        return f"metrics.json is not valid JSON (half-written or corrupt): {error}"
+    if not isinstance(metrics, dict):
+        return "metrics.json is not a JSON object"
+    if metrics.get("status") != "completed":
+        return f"status is {metrics.get('status')!r}, not 'completed'"
+    accuracy = metrics.get("accuracy")
+    if not isinstance(accuracy, dict) or not isinstance(accuracy.get("ft"), dict):
+        return "metrics.json has no accuracy.ft table"
+    objective = (metrics.get("objective") or {}).get("value")
+    if not isinstance(objective, (int, float)) or not math.isfinite(objective):
+        return f"objective is {objective!r} (the job raised: a failed job / Optuna trial)"
+    if job.overrides and "overrides" in metrics and sorted(metrics["overrides"]) != sorted(job.overrides):
+        return "stale metrics.json: its overrides differ from .hydra/overrides.yaml (folder reused by a later job)"
+    job.metrics = metrics
+    return None
+
+
+def _last_error(path: Path) -> str:
+    """The last ERROR line of the job's log, if any."""
+    for log in sorted(path.glob("*.log")):
+        try:
+            lines = [line for line in log.read_text(errors="replace").splitlines() if "ERROR" in line]
+        except OSError:
+            continue
+        if lines:
+            return f"; log: {lines[-1].strip()[-200:]}"
+    return ""
+
+
+# ----------------------------------------------------------------------------------------------- grouping
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: json.dumps(obj) if isinstance(obj, list) else obj}
+
+
+def group_settings(metrics: dict[str, Any], choices: dict[str, Any]) -> dict[str, Any]:
+    """The flattened settings that define a job's group: its resolved config without :data:`NOT_GROUPING`."""
+    config = metrics.get("config")
+    if not isinstance(config, dict):  # no resolved config: fall back to choices and overrides
+        config = {"choices": choices, "overrides": sorted(o for o in metrics.get("overrides", [])
+                                                           if not o.startswith(("seed=", "paths.")))}
+    flat = _flatten(config)
+    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(f"{n}.") for n in NOT_GROUPING)}
+
+
+def _shown_overrides(overrides: list[str]) -> set[str]:
+    return {o for o in overrides if not o.startswith(("seed=", "paths.", "hydra.", "trainer.progress="))}
+
+
+def group_labels(groups: dict[str, tuple[dict[str, Any], list[str], dict[str, Any]]]) -> dict[str, str]:
+    """Short names for groups (``group -> (settings, overrides, choices)``): the overrides that differ between
+    groups, plus the differing settings when overrides do not tell them apart; the choices for a single group."""
+    if len(groups) == 1:
+        ((_, _, choices),) = groups.values()
+        return {g: ", ".join(f"{k}={v}" for k, v in sorted(choices.items()) if v is not None) for g in groups}
+    shown = {g: _shown_overrides(o) for g, (_, o, _) in groups.items()}
+    common = set.intersection(*shown.values())
+    labels = {g: " ".join(sorted(o - common)) for g, o in shown.items()}
+    if len(set(labels.values())) < len(labels):
+        keys = sorted({k for s, _, _ in groups.values() for k in s})
+        varying = [k for k in keys if len({json.dumps(s.get(k)) for s, _, _ in groups.values()}) > 1]
+        labels = {g: " | ".join(filter(None, [labels[g], ", ".join(f"{k}={groups[g][0].get(k)}" for k in varying)]))
+                  for g in groups}
+    return labels
+
+
+# ----------------------------------------------------------------------------------------------- tidy frame
+
+
+def job_record(job: Job) -> dict[str, Any]:
+    """One row per job: identity, settings and stage resources (flat columns)."""
+    m = job.metrics or {}
+    config = m.get("config") or {}
+    choices = job.choices or m.get("choices") or {}
+    env = m.get("environment") or {}
+    method_cfg = config.get("method") or {}
+    record: dict[str, Any] = {
+        "job_dir": str(job.path), "job_key": m.get("job_key"), "method": m.get("method"), "seed": m.get("seed"),
+        "reused_from": m.get("reused_from"), "objective_name": (m.get("objective") or {}).get("name"),
+        "objective": (m.get("objective") or {}).get("value"),
+        "train_cases": "+".join(m.get("train_cases") or []),
+        "prompt_kind": (config.get("prompt") or {}).get("kind"),
+        "prompt_length": (config.get("prompt") or {}).get("length"),
+        "method_lr": method_cfg.get("lr"), "method_epochs": method_cfg.get("epochs"),
+        "base_scenario": method_cfg.get("base_scenario"),
+        "device": m.get("device"), "device_name": env.get("device_name"), "wall_time_s": m.get("wall_time_s"),
+        "overrides": " ".join(job.overrides or m.get("overrides") or []),
+    }
+    record.update({f"choice_{k}": v for k, v in choices.items()})
+    for stage, info in (m.get("stages") or {}).items():
+        resources, params = info.get("resources") or {}, info.get("params") or {}
+        record.update({
+            f"{stage}_time_per_epoch_s": resources.get("time_per_epoch_s"),
+            f"{stage}_fastest_epoch_s": min(resources.get("epoch_times_s") or [float("nan")]),
+            f"{stage}_peak_train_memory_bytes": resources.get("peak_train_memory_bytes"),
+            f"{stage}_device": resources.get("device"),
+            f"{stage}_memory_method": resources.get("memory_method"),
+            f"{stage}_time_method": resources.get("time_method"),
+            f"{stage}_trainable_params": params.get("trainable"), f"{stage}_total_params": params.get("total"),
+            f"{stage}_best_val": info.get("best_val"), f"{stage}_model_key": info.get("key"),
+        })
+    return record
+
+
+def collect(jobs: list[Job]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(jobs frame: one row per usable job with ``group``/``group_label``, tidy frame, notes on duplicates)."""
+    usable = [j for j in jobs if j.metrics is not None]
+    if not usable:
+        return pd.DataFrame(), pd.DataFrame(), []
+    settings = [group_settings(j.metrics, j.choices) for j in usable]
+    keys = [fingerprint(s)[:8] for s in settings]
+    by_group = {}
+    for job, key, s in zip(usable, keys, settings, strict=True):
+        by_group.setdefault(key, (s, job.overrides or job.metrics.get("overrides") or [],
+                                  job.choices or job.metrics.get("choices") or {}))
+    labels = group_labels(by_group)
+    records = [{**job_record(job), "group": key, "group_label": labels[key]}
+               for job, key in zip(usable, keys, strict=True)]
+    frame = pd.DataFrame(records)
+    frame["_reused"] = frame["reused_from"].notna()
+    frame = frame.sort_values(["group", "seed", "_reused", "job_dir"]).reset_index(drop=True)
+    duplicated = frame.duplicated(["group", "seed"], keep="first")
+    notes = [f"{row.job_dir}: same config and seed as an earlier job (counted once)"
+             for row in frame[duplicated].itertuples()]
+    frame = frame[~duplicated].drop(columns="_reused").reset_index(drop=True)
+    metrics_by_dir = {str(j.path): j.metrics for j in usable}
+    rows = []
+    for rec in frame.to_dict("records"):
+        m = metrics_by_dir[rec["job_dir"]]
+        for mode, per_case in m["accuracy"].items():
+            for case, acc in per_case.items():
+                val = ((m.get("val") or {}).get(mode) or {}).get(case)
+                rows.append({**rec, "mode": mode, "case": case, "accuracy": acc, "val_accuracy": val})
+    first = ["group", "group_label", "method", "seed", "mode", "case", "accuracy", "val_accuracy"]
+    tidy = pd.DataFrame(rows)
+    tidy = tidy[first + [c for c in tidy.columns if c not in first]]
+    return frame, tidy, notes
+
+
+# ----------------------------------------------------------------------------------------------- tables
+
+
+def accuracy_values(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std (sample, ddof=1) and n over seeds per group x case x column, improvements paired per job."""
+    wide = tidy.pivot_table(index=["group", "group_label", "job_dir", "seed", "case"], columns="mode",
+                            values="accuracy", aggfunc="first")
+    for name, (a, b) in IMPROVEMENTS.items():
+        if a in wide and b in wide:
+            wide[name] = wide[a] - wide[b]
+    wide = wide.rename(columns=MODES)
+    long = wide.reset_index().melt(id_vars=["group", "group_label", "job_dir", "seed", "case"], var_name="column",
+                                   value_name="value").dropna(subset=["value"])
+    stats = long.groupby(["group", "group_label", "case", "column"], sort=False)["value"].agg(
+        mean="mean", std="std", n="count").reset_index()
+    return stats
+
+
+def _cell(mean: float, std: float, n: int, signed: bool) -> str:
+    value = f"{mean:+.3f}" if signed else f"{mean:.3f}"
+    return f"{value} ± {std:.3f} (n={n})" if n > 1 and not math.isnan(std) else f"{value} (n={n})"
+
+
+def accuracy_table(stats: pd.DataFrame, group: str) -> pd.DataFrame:
+    """The paper's layout for one group: rows are cases, columns methods and improvements, cells mean ± std."""
+    part = stats[stats["group"] == group]
+    columns = [*MODES.values(), *IMPROVEMENTS]
+    table = pd.DataFrame(MISSING_CELL, index=[CASES[c] for c in CASES if c in set(part["case"])], columns=columns)
+    for row in part.itertuples():
+        table.loc[CASES.get(row.case, row.case), row.column] = _cell(row.mean, row.std, row.n,
+                                                                     row.column in IMPROVEMENTS)
+    table.index.name = "Case"
+    return table.loc[:, (table != MISSING_CELL).any()]
+
+
+def resource_table(frame: pd.DataFrame, group: str) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Per stage (FT, head only, PL): memory, saving vs FT, time per epoch, ratio vs FT, parameters, device.
+
+    Means over the group's seeds; returns the numeric table and the measurement methods by footnote mark.
+    """
+    jobs = frame[frame["group"] == group]
+    rows, notes = [], {}
+    for stage, label in STAGES.items():
+        col = f"{stage}_time_per_epoch_s"
+        if col not in jobs or jobs[col].isna().all():
+            continue
+        part = jobs[jobs[col].notna()]
+        marks = []
+        for kind, letter in (("memory", "M"), ("time", "T")):
+            methods = sorted(set(part[f"{stage}_{kind}_method"].dropna()))
+            for method in methods:  # footnote marks M1, M2, ... and T1, ...
+                notes.setdefault(method, f"{letter}{sum(n.startswith(letter) for n in notes.values()) + 1}")
+            marks.append(", ".join(f"[{notes[m]}]" for m in methods) or "not recorded")
+        memory = pd.to_numeric(part[f"{stage}_peak_train_memory_bytes"], errors="coerce")
+        devices = sorted(set(part[f"{stage}_device"].dropna().astype(str)))
+        names = sorted(set(part.loc[part[f"{stage}_device"] == part["device"], "device_name"].dropna()))
+        rows.append({
+            "Method": label, "n": len(part),
+            "Training memory (bytes)": memory.mean() if memory.notna().any() else float("nan"),
+            "Time per epoch (s)": part[col].astype(float).mean(),
+            "Time per epoch std (s)": part[col].astype(float).std(),
+            "Fastest epoch (s)": part[f"{stage}_fastest_epoch_s"].astype(float).min(),
+            "Trainable params": part[f"{stage}_trainable_params"].astype(float).mean(),
+            "Total params": part[f"{stage}_total_params"].astype(float).mean(),
+            "Device": ", ".join(devices) + (f" ({', '.join(names)})" if names else ""),
+            "Memory method": marks[0], "Time method": marks[1],
+        })
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table, {}
+    ft = table[table["Method"] == "FT"]
+    ft_mem = ft["Training memory (bytes)"].iloc[0] if len(ft) else float("nan")
+    ft_time = ft["Time per epoch (s)"].iloc[0] if len(ft) else float("nan")
+    table.insert(3, "Memory saving vs FT (%)", 100.0 * (1.0 - table["Training memory (bytes)"] / ft_mem))
+    table.insert(6, "Time ratio vs FT", table["Time per epoch (s)"] / ft_time)
+    return table, {mark: method for method, mark in notes.items()}
+
+
+def format_resources(table: pd.DataFrame) -> pd.DataFrame:
+    """Human units: MiB or GiB for memory, rounded times and ratios, integer parameter counts."""
+    out = pd.DataFrame({"Method": table["Method"]})
+    mem = table["Training memory (bytes)"]
+    unit, scale = ("GiB", 2**30) if mem.max(skipna=True) >= 2**30 else ("MiB", 2**20)
+    out[f"Training memory ({unit})"] = [f"{v / scale:.2f}" if pd.notna(v) else "not measured" for v in mem]
+    out["Memory saving vs FT"] = [MISSING_CELL if m == "FT" or pd.isna(v) else f"{v:.1f}%"
+                                  for m, v in zip(table["Method"], table["Memory saving vs FT (%)"], strict=True)]
+    out["Time per epoch (s)"] = [f"{t:.3f}" + (f" ± {s:.3f}" if pd.notna(s) else "")
+                                 for t, s in zip(table["Time per epoch (s)"], table["Time per epoch std (s)"],
+                                                 strict=True)]
+    out["Fastest epoch (s)"] = [f"{v:.3f}" if pd.notna(v) else MISSING_CELL for v in table["Fastest epoch (s)"]]
+    out["Time ratio vs FT"] = [MISSING_CELL if m == "FT" or pd.isna(v) else f"{v:.3f}x"
+                               for m, v in zip(table["Method"], table["Time ratio vs FT"], strict=True)]
+    out["Trainable params"] = [f"{int(v):,}" for v in table["Trainable params"]]
+    out["Total params"] = [f"{int(v):,}" for v in table["Total params"]]
+    for col in ("n", "Device", "Memory method", "Time method"):
+        out[col] = table[col]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- formats
+
+
+def to_markdown(df: pd.DataFrame, index: bool = False) -> str:
+    """A GitHub-flavoured Markdown table (pandas' own needs ``tabulate``)."""
+    if index:
+        df = df.reset_index()
+    cells = [[str(c) for c in df.columns]] + [[("" if pd.isna(v) else str(v)) for v in row]
+                                               for row in df.itertuples(index=False)]
+    cells = [[c.replace("|", "\\|") for c in row] for row in cells]
+    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "|".join("---" for _ in cells[0]) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells[1:]]
+    return "\n".join(lines)
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _latex_escape(text: str) -> str:
+    text = "".join(_LATEX.get(ch, ch) for ch in str(text))
+    return text.replace("±", r"$\pm$")
+
+
+def to_latex(df: pd.DataFrame, index: bool = False, caption: str | None = None) -> str:
+    """A booktabs ``tabular`` (pandas ``to_latex``) with our cells escaped ourselves (``±`` becomes ``$\\pm$``)."""
+    if index:
+        df = df.reset_index()
+    escaped = df.astype(str).map(_latex_escape)
+    escaped.columns = [_latex_escape(c) for c in df.columns]
+    body = escaped.to_latex(index=False, escape=False, column_format="l" * len(df.columns))
+    return (f"% {caption}\n" if caption else "") + body
+
+
+# ----------------------------------------------------------------------------------------------- optuna
+
+
+def _is_optuna_db(path: Path) -> bool:
+    """Whether ``path`` is an SQLite file with Optuna's tables (checked read-only: Optuna would add its tables)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error:
+        return False
+    return {"studies", "trials"} <= tables
+
+
+def find_studies(roots: list[Path]) -> pd.DataFrame:
+    """Trials of every Optuna study in SQLite files (``*.db``) under ``roots``; empty when there are none."""
+    dbs = sorted({db for root in roots for db in root.rglob("*.db") if _is_optuna_db(db)})
+    if not dbs:
+        return pd.DataFrame()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    frames = []
+    for db in dbs:
+        storage = f"sqlite:///{db}"
+        try:
+            summaries = optuna.get_all_study_summaries(storage=storage)
+        except Exception as error:  # e.g. written by another Optuna version; report and go on
+            print(f"uvav.aggregate: cannot read the Optuna db {db}: {error}", file=sys.stderr)
+            continue
+        for summary in summaries:
+            study = optuna.load_study(study_name=summary.study_name, storage=storage)
+            trials = study.trials_dataframe(attrs=("number", "value", "state", "params", "datetime_start",
+                                                   "datetime_complete"))
+            trials.insert(0, "study", summary.study_name)
+            trials.insert(1, "storage", storage)
+            frames.append(trials)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def aggregate(inputs: list[Path], out: Path, plots: bool = True, notes: list[str] | None = None,
+              command: str | None = None) -> dict[str, Any]:
+    """Read the jobs under ``inputs`` and write every table, plot and the README (with ``notes``) into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    job_dirs = find_job_dirs(inputs)
+    jobs = [read_job(p) for p in job_dirs]
+    failed = pd.DataFrame([{"job_dir": str(j.path), "reason": j.reason, "overrides": " ".join(j.overrides)}
+                           for j in jobs if j.reason], columns=["job_dir", "reason", "overrides"])
+    failed.to_csv(out / "failed_jobs.csv", index=False)
+    (out / "failed_jobs.md").write_text(
+        "# Failed or incomplete jobs\n\n" + (to_markdown(failed) if len(failed) else "None.") + "\n")
+    frame, tidy, duplicates = collect(jobs)
+    tidy.to_csv(out / "runs.csv", index=False)
+    written = ["runs.csv", "failed_jobs.csv", "failed_jobs.md"]
+    studies = find_studies(inputs)
+    if len(studies):
+        studies.to_csv(out / "optuna_trials.csv", index=False)
+        written.append("optuna_trials.csv")
+    groups = pd.DataFrame()
+    if len(frame):
+        groups, files = _write_tables(frame, tidy, out)
+        written += files
+    if plots and (len(frame) or len(studies)):
+        from uvav import plots as plotting
+
+        written += plotting.make_all(frame, tidy, studies, out, max_group_plots=MAX_GROUP_PLOTS)
+        if len(groups) > MAX_GROUP_PLOTS:
+            notes = [*(notes or []), f"No per-group plots: {len(groups)} groups (more than {MAX_GROUP_PLOTS}); "
+                     "groups.csv and accuracy_values.csv hold their numbers."]
+    _write_readme(out, inputs, jobs, frame, groups, failed, duplicates, studies, written, notes or [],
+                  command or shlex.join(["python", "-m", "uvav.aggregate", *map(str, inputs), "--out", str(out)]))
+    return {"jobs": len(jobs), "completed": len(frame), "failed": len(failed), "groups": len(groups)}
+
+
+def group_overview(frame: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
+    """One row per group: its settings, seeds, mean validation objective and mean test accuracy on ``mixed``."""
+    groups = (frame.groupby(["group", "group_label"], sort=False)
+              .agg(method=("method", "first"), seeds=("seed", lambda s: " ".join(map(str, sorted(s)))),
+                   n=("seed", "count"), prompt_kind=("prompt_kind", "first"), prompt_length=("prompt_length", "first"),
+                   method_lr=("method_lr", "first"), train_cases=("train_cases", "first"),
+                   val_objective=("objective", "mean"))
+              .reset_index())
+    mixed = stats[(stats["case"] == "mixed") & stats["column"].isin(MODES.values())]
+    mixed = mixed.pivot_table(index="group", columns="column", values="mean", aggfunc="first")
+    mixed = mixed[[c for c in MODES.values() if c in mixed]].add_prefix("test mixed: ")
+    groups = groups.merge(mixed, left_on="group", right_index=True, how="left")
+    groups = groups.sort_values(["method", "prompt_kind", "prompt_length", "method_lr", "group_label"],
+                                na_position="first")
+    return groups.round(4).reset_index(drop=True)
+
+
+def _write_tables(frame: pd.DataFrame, tidy: pd.DataFrame, out: Path) -> tuple[pd.DataFrame, list[str]]:
+    stats = accuracy_values(tidy)
+    stats.to_csv(out / "accuracy_values.csv", index=False)
+    groups = group_overview(frame, stats)
+    groups.to_csv(out / "groups.csv", index=False)
+    acc_md, acc_tex, acc_csv, res_md, res_tex, res_csv = [], [], [], [], [], []
+    for g in groups.itertuples():
+        title = f"Group {g.group}: {g.group_label} (method={g.method}, seeds {g.seeds})"
+        table = accuracy_table(stats, g.group)
+        note = _same_ft_note(frame, g.group)
+        acc_md.append(f"## {title}\n\nTest accuracy, mean ± sample std over seeds.{note}\n\n"
+                      f"{to_markdown(table, index=True)}\n")
+        acc_tex.append(to_latex(table, index=True, caption=title))
+        acc_csv.append(table.reset_index().assign(group=g.group, group_label=g.group_label))
+        res, marks = resource_table(frame, g.group)
+        if res.empty:
+            continue
+        shown = format_resources(res)
+        methods = "\n".join(f"- [{mark}] {text}" for mark, text in marks.items())
+        res_md.append(f"## {title}\n\n{to_markdown(shown)}\n\n{methods}\n")
+        res_tex.append(to_latex(shown, caption=title) + "".join(f"% [{k}] {v}\n" for k, v in marks.items()))
+        full = {col: [_expand(s, marks) for s in res[col]] for col in ("Memory method", "Time method")}
+        res_csv.append(res.assign(group=g.group, group_label=g.group_label, **full))
+    header = ("# Test accuracy per case\n\n" + ACCURACY_NOTE + "\n\n")
+    (out / "accuracy.md").write_text(header + "\n".join(acc_md))
+    (out / "accuracy.tex").write_text("\n".join(acc_tex))
+    pd.concat(acc_csv, ignore_index=True).to_csv(out / "accuracy.csv", index=False)
+    files = ["accuracy.md", "accuracy.tex", "accuracy.csv", "accuracy_values.csv", "groups.csv"]
+    if res_md:
+        (out / "resources.md").write_text("# Training resources per method\n\n" + TOTAL_MEMORY_NOTE + " "
+                                          + FASTEST_NOTE + "\n\n"
+                                          + "\n".join(res_md))
+        (out / "resources.tex").write_text(f"% {TOTAL_MEMORY_NOTE}\n" + "\n".join(res_tex))
+        pd.concat(res_csv, ignore_index=True).to_csv(out / "resources.csv", index=False)
+        files += ["resources.md", "resources.tex", "resources.csv"]
+    return groups, files
+
+
+def _expand(marks: str, notes: dict[str, str]) -> str:
+    return "; ".join(notes.get(m.strip("[] "), m) for m in marks.split(","))
+
+
+def _same_ft_note(frame: pd.DataFrame, group: str) -> str:
+    """For FT-only groups: name the groups (PL, LoRA, adapter) whose frozen base is the very same FT model."""
+    part = frame[frame["group"] == group]
+    if "ft_model_key" not in frame or part["method"].iloc[0] != "ft":
+        return ""
+    keys = set(part["ft_model_key"].dropna())
+    others = frame[(frame["method"] != "ft") & frame["ft_model_key"].isin(keys)]["group"].unique()
+    return (f" The FT models of this group are the frozen bases of group(s) {', '.join(others)}: same numbers "
+            f"as their FT column." if len(others) else "")
+
+
+def _write_readme(out: Path, inputs: list[Path], jobs: list[Job], frame: pd.DataFrame, groups: pd.DataFrame,
+                  failed: pd.DataFrame, duplicates: list[str], studies: pd.DataFrame, written: list[str],
+                  notes: list[str], command: str) -> None:
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    lines = [
+        f"# {out.name}: aggregated results", "",
+        f"Written {now} by `{command}`.", "",
+        f"- inputs: {', '.join(f'`{p}`' for p in inputs)}",
+        f"- job folders found: {len(jobs)}; completed and used: {len(frame)}; failed or incomplete: {len(failed)}; "
+        f"duplicates counted once: {len(duplicates)}",
+        f"- config groups (all settings but the seed): {len(groups)}", "",
+        "Accuracy is test accuracy; each cell is the mean ± sample standard deviation (ddof=1) over seeds, n = number "
+        "of seeds. Searches select on validation accuracy only. " + ACCURACY_NOTE, "",
+    ]
+    if notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    if len(groups):
+        lines += ["## Groups", "", to_markdown(groups), ""]
+    devices = sorted(set(frame["device"].dropna().astype(str) + " (" + frame["device_name"].fillna("?") + ")")) \
+        if len(frame) else []
+    if devices:
+        lines += [f"Devices: {', '.join(devices)}.", ""]
+    lines += ["## Failed or incomplete jobs", "", to_markdown(failed) if len(failed) else "None.", ""]
+    if duplicates:
+        lines += ["## Duplicates", "", *[f"- {d}" for d in duplicates], ""]
+    if len(studies):
+        lines += ["## Optuna studies", ""]
+        for (name, storage), part in studies.groupby(["study", "storage"]):
+            states = part["state"].value_counts().to_dict()
+            done = part[part["state"] == "COMPLETE"]
+            best = done.loc[done["value"].idxmax()] if len(done) else None
+            params = {c.removeprefix("params_"): getattr(best[c], "item", lambda v=best[c]: v)()
+                      for c in part.columns if c.startswith("params_")} if best is not None else {}
+            lines.append(f"- `{name}` in `{storage}`: {len(part)} trials {states}; best validation objective "
+                         + (f"{best['value']:.4f} at trial {int(best['number'])} with {params}" if best is not None
+                            else "none (no completed trial)"))
+        lines.append("")
+    lines += ["## Files", "", *[f"- `{f}`" for f in written], ""]
+    (out / "README.md").write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m uvav.aggregate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("inputs", nargs="+", type=Path, help="sweep, run or job folders (searched recursively)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder, e.g. results/<name>")
+    parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument("--note", action="append", default=[], help="a line for the README (repeatable)")
+    args = parser.parse_args(argv)
+    missing = [p for p in args.inputs if not p.exists()]
+    if missing:
+        parser.error(f"no such folder: {', '.join(map(str, missing))}")
+    command = shlex.join(["python", "-m", "uvav.aggregate", *(sys.argv[1:] if argv is None else argv)])
+    summary = aggregate(args.inputs, args.out, plots=not args.no_plots, notes=args.note, command=command)
+    print(f"uvav.aggregate: {summary['jobs']} job folders, {summary['completed']} used, {summary['failed']} failed "
+          f"or incomplete (see {args.out / 'failed_jobs.md'}), {summary['groups']} groups -> {args.out}")
+    return 0 if summary["jobs"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""PNG plots of aggregated results (matplotlib, Agg): accuracy per case, accuracy vs prompt length, resources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from uvav.aggregate import CASES, MODES, STAGES, accuracy_values, resource_table  # noqa: E402
+
+
+def plot_accuracy(stats: pd.DataFrame, group: str, label: str, path: Path) -> None:
+    """Grouped bars: test accuracy per case, one bar per method, error bars = std over seeds."""
+    part = stats[(stats["group"] == group) & stats["column"].isin(MODES.values())]
+    cases = [c for c in CASES if c in set(part["case"])]
+    columns = [c for c in MODES.values() if c in set(part["column"])]
+    width = 0.8 / max(len(columns), 1)
+    fig, ax = plt.subplots(figsize=(1.6 * len(cases) + 2, 3.6))
+    x = np.arange(len(cases))
+    for i, column in enumerate(columns):
+        rows = part[part["column"] == column].set_index("case").reindex(cases)
+        ax.bar(x + (i - (len(columns) - 1) / 2) * width, rows["mean"], width, yerr=rows["std"].fillna(0),
+               capsize=3, label=column)
+    ax.set_xticks(x, [CASES[c] for c in cases], rotation=15, ha="right", fontsize=8)
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    n = int(part["n"].max()) if len(part) else 0
+    ax.set_title(f"{label}\n(mean ± std over {n} seed(s))", fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, path)
+
+
+def plot_prompt_length(tidy: pd.DataFrame, studies: pd.DataFrame, path: Path, case: str = "mixed") -> bool:
+    """Left: test accuracy of the PL jobs vs prompt length; right: each Optuna trial's objective. False if no data."""
+    pl = tidy[(tidy["method"] == "pl") & (tidy["case"] == case)] if len(tidy) else tidy
+    length_col = "params_prompt.length"
+    has_study = len(studies) and length_col in studies
+    if (not len(pl) or pl["prompt_length"].nunique() < 2) and not has_study:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    ax = axes[0]
+    lrs = sorted(pl["method_lr"].dropna().unique()) if len(pl) else []
+    for i, lr in enumerate(lrs):  # one line per PL learning rate: pooling over them would hide the effect
+        for mode, style in (("pl_uncertain", "-"), ("pl_oracle", ":")):
+            rows = pl[(pl["mode"] == mode) & (pl["method_lr"] == lr)]
+            stats = rows.groupby("prompt_length")["accuracy"].agg(["mean", "std"]).sort_index()
+            if len(stats):
+                ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3,
+                            color=f"C{i}", linestyle=style, label=f"{MODES[mode]}, lr={lr:g}")
+    ft = pl[pl["mode"] == "ft"]["accuracy"] if len(pl) else pd.Series(dtype=float)
+    if len(ft):
+        ax.axhline(ft.mean(), color="k", linestyle="--", label=f"FT (mean of {len(ft)} jobs)")
+    _length_axis(ax, pl["prompt_length"] if len(pl) else [])
+    ax.set_ylabel(f"test accuracy ({case})")
+    ax.set_title("jobs in the inputs (mean ± std over seeds)", fontsize=8)
+    if ax.has_data():
+        ax.legend(fontsize=6)
+    ax = axes[1]
+    if has_study:
+        done = studies[studies["state"] == "COMPLETE"]
+        lr_col = "params_method.lr"
+        for name, part in done.groupby("study"):
+            by_lr = part.groupby(lr_col) if lr_col in part else [(None, part)]
+            for i, (lr, rows) in enumerate(by_lr):
+                label = f"{name}, lr={lr:g}" if lr is not None else name
+                ax.scatter(rows[length_col], rows["value"], color=f"C{i}", alpha=0.7, label=f"{label} ({len(rows)})")
+            best = part.loc[part["value"].idxmax()]
+            ax.scatter([best[length_col]], [best["value"]], marker="*", s=220, facecolors="none",
+                       edgecolors="k", zorder=3)
+        _length_axis(ax, done[length_col])
+        ax.legend(fontsize=7)
+    else:
+        ax.set_xlabel("prompt length")
+    ax.set_ylabel("objective (validation accuracy)")
+    ax.set_title("Optuna trials (completed, repeats included; * best)" if has_study else "no Optuna study found",
+                 fontsize=8)
+    _save(fig, path)
+    return True
+
+
+def plot_resources(frame: pd.DataFrame, group: str, label: str, path: Path) -> bool:
+    """Bars per method: peak training memory (MiB) and time per epoch (s, error bar = std over seeds)."""
+    table, _ = resource_table(frame, group)
+    if table.empty:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    colors = [f"C{list(STAGES.values()).index(m)}" for m in table["Method"]]
+    axes[0].bar(table["Method"], table["Training memory (bytes)"] / 2**20, color=colors)
+    axes[0].set_ylabel("peak training memory (MiB)")
+    axes[1].bar(table["Method"], table["Time per epoch (s)"], yerr=table["Time per epoch std (s)"].fillna(0),
+                capsize=3, color=colors)
+    axes[1].set_ylabel("time per epoch (s)")
+    fig.suptitle(f"{label} - device: {', '.join(sorted(set(table['Device'])))}", fontsize=8)
+    _save(fig, path)
+    return True
+
+
+def make_all(frame: pd.DataFrame, tidy: pd.DataFrame, studies: pd.DataFrame, out: Path,
+             max_group_plots: int = 6) -> list[str]:
+    """Every plot for the aggregated jobs; returns the file names written into ``out``. Per-group plots only when
+    there are at most ``max_group_plots`` groups (a search has one group per trial configuration)."""
+    written = []
+    if len(tidy) and frame["group"].nunique() <= max_group_plots:
+        stats = accuracy_values(tidy)
+        for group, label in frame[["group", "group_label"]].drop_duplicates().itertuples(index=False):
+            name = f"accuracy_{group}.png"
+            plot_accuracy(stats, group, label, out / name)
+            written.append(name)
+            name = f"resources_{group}.png"
+            if plot_resources(frame, group, label, out / name):
+                written.append(name)
+    if plot_prompt_length(tidy, studies, out / "accuracy_vs_prompt_length.png"):
+        written.append("accuracy_vs_prompt_length.png")
+    return written
+
+
+def _length_axis(ax: plt.Axes, lengths) -> None:
+    ticks = sorted({int(v) for v in pd.Series(lengths).dropna()})
+    ax.set_xscale("log", base=2)
+    if ticks:
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+    ax.set_xlabel("prompt length")
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
