@@ -123,3 +123,37 @@ def test_auto_device_spreads_multirun_jobs_over_gpus(monkeypatch):
     job.mode = RunMode.RUN
     assert pipeline.select_device("auto") == torch.device("cuda")
     assert pipeline.select_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.slow
+def test_a_failing_job_does_not_stop_the_others_and_is_reported(tmp_path):
+    """Job 1 asks for CUDA on a machine without it (a runtime failure); job 0 must still finish."""
+    from uvav.aggregate import main as aggregate
+
+    if torch.cuda.is_available():
+        pytest.skip("the injected fault needs a machine without CUDA")
+    proc = run_cli(tmp_path, "-m", "trainer.device=cpu,cuda", "method=ft", *TINY, check=False)
+    assert proc.returncode != 0  # the sweep reports the failure...
+    assert "CUDA is not available" in proc.stderr + proc.stdout
+    assert (tmp_path / "sweep" / "0" / "metrics.json").exists()  # ...after the other job finished
+    assert not (tmp_path / "sweep" / "1" / "metrics.json").exists()
+    aggregate([str(tmp_path / "sweep"), "--out", str(tmp_path / "tables"), "--no-plots"])
+    failed = (tmp_path / "tables" / "failed_jobs.csv").read_text()
+    assert "/1" in failed and "/0," not in failed
+
+
+@pytest.mark.slow
+def test_failed_optuna_trials_are_recorded_and_the_search_goes_on(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("the injected fault needs a machine without CUDA")
+    extra = tmp_path / "extra_conf" / "hparams_search"  # a search whose space includes a failing setting
+    extra.mkdir(parents=True)
+    (extra / "failing.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - prompt_length\nhydra:\n  sweeper:\n    params:\n"
+        "      prompt.length: choice(2)\n      method.lr: choice(0.005)\n      trainer.device: choice(cpu,cuda)\n")
+    run_cli(tmp_path, "-m", "hparams_search=failing", f"hydra.searchpath=[file://{tmp_path / 'extra_conf'}]",
+            "hydra.sweeper.n_trials=4", SUBDIR, *TINY)
+    study = optuna.load_study(study_name="uvav_prompt_length", storage=f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}")
+    states = [t.state for t in study.trials]
+    assert len(states) == 4
+    assert optuna.trial.TrialState.FAIL in states and optuna.trial.TrialState.COMPLETE in states
