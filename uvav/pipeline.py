@@ -189,7 +189,7 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
         train_mode = "oracle" if cfg.method.prompt_training == "per_scenario" else "uncertain"
         pl = Stage("pl", freeze_for_prompts(ft_model, cfg.method.train_head), bank, train_mode,
                    ["uncertain", "oracle"], cases, epochs, lr, cfg.trainer.weight_decay, cache_views=views,
-                       orthogonality=cfg.method.orthogonality)
+                   orthogonality=cfg.method.orthogonality)
         acc, v, stages["pl"] = _train_and_eval(ctx, pl, seed=cfg.seed + 2, modes=["uncertain", "oracle"],
                                                test_sets=test_sets, val_sets=val_sets)
         accuracy["pl_uncertain"], accuracy["pl_oracle"] = acc["uncertain"], acc["oracle"]
