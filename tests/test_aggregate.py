@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from uvav.aggregate import CASES, find_job_dirs, main, read_job, to_markdown
+from uvav.aggregate import find_job_dirs, main, read_job
+from uvav.tables import CASES, to_markdown
 
 MIB = 2**20
 SEEDS = (0, 1, 2)

@@ -15,8 +15,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from uvav.aggregate import CASES, to_markdown
 from uvav.outputs import atomic_write_bytes, read_json
+from uvav.tables import CASES, to_markdown
 
 COLUMNS = {  # column -> (method, prompt_training or None, mode, stage for resources)
     "FT": ("ft", None, "ft", "ft"),

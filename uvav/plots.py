@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from uvav.aggregate import CASES, MODES, STAGES, accuracy_values, resource_table  # noqa: E402
+from uvav.tables import CASES, MODES, STAGES, accuracy_values, resource_table  # noqa: E402
 
 
 def plot_accuracy(stats: pd.DataFrame, group: str, label: str, path: Path) -> None:

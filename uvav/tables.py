@@ -1,0 +1,158 @@
+"""The paper's tables from the tidy frame of jobs (``uvav.aggregate``), and their Markdown / LaTeX formats."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+CASES = {
+    "complete": "Complete",
+    "noisy_audio": "Noisy audio (vision only)",
+    "noisy_visual": "Noisy visual (audio only)",
+    "noise_both": "Noise to both",
+    "mixed": "Mixed (uncertain)",
+}
+MODES = {"ft": "FT", "head_only": "Head only", "pl_uncertain": "FT + PL (uncertain)", "pl_oracle": "FT + PL (oracle)",
+         "lora": "FT + LoRA", "adapter": "FT + adapter"}
+IMPROVEMENTS = {  # column: (minuend mode, subtrahend mode); paired per job, then mean/std over seeds
+    "Improvement (PL unc. - FT)": ("pl_uncertain", "ft"),
+    "Improvement over head only": ("pl_uncertain", "head_only"),
+    "Improvement (LoRA - FT)": ("lora", "ft"),
+    "Improvement (adapter - FT)": ("adapter", "ft"),
+}
+STAGES = {"ft": "FT", "head_only": "Head only", "pl": "PL", "lora": "LoRA", "adapter": "Adapter"}
+MISSING_CELL = "-"
+
+
+# ----------------------------------------------------------------------------------------------- tables
+
+
+def accuracy_values(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std (sample, ddof=1) and n over seeds per group x case x column, improvements paired per job."""
+    wide = tidy.pivot_table(index=["group", "group_label", "job_dir", "seed", "case"], columns="mode",
+                            values="accuracy", aggfunc="first")
+    for name, (a, b) in IMPROVEMENTS.items():
+        if a in wide and b in wide:
+            wide[name] = wide[a] - wide[b]
+    wide = wide.rename(columns=MODES)
+    long = wide.reset_index().melt(id_vars=["group", "group_label", "job_dir", "seed", "case"], var_name="column",
+                                   value_name="value").dropna(subset=["value"])
+    stats = long.groupby(["group", "group_label", "case", "column"], sort=False)["value"].agg(
+        mean="mean", std="std", n="count").reset_index()
+    return stats
+
+
+def _cell(mean: float, std: float, n: int, signed: bool) -> str:
+    value = f"{mean:+.3f}" if signed else f"{mean:.3f}"
+    return f"{value} ± {std:.3f} (n={n})" if n > 1 and not math.isnan(std) else f"{value} (n={n})"
+
+
+def accuracy_table(stats: pd.DataFrame, group: str) -> pd.DataFrame:
+    """The paper's layout for one group: rows are cases, columns methods and improvements, cells mean ± std."""
+    part = stats[stats["group"] == group]
+    columns = [*MODES.values(), *IMPROVEMENTS]
+    table = pd.DataFrame(MISSING_CELL, index=[CASES[c] for c in CASES if c in set(part["case"])], columns=columns)
+    for row in part.itertuples():
+        table.loc[CASES.get(row.case, row.case), row.column] = _cell(row.mean, row.std, row.n,
+                                                                     row.column in IMPROVEMENTS)
+    table.index.name = "Case"
+    return table.loc[:, (table != MISSING_CELL).any()]
+
+
+def resource_table(frame: pd.DataFrame, group: str) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Per stage (FT, head only, PL): memory, saving vs FT, time per epoch, ratio vs FT, parameters, device.
+
+    Means over the group's seeds; returns the numeric table and the measurement methods by footnote mark.
+    """
+    jobs = frame[frame["group"] == group]
+    rows, notes = [], {}
+    for stage, label in STAGES.items():
+        col = f"{stage}_time_per_epoch_s"
+        if col not in jobs or jobs[col].isna().all():
+            continue
+        part = jobs[jobs[col].notna()]
+        marks = []
+        for kind, letter in (("memory", "M"), ("time", "T")):
+            methods = sorted(set(part[f"{stage}_{kind}_method"].dropna()))
+            for method in methods:  # footnote marks M1, M2, ... and T1, ...
+                notes.setdefault(method, f"{letter}{sum(n.startswith(letter) for n in notes.values()) + 1}")
+            marks.append(", ".join(f"[{notes[m]}]" for m in methods) or "not recorded")
+        memory = pd.to_numeric(part[f"{stage}_peak_train_memory_bytes"], errors="coerce")
+        devices = sorted(set(part[f"{stage}_device"].dropna().astype(str)))
+        names = sorted(set(part.loc[part[f"{stage}_device"] == part["device"], "device_name"].dropna()))
+        rows.append({
+            "Method": label, "n": len(part),
+            "Training memory (bytes)": memory.mean() if memory.notna().any() else float("nan"),
+            "Time per epoch (s)": part[col].astype(float).mean(),
+            "Time per epoch std (s)": part[col].astype(float).std(),
+            "Fastest epoch (s)": part[f"{stage}_fastest_epoch_s"].astype(float).min(),
+            "Trainable params": part[f"{stage}_trainable_params"].astype(float).mean(),
+            "Total params": part[f"{stage}_total_params"].astype(float).mean(),
+            "Device": ", ".join(devices) + (f" ({', '.join(names)})" if names else ""),
+            "Memory method": marks[0], "Time method": marks[1],
+        })
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table, {}
+    ft = table[table["Method"] == "FT"]
+    ft_mem = ft["Training memory (bytes)"].iloc[0] if len(ft) else float("nan")
+    ft_time = ft["Time per epoch (s)"].iloc[0] if len(ft) else float("nan")
+    table.insert(3, "Memory saving vs FT (%)", 100.0 * (1.0 - table["Training memory (bytes)"] / ft_mem))
+    table.insert(6, "Time ratio vs FT", table["Time per epoch (s)"] / ft_time)
+    return table, {mark: method for method, mark in notes.items()}
+
+
+def format_resources(table: pd.DataFrame) -> pd.DataFrame:
+    """Human units: MiB or GiB for memory, rounded times and ratios, integer parameter counts."""
+    out = pd.DataFrame({"Method": table["Method"]})
+    mem = table["Training memory (bytes)"]
+    unit, scale = ("GiB", 2**30) if mem.max(skipna=True) >= 2**30 else ("MiB", 2**20)
+    out[f"Training memory ({unit})"] = [f"{v / scale:.2f}" if pd.notna(v) else "not measured" for v in mem]
+    out["Memory saving vs FT"] = [MISSING_CELL if m == "FT" or pd.isna(v) else f"{v:.1f}%"
+                                  for m, v in zip(table["Method"], table["Memory saving vs FT (%)"], strict=True)]
+    out["Time per epoch (s)"] = [f"{t:.3f}" + (f" ± {s:.3f}" if pd.notna(s) else "")
+                                 for t, s in zip(table["Time per epoch (s)"], table["Time per epoch std (s)"],
+                                                 strict=True)]
+    out["Fastest epoch (s)"] = [f"{v:.3f}" if pd.notna(v) else MISSING_CELL for v in table["Fastest epoch (s)"]]
+    out["Time ratio vs FT"] = [MISSING_CELL if m == "FT" or pd.isna(v) else f"{v:.3f}x"
+                               for m, v in zip(table["Method"], table["Time ratio vs FT"], strict=True)]
+    out["Trainable params"] = [f"{int(v):,}" for v in table["Trainable params"]]
+    out["Total params"] = [f"{int(v):,}" for v in table["Total params"]]
+    for col in ("n", "Device", "Memory method", "Time method"):
+        out[col] = table[col]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- formats
+
+
+def to_markdown(df: pd.DataFrame, index: bool = False) -> str:
+    """A GitHub-flavoured Markdown table (pandas' own needs ``tabulate``)."""
+    if index:
+        df = df.reset_index()
+    cells = [[str(c) for c in df.columns]] + [[("" if pd.isna(v) else str(v)) for v in row]
+                                               for row in df.itertuples(index=False)]
+    cells = [[c.replace("|", "\\|") for c in row] for row in cells]
+    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "|".join("---" for _ in cells[0]) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells[1:]]
+    return "\n".join(lines)
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _latex_escape(text: str) -> str:
+    text = "".join(_LATEX.get(ch, ch) for ch in str(text))
+    return text.replace("±", r"$\pm$")
+
+
+def to_latex(df: pd.DataFrame, index: bool = False, caption: str | None = None) -> str:
+    """A booktabs ``tabular`` (pandas ``to_latex``) with our cells escaped ourselves (``±`` becomes ``$\\pm$``)."""
+    if index:
+        df = df.reset_index()
+    escaped = df.astype(str).map(_latex_escape)
+    escaped.columns = [_latex_escape(c) for c in df.columns]
+    body = escaped.to_latex(index=False, escape=False, column_format="l" * len(df.columns))
+    return (f"% {caption}\n" if caption else "") + body
