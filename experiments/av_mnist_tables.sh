@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 PY=.venv/bin/python
-start=$(date +%s)
+source experiments/provenance.sh
+provenance_start
 $PY -m uvav.run -m experiment=av_mnist method=ft,pl,lora,adapter seed=0,1,2 trainer.progress=false trainer.num_threads=1 \
   hydra.sweep.dir=outputs/experiments/av_mnist/methods "$@"
 $PY -m uvav.run -m experiment=av_mnist method=pl method.prompt_training=joint seed=0,1,2 trainer.progress=false trainer.num_threads=1 \
@@ -23,9 +24,8 @@ $PY -m uvav.robustness --severities 0 0.5 1 2 --out results/comparison_av_mnist/
   echo
   echo "- command: \`bash experiments/av_mnist_tables.sh $*\`"
   echo "- seeds: 0,1,2 (training); data.seed=0 (pairing, image pools, validation split); FSDD official split"
-  echo "- git commit: $(git rev-parse HEAD)"
-  echo "- device: cpu ($(nproc) cores), trainer.num_threads=1 per job; finished $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "- trainer.num_threads=1 per job; finished $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "- wall time: $(( $(date +%s) - start )) s (finished jobs are reused on a relaunch)"
-  echo "- versions: $($PY -c 'import torch, torchaudio, timm, hydra; print("torch", torch.__version__, "torchaudio", torchaudio.__version__, "timm", timm.__version__, "hydra-core", hydra.__version__)')"
+  provenance_lines "$PY"
 } > results/av_mnist/RUN.md
 cp results/av_mnist/RUN.md results/comparison_av_mnist/RUN.md

@@ -34,14 +34,12 @@ print(sum(t.state.is_finished() for t in study.trials))
 EOF
 }
 
-start=$(date +%s)
-commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-dirty=$(GIT_OPTIONAL_LOCKS=0 git status --porcelain --untracked-files=no 2>/dev/null | wc -l)
-load_start=$(cut -d" " -f1-3 /proc/loadavg 2>/dev/null || echo "?")
+source experiments/provenance.sh
+provenance_start
 before=$(finished_trials)
 missing=$(( TRIALS - before ))
-# one folder per job and run: with the root config's ${hydra.job.num}, a continued study would reuse the folders of
-# the earlier trials
+# one folder per job and run (the search config sets the same subdir; explicit here so the recipe never depends on
+# the defaults order)
 CMD=("$PYTHON" -m uvav.run -m hparams_search=prompt_length "hydra.sweeper.n_trials=$missing" trainer.progress=false
      "hydra.sweep.dir=$SWEEP" "paths.cache_dir=$CACHE" 'hydra.sweep.subdir=${now:%Y%m%d-%H%M%S}_${hydra.job.num}'
      "$@")
@@ -66,19 +64,7 @@ mkdir -p "$OUT"
   else echo "- command: \`${AGG[*]}\` (the study already had TRIALS=$TRIALS finished trials)"; fi
   echo "- trials: $TRIALS wanted; $before finished before, $(finished_trials) after; training seed 0;" \
        "study $STUDY in sqlite:///$SWEEP/optuna.db (every trial: optuna_trials.csv)"
-  moved=$([ "$(git rev-parse HEAD 2>/dev/null || echo unknown)" != "$commit" ] && echo " (HEAD moved during the run)" || true)
-  echo "- git commit at start: $commit$([ "$dirty" -gt 0 ] && echo " with $dirty modified tracked files")$moved"
-  echo "- machine: $(hostname), $(getconf _NPROCESSORS_ONLN) CPU cores" \
-       "($(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | xargs || uname -m));" \
-       "load average (1/5/15 min) at start $load_start, at end $(cut -d" " -f1-3 /proc/loadavg 2>/dev/null)"
   echo "- wall time: search ${sweep_s} s, with the tables $(( $(date +%s) - start )) s"
-  "$PYTHON" - <<'EOF'
-from importlib.metadata import version
-import torch
-names = ["torch", "torchaudio", "timm", "hydra-core", "omegaconf", "optuna", "hydra-optuna-sweeper", "sqlalchemy",
-         "numpy", "pandas", "matplotlib"]
-print("- device: " + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (no CUDA)"))
-print("- versions: " + ", ".join(f"{n} {version(n)}" for n in names))
-EOF
+  provenance_lines "$PYTHON"
 } >> "$OUT/RUN.md"
 echo "wrote $OUT (RUN.md, README.md, tables, plots)"

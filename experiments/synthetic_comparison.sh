@@ -9,7 +9,8 @@ bash scripts/setup.sh
 PY=.venv/bin/python
 SWEEP=outputs/experiments/synthetic_comparison
 COMMON=(seed=0,1,2 trainer.progress=false trainer.num_threads=1 paths.cache_dir=outputs/experiments/cache "$@")
-start=$(date +%s)
+source experiments/provenance.sh
+provenance_start
 $PY -m uvav.run -m method=ft,pl,lora,adapter "${COMMON[@]}" hydra.sweep.dir=$SWEEP/methods
 $PY -m uvav.run -m method=pl method.prompt_training=joint "${COMMON[@]}" hydra.sweep.dir=$SWEEP/joint
 $PY -m uvav.run -m method=pl method.cache_features=off "${COMMON[@]}" hydra.sweep.dir=$SWEEP/uncached
@@ -22,7 +23,6 @@ $PY -m uvav.robustness --severities 0 0.5 1 2 --out results/comparison_synthetic
   echo
   echo "- command: \`bash experiments/synthetic_comparison.sh $*\`; seeds 0,1,2; data=synthetic (data.seed=0)"
   echo "- caching check: \`caching/\` aggregates PL with method.cache_features=auto (methods/) and =off (uncached/)"
-  echo "- git commit: $(git rev-parse HEAD); device: cpu ($(nproc) cores), 1 thread per job"
-  echo "- wall time: $(( $(date +%s) - start )) s; finished $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "- versions: $($PY -c 'import torch, timm, hydra; print("torch", torch.__version__, "timm", timm.__version__, "hydra-core", hydra.__version__)')"
+  echo "- 1 thread per job; wall time: $(( $(date +%s) - start )) s; finished $(date -u '+%Y-%m-%d %H:%M UTC')"
+  provenance_lines "$PY"
 } > results/comparison_synthetic/RUN.md

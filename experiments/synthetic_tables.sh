@@ -26,10 +26,8 @@ CMD=("$PYTHON" -m uvav.run -m method=pl "seed=$SEEDS" trainer.progress=false "hy
      "paths.cache_dir=$CACHE" "$@")
 AGG=("$PYTHON" -m uvav.aggregate "$SWEEP" --out "$OUT")
 
-start=$(date +%s)
-commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-dirty=$(GIT_OPTIONAL_LOCKS=0 git status --porcelain --untracked-files=no 2>/dev/null | wc -l)
-load_start=$(cut -d" " -f1-3 /proc/loadavg 2>/dev/null || echo "?")
+source experiments/provenance.sh
+provenance_start
 "${CMD[@]}"
 sweep_s=$(( $(date +%s) - start ))
 "${AGG[@]}"
@@ -43,20 +41,8 @@ mkdir -p "$OUT"
   echo
   echo "- command: \`${CMD[*]}\`, then \`${AGG[*]}\`"
   echo "- seeds: $SEEDS"
-  moved=$([ "$(git rev-parse HEAD 2>/dev/null || echo unknown)" != "$commit" ] && echo " (HEAD moved during the run)" || true)
-  echo "- git commit at start: $commit$([ "$dirty" -gt 0 ] && echo " with $dirty modified tracked files")$moved"
-  echo "- machine: $(hostname), $(getconf _NPROCESSORS_ONLN) CPU cores" \
-       "($(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | xargs || uname -m));" \
-       "load average (1/5/15 min) at start $load_start, at end $(cut -d" " -f1-3 /proc/loadavg 2>/dev/null)"
   echo "- wall time: sweep ${sweep_s} s, with the tables $(( $(date +%s) - start )) s" \
        "(jobs found finished are reused; README.md lists each job's device, and runs.csv its wall time)"
-  "$PYTHON" - <<'EOF'
-from importlib.metadata import version
-import torch
-names = ["torch", "torchaudio", "timm", "hydra-core", "omegaconf", "optuna", "hydra-optuna-sweeper", "sqlalchemy",
-         "numpy", "pandas", "matplotlib"]
-print("- device: " + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (no CUDA)"))
-print("- versions: " + ", ".join(f"{n} {version(n)}" for n in names))
-EOF
+  provenance_lines "$PYTHON"
 } >> "$OUT/RUN.md"
 echo "wrote $OUT (RUN.md, README.md, tables, plots)"
