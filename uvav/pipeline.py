@@ -219,7 +219,7 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
 
 
 def _train_and_eval(ctx: Context, stage: Stage, seed: int, modes: list[str], test_sets, val_sets):
-    """Fit a frozen-model stage with a resumable checkpoint in the job folder; evaluate test and val."""
+    """Fit a frozen-model stage with a resumable checkpoint in ``ctx.resume_dir``; evaluate test and val."""
     result = fit(stage, ctx.data.train, val_sets, ctx.noise, ctx.cfg.trainer, ctx.device, seed=seed,
                  autocast=ctx.autocast, checkpoint_path=ctx.resume_dir / f"last_{stage.name}.pt",
                  augmentation=ctx.augmentation)

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,7 +26,7 @@ from uvav.outputs import (
     link_or_copy,
     read_json,
 )
-from uvav.pipeline import run_pipeline, select_device
+from uvav.pipeline import run_pipeline
 
 log = logging.getLogger("uvav.run")
 register_configs()
@@ -89,7 +90,7 @@ def _run_fresh(cfg: DictConfig, job_dir: Path, choices: dict, key: str, resume_d
         "schema_version": SCHEMA_VERSION, "status": "completed", "choices": choices,
         "overrides": list(hydra_cfg.overrides.task), "seed": cfg.seed, "method": cfg.method.name,
         "train_cases": list(cfg.scenario.train_cases), "config": OmegaConf.to_container(cfg, resolve=True),
-        "environment": environment(select_device(cfg.trainer.device)), "job_key": key,
+        "environment": environment(torch.device(metrics["device"])), "job_key": key,
         "job_dir": str(job_dir.resolve()),
     })
     return metrics
