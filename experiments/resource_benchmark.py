@@ -22,6 +22,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,9 +35,9 @@ from uvav.data import load_data
 from uvav.models.classifier import AVClassifier, count_parameters
 from uvav.models.prompts import PromptBank
 from uvav.outputs import atomic_write_bytes, atomic_write_json, environment
-from uvav.pipeline import autocast_for, select_device
+from uvav.pipeline import Context, autocast_for, select_device
 from uvav.scenarios import Noise
-from uvav.train import EvalSets, Stage, fit, freeze_for_prompts
+from uvav.train import Feed, Stage, fit, freeze_for_prompts
 
 VARIANTS = [  # name, prompt kind, cached views
     ("FT", None, 0),
@@ -73,7 +74,7 @@ def compose_cfg(args: argparse.Namespace):
         return compose("config", overrides=overrides)
 
 
-def run_variant(name, kind, views, base: AVClassifier, data, cfg, device, autocast) -> dict:
+def run_variant(name, kind, views, base: AVClassifier, feed: Feed, cfg, device, autocast) -> dict:
     if kind is None:
         model = copy.deepcopy(base)
         stage = Stage(name, model, None, "none", ["none"], list(CASES), cfg.trainer.epochs, cfg.trainer.lr,
@@ -83,10 +84,8 @@ def run_variant(name, kind, views, base: AVClassifier, data, cfg, device, autoca
                           cfg.backbone.fusion_depth).to(device)
         stage = Stage(name, freeze_for_prompts(base, True), bank, "oracle", ["uncertain"], list(CASES),
                       cfg.trainer.epochs, cfg.trainer.lr, cfg.trainer.weight_decay, cache_views=views)
-    val = EvalSets(data.val, Noise.from_config(cfg.noise), salt=1)
     started = time.perf_counter()
-    result = fit(stage, data.train, val, Noise.from_config(cfg.noise), cfg.trainer, device, seed=0,
-                 autocast=autocast)
+    result = fit(stage, feed, cfg.trainer, device, seed=0, autocast=autocast)
     return {"name": name, "trainable_params": sum(p.numel() for p in stage.trainable()),
             "wall_s": round(time.perf_counter() - started, 2), **result.resources}
 
@@ -126,11 +125,14 @@ def main() -> None:
     base = AVClassifier.from_config(cfg.backbone, cfg.data, data.num_classes).to(device)
     if args.compile:
         base.compile_blocks()
+    work = tempfile.TemporaryDirectory(prefix="uvav-bench-")  # file-backed token caches, when not on the GPU
+    ctx = Context(cfg, data, Noise.from_config(cfg.noise), device, autocast, Path(work.name), Path(work.name))
+    feed = ctx.feed()  # the jobs' own data path: DataLoader workers, per-sample corruption
     rows = []
     for name, kind, views in VARIANTS:
         if args.only and name not in args.only:
             continue
-        rows.append(run_variant(name, kind, views, base, data, cfg, device, autocast))
+        rows.append(run_variant(name, kind, views, base, feed, cfg, device, autocast))
         print(json.dumps(rows[-1]), flush=True)
     if args.profile:
         name, kind, views = VARIANTS[-1]
@@ -138,7 +140,7 @@ def main() -> None:
         if device.type == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         with torch.profiler.profile(activities=activities) as prof:
-            run_variant(name, kind, views, base, data, cfg, device, autocast)
+            run_variant(name, kind, views, base, feed, cfg, device, autocast)
         sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
         table = prof.key_averages().table(sort_by=sort, row_limit=25)
         atomic_write_bytes(Path(args.out).with_suffix(".profile.txt"),

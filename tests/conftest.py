@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = [
     "data.num_train=96", "data.num_val=48", "data.num_test=48", "trainer.epochs=1", "method.epochs=1",
     "trainer.batch_size=32", "trainer.progress=false", "backbone.embed_dim=32", "backbone.num_heads=2",
-    "backbone.depth=1",
+    "backbone.depth=1", "data.num_workers=0",
 ]
 
 register_configs()

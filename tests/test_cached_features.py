@@ -1,19 +1,27 @@
-"""Cached frozen encoder outputs give the same outputs as the full forward pass for the same draws."""
+"""Cached frozen encoder outputs give the outputs of the full forward pass for the same draws; evaluation
+streams, encodes each batch once for frozen stages, and does not depend on batch size or workers."""
 
 from __future__ import annotations
 
 import contextlib
+from types import SimpleNamespace
 
+import pytest
 import torch
 
-from uvav.data.base import AVSplit
+from uvav.data.base import TensorSplit
+from uvav.data.loading import LoaderOptions, TrainSet
+from uvav.evaluation import evaluate_split
 from uvav.models.prompts import PromptBank
-from uvav.scenarios import Noise, case_ids_for, corrupt
-from uvav.train import CachedViews, EvalSets, Stage, evaluate, freeze_for_prompts, logits_for
+from uvav.resources import ResourceMeter
+from uvav.scenarios import Noise
+from uvav.train import Feed, Stage, _build_caches, fit, freeze_for_prompts, logits_for
 
 from .test_models import tiny_model
 
 CASES = ["complete", "noisy_audio", "noisy_visual", "noise_both"]
+CPU = torch.device("cpu")
+TRAINER = SimpleNamespace(batch_size=4, eval_batch_size=5, warmup_epochs=1.0, grad_clip=1.0, progress=False)
 
 
 def make_stage(views: int, kind: str = "attention") -> Stage:
@@ -23,44 +31,83 @@ def make_stage(views: int, kind: str = "attention") -> Stage:
     return Stage("pl", model, bank, "oracle", ["uncertain"], CASES, 1, 1e-3, 0.0, cache_views=views)
 
 
-def split(n: int = 12) -> AVSplit:
+def split(n: int = 12) -> TensorSplit:
     gen = torch.Generator().manual_seed(3)
-    return AVSplit(torch.randn(n, 32, 32, generator=gen), torch.randn(n, 3, 16, 16, generator=gen),
-                   torch.randint(0, 5, (n,), generator=gen))
+    return TensorSplit(torch.randn(n, 32, 32, generator=gen), torch.randn(n, 3, 16, 16, generator=gen),
+                       torch.randint(0, 5, (n,), generator=gen))
 
 
-def test_cached_views_match_the_uncached_forward_pass():
-    stage, data, noise = make_stage(2), split(), Noise()
-    cache = CachedViews.build(stage, data, noise, 2, torch.Generator().manual_seed(5), torch.device("cpu"), 5,
-                              contextlib.nullcontext)
-    replay = torch.Generator().manual_seed(5)  # the same draws, view by view
+def feed(tmp_path, workers: int = 0, dtype: str = "fp32") -> Feed:
+    return Feed(split(), split(8), Noise(), LoaderOptions(workers), token_dir=tmp_path, cache_dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype, tol", [("fp32", 1e-5), ("fp16", 2e-2)])
+def test_cached_views_match_the_uncached_forward_pass(tmp_path, dtype, tol):
+    stage, data = make_stage(2), feed(tmp_path, dtype=dtype)
+    views, val = _build_caches(stage, data, TRAINER, CPU, 0, contextlib.nullcontext, ResourceMeter(CPU))
+    assert views.rows == 2 * len(data.train) and val.rows == len(CASES) * len(data.val)
+    assert not views.on_device and (tmp_path / "tokens_pl_train" / "audio.npy").is_file()  # CPU: a file
     for view in range(2):
-        ids = case_ids_for("mixed", len(data), replay, tuple(CASES))
-        audio, visual = corrupt(data.audio, data.visual, ids, noise, replay)
-        assert torch.equal(cache.case_ids[view], ids)
+        sample = TrainSet(data.train, data.noise, CASES, 0, view, stream="view")
+        items = [sample[i] for i in range(len(data.train))]
+        audio, visual = torch.stack([x[0] for x in items]), torch.stack([x[1] for x in items])
+        ids = torch.tensor([x[3] for x in items])
+        rows = torch.arange(len(items)) + view * len(items)
+        assert torch.equal(views.case_ids[rows], ids)
         with torch.no_grad():
             full = logits_for(stage, audio, visual, ids, "oracle")
-            prompts = stage.bank.select("oracle", len(data), ids)
-            cached = stage.model.classify_encoded(cache.audio_tokens[view], cache.visual_tokens[view], prompts)
-        torch.testing.assert_close(cached, full, rtol=1e-5, atol=1e-5)
+            tokens_a, tokens_v = (t.float() for t in views.read(rows))
+            cached = stage.model.classify_encoded(tokens_a, tokens_v, stage.bank.select("oracle", len(ids), ids))
+        torch.testing.assert_close(cached, full, rtol=tol, atol=tol)
+    views.close()
+    assert not (tmp_path / "tokens_pl_train").exists()
 
 
-def test_cached_batch_takes_one_view_per_sample():
-    stage = make_stage(3)
-    cache = CachedViews.build(stage, split(), Noise(), 3, torch.Generator().manual_seed(0), torch.device("cpu"), 4,
-                              contextlib.nullcontext)
-    index = torch.tensor([4, 1, 7])
-    a, v, ids = cache.batch(index, torch.Generator().manual_seed(1))
-    view = torch.randint(0, 3, (3,), generator=torch.Generator().manual_seed(1))
-    assert torch.equal(a, cache.audio_tokens[view, index]) and torch.equal(ids, cache.case_ids[view, index])
+def test_cache_batches_are_the_same_from_workers(tmp_path):
+    stage, data = make_stage(2), feed(tmp_path, dtype="fp16")
+    views, _ = _build_caches(stage, data, TRAINER, CPU, 0, contextlib.nullcontext, ResourceMeter(CPU))
+    rows = [5, 0, 17, 3, 9, 22, 1]
+    inline = list(views.batches(rows, 3, LoaderOptions(0)))
+    workers = list(views.batches(rows, 3, LoaderOptions(2)))
+    assert [b[0].shape[0] for b in inline] == [3, 3, 1]
+    for x, y in zip(inline, workers, strict=True):
+        assert all(torch.equal(p, q) for p, q in zip(x, y, strict=True))
+    assert torch.equal(inline[0][0], views.read(torch.tensor(rows[:3]))[0].float())
 
 
-def test_evaluation_reuses_encoder_outputs_only_when_encoders_are_frozen():
-    data, noise = split(), Noise()
-    for kind, frozen in (("attention", True), ("input", False)):
-        stage = make_stage(0, kind)
-        assert stage.encoders_frozen() is frozen
-        sets = EvalSets(data, noise)
-        acc = evaluate(stage, sets, "noise_both", "uncertain", torch.device("cpu"), 5, contextlib.nullcontext)
-        assert 0.0 <= acc <= 1.0
-        assert bool(sets._encoded) is frozen
+def test_evaluation_does_not_depend_on_batch_size_or_workers():
+    stage, noise = make_stage(0), Noise()
+    one = evaluate_split(stage, split(), noise, 0, ["uncertain", "oracle"], CPU, 5, contextlib.nullcontext,
+                         LoaderOptions(0))
+    two = evaluate_split(stage, split(), noise, 0, ["uncertain", "oracle"], CPU, 7, contextlib.nullcontext,
+                         LoaderOptions(2))
+    assert one == two and set(one["oracle"]) == {*CASES, "mixed"}
+
+
+@pytest.mark.parametrize("kind, frozen", [("attention", True), ("input", False)])
+def test_frozen_stage_encodes_each_batch_once_for_every_mode(monkeypatch, kind, frozen):
+    stage = make_stage(0, kind)
+    assert stage.encoders_frozen() is frozen
+    calls = {"encode": 0}
+    encode = stage.model.encode
+
+    def counting(*args, **kwargs):
+        calls["encode"] += 1
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(stage.model, "encode", counting)
+    evaluate_split(stage, split(), Noise(), 0, ["uncertain", "oracle"], CPU, 6, contextlib.nullcontext,
+                   LoaderOptions(0))
+    batches = 12 * 5 // 6  # 12 samples x 5 cases, 6 per batch
+    # frozen: one encoding per batch shared by both modes; otherwise every mode runs the whole forward pass
+    assert calls["encode"] == (batches if frozen else 2 * batches)
+
+
+def test_cached_stage_trains_and_cleans_up(tmp_path):
+    stage, data = make_stage(2), feed(tmp_path, dtype="fp16")
+    before = [p.clone() for p in stage.bank.parameters()]
+    result = fit(stage, data, TRAINER, CPU, 0, contextlib.nullcontext)
+    assert result.resources["cached_features"]["train"]["where"] == "file"
+    assert result.resources["cached_features"]["val"]["rows"] == len(CASES) * 8
+    assert any(not torch.equal(p, q) for p, q in zip(before, stage.bank.parameters(), strict=True))
+    assert not list(tmp_path.glob("tokens_*"))  # the token files are removed after the stage

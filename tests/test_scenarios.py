@@ -14,8 +14,8 @@ from uvav.scenarios import (
     case_ids_for,
     corrupt,
     corrupt_audio,
-    corrupt_split,
     corrupt_visual,
+    eval_sample,
 )
 
 
@@ -77,29 +77,34 @@ def test_missing_is_expressible_and_severity_zero_is_identity():
     assert torch.equal(out_a, audio) and torch.equal(out_v, visual)
 
 
-def test_evaluation_corruption_is_deterministic_and_mixed_mixes():
+def test_evaluation_corruption_is_a_function_of_seed_case_and_index():
     audio, visual = data(64)
-    first = corrupt_split(audio, visual, "mixed", Noise())
-    second = corrupt_split(audio, visual, "mixed", Noise())
-    assert all(torch.equal(x, y) for x, y in zip(first, second, strict=True))
-    assert len(set(first[2].tolist())) == 4
-    other = corrupt_split(audio, visual, "mixed", Noise(eval_seed=7))
-    assert not torch.equal(first[0], other[0])
+    noise = Noise()
+    first = [eval_sample(audio[i], visual[i], "mixed", noise, 0, i) for i in range(64)]
+    again = [eval_sample(audio[i], visual[i], "mixed", noise, 0, i) for i in reversed(range(64))][::-1]
+    assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) and x[2] == y[2]
+               for x, y in zip(first, again, strict=True))
+    assert len({c for _, _, c in first}) == 4  # mixed gives every case
+    other_seed = eval_sample(audio[3], visual[3], "noise_both", Noise(eval_seed=7), 0, 3)
+    same_seed = eval_sample(audio[3], visual[3], "noise_both", noise, 0, 3)
+    other_salt = eval_sample(audio[3], visual[3], "noise_both", noise, 1, 3)
+    assert not torch.equal(other_seed[1], same_seed[1]) and not torch.equal(other_salt[1], same_seed[1])
 
 
 def test_training_augmentation_masks_and_shifts_without_touching_inputs():
-    from uvav.scenarios import augment
+    from uvav.scenarios import augment_sample
 
-    audio = torch.ones(4, 64, 32)
-    visual = torch.arange(3 * 8 * 8, dtype=torch.float).view(1, 3, 8, 8).repeat(4, 1, 1, 1)
+    audio = torch.ones(64, 32)
+    visual = torch.arange(3 * 8 * 8, dtype=torch.float).view(3, 8, 8)
     a0, v0 = audio.clone(), visual.clone()
     gen = torch.Generator().manual_seed(0)
-    out_a, out_v = augment(audio, visual, 8, 16, 2, gen)
-    assert torch.equal(audio, a0) and torch.equal(visual, v0)
-    assert (out_a == 0).any() and (out_a.flatten(1) == 0).sum(1).max() <= 8 * 64 + 16 * 32
-    for i in range(4):  # each image is its original moved by at most 2 px, zero filled
+    for _ in range(4):
+        out_a, out_v = augment_sample(audio, visual, 8, 16, 2, gen)
+        assert torch.equal(audio, a0) and torch.equal(visual, v0)
+        assert (out_a == 0).sum() <= 8 * 64 + 16 * 32
+        # the image is its original moved by at most 2 px, zero filled
         assert any(
-            torch.equal(out_v[i][:, max(dy, 0):8 + min(dy, 0), max(dx, 0):8 + min(dx, 0)],
-                        visual[i][:, max(-dy, 0):8 + min(-dy, 0), max(-dx, 0):8 + min(-dx, 0)])
+            torch.equal(out_v[:, max(dy, 0):8 + min(dy, 0), max(dx, 0):8 + min(dx, 0)],
+                        visual[:, max(-dy, 0):8 + min(-dy, 0), max(-dx, 0):8 + min(-dx, 0)])
             for dy in range(-2, 3) for dx in range(-2, 3))
-    assert augment(audio, visual, 0, 0, 0, gen)[0] is audio  # off: no copy, no change
+    assert augment_sample(audio, visual, 0, 0, 0, gen)[0] is audio  # off: no copy, no change

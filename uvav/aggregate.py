@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from uvav.config import RESULT_NEUTRAL_KEYS
 from uvav.outputs import fingerprint
 from uvav.tables import (
     MODES,
@@ -39,9 +40,8 @@ from uvav.tables import (
 )
 
 # config keys that cannot change a result (or are the seed): left out of the group a job belongs to
-NOT_GROUPING = ("seed", "paths", "reuse_finished", "objective", "trainer.progress", "trainer.num_threads",
-                "trainer.checkpoint_every_epoch", "trainer.eval_batch_size", "trainer.device", "data.root",
-                "data.cache_dir")
+NOT_GROUPING = (*RESULT_NEUTRAL_KEYS, "seed", "paths", "reuse_finished", "objective", "trainer.eval_batch_size",
+                "trainer.device", "data.root", "data.cache_dir")
 MAX_GROUP_PLOTS = 6  # per-group PNGs only up to this many groups (a search has one group per configuration)
 ACCURACY_NOTE = (
     "FT: the fine-tuned model (in a PL, LoRA or adapter group: those jobs' own frozen base). Head only: that frozen "

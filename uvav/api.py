@@ -32,7 +32,9 @@ from PIL import Image
 
 from uvav.config import (
     EVAL_CASES,
+    RESULT_NEUTRAL_KEYS,
     AVMnistDataConfig,
+    CavmaeJsonDataConfig,
     ConfigError,
     NoiseConfig,
     PathsConfig,
@@ -55,11 +57,11 @@ SPLITS = ("test", "val")
 FEATURE_KEYS = ("target_length", "num_mel_bins", "image_size")
 EVAL_TRAINER_KEYS = ("device", "precision", "eval_batch_size", "num_threads")
 # overrides that cannot change an accuracy: left out of an evaluation's file name
-_NAME_NEUTRAL = {"trainer.device", "trainer.eval_batch_size", "trainer.num_threads", "paths.cache_dir"}
+_NAME_NEUTRAL = {*RESULT_NEUTRAL_KEYS, "trainer.device", "trainer.eval_batch_size", "paths.cache_dir"}
 # config paths that a run resolved against the folder it was started from
 _RELATIVE_PATHS = ("paths.cache_dir", "data.root", "data.cache_dir", "data.manifest", "data.metadata_csv")
 DATA_SCHEMAS = {"synthetic": SyntheticDataConfig, "av_mnist": AVMnistDataConfig,
-                "urbansound8k_av": UrbanSound8KAVDataConfig}
+                "urbansound8k_av": UrbanSound8KAVDataConfig, "cavmae_json": CavmaeJsonDataConfig}
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -306,9 +308,10 @@ class Run:
         ``<run>/evaluations/<name>.json`` (never over ``metrics.json``).
         """
         from uvav.data import load_data
+        from uvav.data.loading import LoaderOptions
+        from uvav.evaluation import SALTS, evaluate_split, oracle_available
         from uvav.pipeline import autocast_for, select_device
         from uvav.scenarios import Noise
-        from uvav.train import EvalSets, evaluate, oracle_available
 
         started = time.perf_counter()
         if split not in SPLITS:
@@ -324,26 +327,21 @@ class Run:
         known = _dataset_classes(cfg.data.name)
         if known is not None and known != self.class_names:
             raise InputError(f"dataset {cfg.data.name} has classes {known}; the run was trained on {self.class_names}")
+        stage = self._stage(device)
+        cases = list(EVAL_CASES) if case == "all" else [case]
+        if case != "all" and "oracle" in modes and not oracle_available(stage, case):
+            raise InputError(f"no oracle prompts for case {case}: the run trained prompt sets for "
+                             f"{list(self.bank.cases)}; use prompts=uncertain")
         with _threads(cfg.trainer.num_threads):
             data = load_data(cfg.data, str(cfg.data.cache_dir or Path(cfg.paths.cache_dir) / "features"))
             if data.class_names != self.class_names:
                 raise InputError(f"dataset {cfg.data.name} has classes {data.class_names}; the run was trained on "
                                  f"{self.class_names}")
             part, renormalized = self._renormalize(getattr(data, split), data.info)
-            sets = EvalSets(part, Noise.from_config(cfg.noise), salt=0 if split == "test" else 1)
-            stage = self._stage(device)
-            accuracy: dict[str, dict[str, float]] = {}
-            for mode in modes:
-                key = self._mode_key(mode)
-                accuracy[key] = {}
-                for c in EVAL_CASES if case == "all" else (case,):
-                    if mode == "oracle" and not oracle_available(stage, c):
-                        if case == "all":
-                            continue
-                        raise InputError(f"no oracle prompts for case {c}: the run trained prompt sets for "
-                                         f"{list(self.bank.cases)}; use prompts=uncertain")
-                    accuracy[key][c] = evaluate(stage, sets, c, mode, device, cfg.trainer.eval_batch_size,
-                                                autocast)
+            scores = evaluate_split(stage, part, Noise.from_config(cfg.noise), SALTS[split], modes, device,
+                                    cfg.trainer.eval_batch_size, autocast,
+                                    LoaderOptions.for_device(cfg.data.num_workers, device), cases)
+        accuracy = {self._mode_key(mode): scores[mode] for mode in modes}
         changes = sorted(k for k in (*flat, *(["data"] if "data" in overrides else [])) if k not in _NAME_NEUTRAL)
         reference = None
         if not changes:  # same data, same noise: the run's own numbers apply
@@ -372,7 +370,7 @@ class Run:
         return result
 
     def _renormalize(self, part: AVSplit, info: dict[str, Any]) -> tuple[AVSplit, bool]:
-        """Re-express audio normalised with another training split's statistics in the run's own."""
+        """Normalise audio with the run's training-split statistics when the data's own differ."""
         if self.normalization is None:
             return part, False
         norm = info.get("normalization") or {}
@@ -382,8 +380,7 @@ class Run:
         run_mean, run_std = self.normalization["audio_mean"], self.normalization["audio_std"]
         if (mean, std) == (run_mean, run_std):
             return part, False
-        audio = part.audio.mul(std).add_(mean).sub_(run_mean).div_(run_std)
-        return AVSplit(audio, part.visual, part.labels), True
+        return part.with_audio_normalization(run_mean, run_std), True
 
     # ------------------------------------------------------------ prediction
     def features(self, audio: Any = None, image: Any = None, sample_rate: int | None = None

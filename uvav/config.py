@@ -25,6 +25,24 @@ AUDIO_NOISES = ("gaussian", "time_roll", "freq_mask", "missing")
 VISUAL_NOISES = ("black", "gaussian", "blur", "pixelate")
 
 
+# settings that cannot change a job's result (how fast or where it runs, how it reports): left out of the keys
+# that find a finished job or a fine-tuned model again, and of the settings that group jobs in the tables
+RESULT_NEUTRAL_KEYS = ("trainer.progress", "trainer.num_threads", "trainer.checkpoint_every_epoch",
+                       "data.num_workers", "data.verify_store", "method.cache_device_gb")
+
+
+def without_keys(container: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of a nested config dict without the dotted ``keys``."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in container.items()}
+    for key in keys:
+        section, _, name = key.partition(".")
+        if name and isinstance(out.get(section), dict):
+            out[section].pop(name, None)
+        elif not name:
+            out.pop(section, None)
+    return out
+
+
 class ConfigError(ValueError):
     """A configuration that composes but cannot run (an impossible combination of values)."""
 
@@ -40,7 +58,11 @@ class DataConfig:
     val_fraction: float = 0.15
     seed: int = 0  # fixes the dataset itself (generation, pairing, splits); the top-level seed fixes training
     on_bad_file: str = "error"  # error | skip
-    cache_dir: str | None = None  # feature cache; None -> <paths.cache_dir>/features
+    cache_dir: str | None = None  # feature stores; None -> <paths.cache_dir>/features
+    # processes that decode files into the feature store and feed batches (DataLoader workers); 0 -> in the
+    # main process; None -> every core this process may use (DataLoader: only when training on a GPU)
+    num_workers: int | None = None
+    verify_store: bool = False  # re-hash every chunk of the feature store on opening (else only changed files)
     # training-time augmentation (never on validation/test): SpecAugment-style masks, random image shifts
     freq_mask: int = 0  # zero up to this many mel bins
     time_mask: int = 0  # zero up to this many frames
@@ -90,6 +112,22 @@ class UrbanSound8KAVDataConfig(DataConfig):
 
 
 @dataclass
+class CavmaeJsonDataConfig(DataConfig):
+    """CAV-MAE's datafiles: JSON ``{"data": [{"video_id", "wav", "video_path", "labels"}]}`` + a label CSV."""
+
+    name: str = "cavmae_json"
+    train_json: str | None = None  # required (checked when the data is loaded)
+    val_json: str | None = None  # None -> val_fraction of train_json, stratified by class (seeded by seed)
+    test_json: str | None = None  # required
+    label_csv: str | None = None  # required; header index,mid,display_name; class order = index
+    num_frames: int = 10  # frames extracted per clip: <video_path>/frame_<i>/<video_id>.jpg, i < num_frames
+    frame: str = "middle"  # middle (num_frames // 2, CAV-MAE's evaluation frame) | a fixed index 0..num_frames-1
+    target_length: int = 1024
+    image_size: int = 224
+    normalize: str = "cavmae"  # cavmae (-5.081 / 4.4849) | train (statistics of the training split)
+
+
+@dataclass
 class BackboneConfig:
     """A CAV-MAE-style transformer. ``depth`` blocks per modality, then fusion, then ``shared_depth``."""
 
@@ -133,6 +171,8 @@ class MethodConfig:
     base_scenario: str = "complete"  # pl: training case of the FT model that is frozen
     cache_features: str = "auto"  # pl: reuse frozen encoder outputs across epochs: auto | on | off
     cached_views: int = 4  # pl: corrupted views per sample and case precomputed when caching
+    cache_dtype: str = "auto"  # cached encoder outputs: auto (bf16 on CUDA, fp16 on CPU) | bf16 | fp16 | fp32
+    cache_device_gb: float = 16.0  # cached encoder outputs stay on the GPU up to this size, else in a file
     lora_rank: int = 4  # lora: rank r of each low-rank update B A
     lora_alpha: float | None = None  # lora: the update is scaled by alpha / r; None -> 2 * lora_rank
     # lora: the nn.Linear layers wrapped in every encoder, fusion and shared block (names in LORA_TARGETS);
@@ -203,6 +243,7 @@ def register_configs() -> None:
     cs.store(group="data", name="synthetic_schema", node=SyntheticDataConfig)
     cs.store(group="data", name="av_mnist_schema", node=AVMnistDataConfig)
     cs.store(group="data", name="urbansound8k_av_schema", node=UrbanSound8KAVDataConfig)
+    cs.store(group="data", name="cavmae_json_schema", node=CavmaeJsonDataConfig)
     cs.store(group="backbone", name="backbone_schema", node=BackboneConfig)
     cs.store(group="prompt", name="prompt_schema", node=PromptConfig)
     cs.store(group="scenario", name="scenario_schema", node=ScenarioConfig)
@@ -261,6 +302,11 @@ def validate(cfg: DictConfig) -> None:
         _require(cfg.prompt.kind == "attention", "method.cache_features", "on",
                  "'on' only with prompt=attention (input prompts change the encoders' outputs); use auto")
     _require(cfg.method.cached_views >= 1, "method.cached_views", cfg.method.cached_views, "an integer >= 1")
+    _require(cfg.method.cache_dtype in ("auto", "bf16", "fp16", "fp32"), "method.cache_dtype",
+             cfg.method.cache_dtype, "auto, bf16, fp16 or fp32")
+    _require(cfg.method.cache_device_gb >= 0, "method.cache_device_gb", cfg.method.cache_device_gb, ">= 0")
+    _require(cfg.data.num_workers is None or cfg.data.num_workers >= 0, "data.num_workers", cfg.data.num_workers,
+             ">= 0 (0: in the main process), or null for every core")
     _require(cfg.method.lora_rank > 0, "method.lora_rank", cfg.method.lora_rank, "a positive integer")
     _require(cfg.method.lora_alpha is None or cfg.method.lora_alpha > 0, "method.lora_alpha", cfg.method.lora_alpha,
              "> 0, or null for 2 * method.lora_rank")

@@ -18,19 +18,18 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from uvav.config import RESULT_NEUTRAL_KEYS, without_keys
 from uvav.data import AVData, load_data
+from uvav.data.loading import LoaderOptions
+from uvav.evaluation import SALTS, evaluate_split
 from uvav.models.classifier import AVClassifier, count_parameters
 from uvav.models.peft import PEFT_METHODS, build_peft_model
 from uvav.models.prompts import PromptBank
 from uvav.outputs import atomic_torch_save, atomic_write_json, file_lock, fingerprint, read_json
 from uvav.scenarios import Noise
-from uvav.train import EvalSets, Stage, evaluate_all, fit, freeze_for_prompts
+from uvav.train import Feed, Stage, fit, freeze_for_prompts
 
 log = logging.getLogger(__name__)
-
-# trainer keys that cannot change a trained model's weights (kept out of the FT model's key)
-_TRAINER_KEYS_WITHOUT_EFFECT = ("progress", "eval_batch_size", "checkpoint_every_epoch", "num_threads")
-
 
 def select_device(name: str) -> torch.device:
     """``auto``: CUDA when available, else CPU. With several visible GPUs inside a Hydra multirun, job ``n`` gets
@@ -75,13 +74,12 @@ def setup_runtime(cfg: DictConfig) -> torch.device:
 
 def ft_config(cfg: DictConfig) -> dict[str, Any]:
     """Everything that determines the fine-tuned model's weights."""
-    trainer = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
-               if k not in _TRAINER_KEYS_WITHOUT_EFFECT}
+    neutral = without_keys(OmegaConf.to_container(cfg, resolve=True), (*RESULT_NEUTRAL_KEYS, "trainer.eval_batch_size"))
     is_ft = cfg.method.name == "ft"
     return {
-        "data": OmegaConf.to_container(cfg.data, resolve=True),
-        "backbone": OmegaConf.to_container(cfg.backbone, resolve=True),
-        "trainer": trainer,
+        "data": neutral["data"],
+        "backbone": neutral["backbone"],
+        "trainer": neutral["trainer"],
         "noise": OmegaConf.to_container(cfg.noise, resolve=True),
         "seed": cfg.seed,
         "train_cases": list(cfg.scenario.train_cases) if is_ft else [cfg.method.base_scenario],
@@ -105,11 +103,20 @@ class Context:
         return Path(self.cfg.paths.cache_dir).expanduser()
 
     @property
-    def augmentation(self) -> tuple[int, int, int]:
-        return self.cfg.data.freq_mask, self.cfg.data.time_mask, self.cfg.data.image_shift
+    def options(self) -> LoaderOptions:
+        return LoaderOptions.for_device(self.cfg.data.num_workers, self.device)
 
-    def eval_sets(self, split: str) -> EvalSets:
-        return EvalSets(getattr(self.data, split), self.noise, salt=0 if split == "test" else 1)
+    def feed(self) -> Feed:
+        """The training and validation data of every stage, and where cached encoder outputs may go."""
+        method = self.cfg.method
+        return Feed(self.data.train, self.data.val, self.noise, self.options,
+                    (self.cfg.data.freq_mask, self.cfg.data.time_mask, self.cfg.data.image_shift),
+                    token_dir=self.resume_dir, cache_dtype=method.cache_dtype, cache_device_gb=method.cache_device_gb)
+
+    def evaluate(self, stage: Stage, split: str, modes: list[str]) -> dict[str, dict[str, float]]:
+        """``{mode: {case: accuracy}}`` of ``stage`` on ``split`` (test or val) under every evaluation case."""
+        return evaluate_split(stage, getattr(self.data, split), self.noise, SALTS[split], modes, self.device,
+                              self.cfg.trainer.eval_batch_size, self.autocast, self.options)
 
 
 def build_model(ctx: Context) -> AVClassifier:
@@ -140,9 +147,8 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
         stage = Stage("ft", model, None, "none", ["none"], spec["train_cases"], spec["epochs"], spec["lr"],
                       ctx.cfg.trainer.weight_decay)
         log.info("training FT model %s on %s (%d epochs)", key, spec["train_cases"], spec["epochs"])
-        result = fit(stage, ctx.data.train, ctx.eval_sets("val"), ctx.noise, ctx.cfg.trainer, ctx.device,
-                     seed=ctx.cfg.seed, autocast=ctx.autocast, checkpoint_path=folder / "last.pt",
-                     augmentation=ctx.augmentation)
+        result = fit(stage, ctx.feed(), ctx.cfg.trainer, ctx.device, seed=ctx.cfg.seed, autocast=ctx.autocast,
+                     checkpoint_path=folder / "last.pt")
         info = {
             "key": key, "spec": spec, "best_epoch": result.best_epoch, "best_val": result.best_val,
             "history": result.history, "resources": result.resources,
@@ -162,45 +168,46 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
     data = load_data(cfg.data, str(cfg.data.cache_dir or Path(cfg.paths.cache_dir) / "features"))
     ctx = Context(cfg, data, Noise.from_config(cfg.noise), device, autocast_for(device, cfg.trainer.precision),
                   job_dir, resume_dir or job_dir)
-    log.info("data: %s, device: %s", data.sizes(), device)
-    test_sets, val_sets = ctx.eval_sets("test"), ctx.eval_sets("val")
-    bs = cfg.trainer.eval_batch_size
+    log.info("data: %s, device: %s, loader workers: %d", data.sizes(), device, ctx.options.workers)
 
     ft_model, ft_info = ensure_ft_model(ctx)
     ft_stage = Stage("ft", ft_model, None, "none", ["none"], ft_info["spec"]["train_cases"], 0, 0.0, 0.0)
-    accuracy = {"ft": evaluate_all(ft_stage, test_sets, device, bs, ctx.autocast, ["none"])["none"]}
-    val = {"ft": evaluate_all(ft_stage, val_sets, device, bs, ctx.autocast, ["none"])["none"]}
+    accuracy = {"ft": ctx.evaluate(ft_stage, "test", ["none"])["none"]}
+    val = {"ft": ctx.evaluate(ft_stage, "val", ["none"])["none"]}
     stages: dict[str, Any] = {"ft": {**{k: ft_info[k] for k in ("key", "best_epoch", "best_val", "reused")},
                                      "params": ft_info["params"], "resources": ft_info["resources"]}}
     final_model, final_bank, main_mode = ft_model, None, "ft"
+    ft_model.cpu()  # each later stage trains its own copy on the device; this one is only copied from
+
+    def frozen_copy(train_head: bool) -> AVClassifier:
+        return freeze_for_prompts(ft_model, train_head).to(device)
 
     if cfg.method.name in ("pl", *PEFT_METHODS):  # every method on the frozen FT model, with its head-only baseline
         cases = list(cfg.scenario.train_cases)
         epochs, lr = cfg.method.epochs or cfg.trainer.epochs, cfg.method.lr or cfg.trainer.lr
         views = cfg.method.cached_views if cfg.method.cache_features != "off" else 0
         if cfg.method.head_only_baseline:
-            head = Stage("head_only", freeze_for_prompts(ft_model, True), None, "none", ["none"], cases,
+            head = Stage("head_only", frozen_copy(True), None, "none", ["none"], cases,
                          epochs, lr, cfg.trainer.weight_decay, cache_views=views)
             accuracy["head_only"], val["head_only"], stages["head_only"] = _train_and_eval(
-                ctx, head, seed=cfg.seed + 1, modes=["none"], test_sets=test_sets, val_sets=val_sets)
+                ctx, head, seed=cfg.seed + 1, modes=["none"])
     if cfg.method.name == "pl":
         bank = PromptBank(cases, cfg.prompt.kind, cfg.prompt.length, cfg.backbone.embed_dim,
                           cfg.backbone.fusion_depth).to(device)
         train_mode = "oracle" if cfg.method.prompt_training == "per_scenario" else "uncertain"
-        pl = Stage("pl", freeze_for_prompts(ft_model, cfg.method.train_head), bank, train_mode,
+        pl = Stage("pl", frozen_copy(cfg.method.train_head), bank, train_mode,
                    ["uncertain", "oracle"], cases, epochs, lr, cfg.trainer.weight_decay, cache_views=views,
                    orthogonality=cfg.method.orthogonality)
-        acc, v, stages["pl"] = _train_and_eval(ctx, pl, seed=cfg.seed + 2, modes=["uncertain", "oracle"],
-                                               test_sets=test_sets, val_sets=val_sets)
+        acc, v, stages["pl"] = _train_and_eval(ctx, pl, seed=cfg.seed + 2, modes=["uncertain", "oracle"])
         accuracy["pl_uncertain"], accuracy["pl_oracle"] = acc["uncertain"], acc["oracle"]
         val["pl_uncertain"], val["pl_oracle"] = v["uncertain"], v["oracle"]
         final_model, final_bank, main_mode = pl.model, bank, "pl_uncertain"
     elif cfg.method.name in PEFT_METHODS:  # LoRA / adapter baselines: new layers (+ head) train, no prompts
         name = cfg.method.name
-        peft = Stage(name, build_peft_model(freeze_for_prompts(ft_model, cfg.method.train_head), cfg.method), None,
+        peft = Stage(name, build_peft_model(frozen_copy(cfg.method.train_head), cfg.method).to(device), None,
                      "none", ["none"], cases, epochs, lr, cfg.trainer.weight_decay)
         accuracy[name], val[name], stages[name] = _train_and_eval(
-            ctx, peft, seed=cfg.seed + 2, modes=["none"], test_sets=test_sets, val_sets=val_sets)
+            ctx, peft, seed=cfg.seed + 2, modes=["none"])
         final_model, main_mode = peft.model, name
 
     atomic_torch_save(job_dir / "model.pt", {
@@ -218,14 +225,11 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
     }
 
 
-def _train_and_eval(ctx: Context, stage: Stage, seed: int, modes: list[str], test_sets, val_sets):
+def _train_and_eval(ctx: Context, stage: Stage, seed: int, modes: list[str]):
     """Fit a frozen-model stage with a resumable checkpoint in ``ctx.resume_dir``; evaluate test and val."""
-    result = fit(stage, ctx.data.train, val_sets, ctx.noise, ctx.cfg.trainer, ctx.device, seed=seed,
-                 autocast=ctx.autocast, checkpoint_path=ctx.resume_dir / f"last_{stage.name}.pt",
-                 augmentation=ctx.augmentation)
-    bs = ctx.cfg.trainer.eval_batch_size
-    test = evaluate_all(stage, test_sets, ctx.device, bs, ctx.autocast, modes)
-    val = evaluate_all(stage, val_sets, ctx.device, bs, ctx.autocast, modes)
+    result = fit(stage, ctx.feed(), ctx.cfg.trainer, ctx.device, seed=seed, autocast=ctx.autocast,
+                 checkpoint_path=ctx.resume_dir / f"last_{stage.name}.pt")
+    test, val = ctx.evaluate(stage, "test", modes), ctx.evaluate(stage, "val", modes)
     trainable = sum(p.numel() for p in stage.trainable())
     info = {"best_epoch": result.best_epoch, "best_val": result.best_val, "history": result.history,
             "resources": result.resources,

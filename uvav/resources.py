@@ -13,16 +13,23 @@ Memory ("peak training memory"):
   ``max_memory_allocated`` would report for that step on a GPU.
   Tensors that live outside the step (the dataset, cached features) are not in this figure; cached features
   are reported separately as ``cache_bytes``.
+
+Memory of a whole job (``experiments/scale_benchmark.py``): :class:`PeakMemory` samples :func:`tree_memory`, the
+process tree's Pss_Anon + Pss_Shmem from ``/proc/<pid>/smaps_rollup`` (DataLoader workers included, file cache
+and memory-mapped files excluded), beside its RSS. Linux only.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,11 +58,16 @@ class ResourceMeter:
     method: str = ""
     cache: dict[str, Any] | None = None  # cached frozen features: views, bytes, build_s (one-off, not in epochs)
     peak_reserved_bytes: int | None = None  # CUDA only: the caching allocator's peak reservation
+    resident_cache_bytes: int = 0  # cached encoder outputs on the device, left out of peak_bytes
 
-    def begin_training(self) -> None:
+    def begin_training(self, resident_cache_bytes: int = 0) -> None:
+        """Start the memory measurement. ``resident_cache_bytes``: cached encoder outputs kept on the device,
+        reported in ``cached_features`` and left out of the peak (as when the cache lived in host memory)."""
+        self.resident_cache_bytes = resident_cache_bytes
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-            self.method = CUDA_METHOD
+            self.method = CUDA_METHOD + (" minus the cached encoder outputs held on the device"
+                                         if resident_cache_bytes else "")
 
     @contextmanager
     def epoch(self) -> Iterator[None]:
@@ -67,7 +79,7 @@ class ResourceMeter:
 
     def end_training(self) -> None:
         if self.device.type == "cuda":
-            self.peak_bytes = int(torch.cuda.max_memory_allocated(self.device))
+            self.peak_bytes = int(torch.cuda.max_memory_allocated(self.device)) - self.resident_cache_bytes
             self.peak_reserved_bytes = int(torch.cuda.max_memory_reserved(self.device))
 
     def wants_step_measurement(self, epoch: int, step: int, total_epochs: int) -> bool:
@@ -158,3 +170,188 @@ def track_peak_bytes(
     with tracker:
         result = step()
     return tracker.peak, result
+
+
+# --- Memory of a whole process tree (a job and its DataLoader / decode workers) ------------------------------------
+
+TREE_MEMORY_METHOD = (
+    "peak over samples of the process tree's summed Pss_Anon + Pss_Shmem (memory that cannot be dropped as file "
+    "cache) from /proc/<pid>/smaps_rollup, beside the peak of summed RSS"
+)
+_ROLLUP_FIELDS = {"Rss": "rss", "Pss": "pss", "Pss_Anon": "pss_anon", "Pss_File": "pss_file",
+                  "Pss_Shmem": "pss_shmem", "SwapPss": "swap_pss"}
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its live descendants (``pid`` first), from ``/proc/<p>/task/*/children`` where the kernel
+    provides it (CONFIG_PROC_CHILDREN), else from the parent ids in ``/proc/*/stat``. Linux only."""
+    tasks = Path(f"/proc/{pid}/task")
+    children_files = list(tasks.glob("*/children")) if tasks.is_dir() else []
+    if children_files:
+        tree, todo = [pid], [pid]
+        while todo:
+            parent = todo.pop()
+            for children in Path(f"/proc/{parent}/task").glob("*/children"):
+                try:
+                    found = [int(c) for c in children.read_text().split()]
+                except OSError:  # the task or process ended meanwhile
+                    continue
+                new = [c for c in found if c not in tree]
+                tree += new
+                todo += new
+        return tree
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        # "<pid> (<comm>) <state> <ppid> ...": comm may hold spaces and parentheses, so split after the last ")"
+        fields = text[text.rfind(")") + 2:].split()
+        if len(fields) >= 2:
+            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [pid], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in tree:
+                tree.append(child)
+                todo.append(child)
+    return tree
+
+
+def read_smaps_rollup(pid: int) -> dict[str, int] | None:
+    """One process's ``/proc/<pid>/smaps_rollup`` in bytes (rss, pss, pss_anon, pss_file, pss_shmem, swap_pss),
+    or None when the process has gone (or is a zombie, or cannot be read)."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:  # gone (ProcessLookupError / FileNotFoundError) or not readable
+        return None
+    values = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        key = _ROLLUP_FIELDS.get(name)
+        if key is not None:
+            parts = rest.split()
+            values[key] = int(parts[0]) * (1024 if len(parts) > 1 and parts[1] == "kB" else 1)
+    return values or None
+
+
+def tree_memory(pid: int) -> dict[str, int]:
+    """Memory of ``pid`` and its descendants, summed over the processes from ``/proc/<p>/smaps_rollup``, in bytes.
+
+    Returns ``pss_anon``, ``pss_shmem``, ``held`` (= pss_anon + pss_shmem), ``pss``, ``pss_file``, ``rss``,
+    ``swap_pss`` and ``processes`` (how many were read; processes that end while being read are skipped).
+
+    What the figures mean:
+
+    - ``held``: anonymous memory (heap, tensors, numpy arrays, Python objects) plus shared memory (``/dev/shm``
+      and ``MAP_SHARED|MAP_ANONYMOUS``, which torch uses to pass DataLoader batches between processes). The
+      kernel cannot drop these pages without swap, so this is the memory the job needs.
+    - Not in ``held``: ``pss_file``, pages of memory-mapped files (e.g. a feature store read through
+      ``np.memmap`` / ``torch.from_file``, shared libraries) and of the page cache. The kernel drops clean file
+      pages under memory pressure and reads them again when needed, so they count towards RSS but are not held.
+    - Pss (proportional set size) divides each page by the number of processes mapping it; forked DataLoader
+      workers share the parent's pages copy-on-write, so the sum of Pss over the tree counts every physical page
+      once. The sum of ``rss`` counts a shared page once per process mapping it, so it overstates what a tree
+      of forked workers uses (it is reported for comparison with tools that show RSS).
+    - Not counted: files in ``/dev/shm`` or ``tmpfs`` that no process of the tree maps, kernel memory, and
+      memory already swapped out (``swap_pss``, reported apart).
+    """
+    total = dict.fromkeys(_ROLLUP_FIELDS.values(), 0)
+    count = 0
+    for p in process_tree(pid):
+        values = read_smaps_rollup(p)
+        if values is None:
+            continue
+        count += 1
+        for key, value in values.items():
+            total[key] += value
+    total["held"] = total["pss_anon"] + total["pss_shmem"]
+    total["processes"] = count
+    return total
+
+
+class PeakMemory:
+    """Samples :func:`tree_memory` of ``pid`` (default: this process) every ``interval`` seconds in a background
+    thread and records the peaks: ``peak_held`` (the largest summed Pss_Anon + Pss_Shmem of the tree at one
+    sample time), ``peak_rss`` (the largest summed RSS at one sample time), ``processes_at_peak`` (how many
+    processes the tree had at the peak-held sample) and the full samples at both peaks.
+
+    A sampler misses spikes shorter than ``interval``; the figures are lower bounds of the true peaks. With
+    ``keep_samples=True``, ``timeline`` holds every sample as (seconds since start, held, rss, processes).
+
+        proc = subprocess.Popen(cmd)
+        with PeakMemory(proc.pid) as peak:
+            proc.wait()
+        peak.summary()  # {"peak_held_bytes": ..., "peak_rss_bytes": ..., ...}
+    """
+
+    def __init__(self, pid: int | None = None, interval: float = 0.25, keep_samples: bool = False) -> None:
+        self.pid = os.getpid() if pid is None else pid
+        self.interval = interval
+        self.keep_samples = keep_samples
+        self.timeline: list[tuple[float, int, int, int]] = []
+        self.peak_held = 0
+        self.peak_rss = 0
+        self.processes_at_peak = 0
+        self.at_peak_held: dict[str, float] = {}  # the sample at the peak, with at_s: seconds since start
+        self.at_peak_rss: dict[str, float] = {}
+        self.samples = 0
+        self.duration_s = 0.0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._started = 0.0
+
+    def sample(self) -> dict[str, int]:
+        """Take one sample now and update the peaks (safe to call while the thread samples too)."""
+        current = tree_memory(self.pid)
+        if current["processes"] == 0:
+            return current
+        at = round(time.perf_counter() - self._started, 3) if self._started else 0.0
+        with self._lock:
+            self.samples += 1
+            if self.keep_samples:
+                self.timeline.append((at, current["held"], current["rss"], current["processes"]))
+            if current["held"] > self.peak_held:
+                self.peak_held, self.processes_at_peak = current["held"], current["processes"]
+                self.at_peak_held = {**current, "at_s": at}
+            if current["rss"] > self.peak_rss:
+                self.peak_rss, self.at_peak_rss = current["rss"], {**current, "at_s": at}
+        return current
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def start(self) -> PeakMemory:
+        self._stop.clear()
+        self._started = time.perf_counter()
+        self._thread = threading.Thread(target=self._run, name="PeakMemory", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        """Stop sampling (after one last sample) and return :meth:`summary`."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+            self.sample()
+            self.duration_s += time.perf_counter() - self._started
+        return self.summary()
+
+    def __enter__(self) -> PeakMemory:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "peak_held_bytes": self.peak_held, "peak_rss_bytes": self.peak_rss,
+            "processes_at_peak": self.processes_at_peak, "at_peak_held": self.at_peak_held,
+            "at_peak_rss": self.at_peak_rss, "samples": self.samples, "interval_s": self.interval,
+            "duration_s": round(self.duration_s, 2), "method": TREE_MEMORY_METHOD,
+        }

@@ -16,7 +16,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from uvav.config import ConfigError, config_dir, register_configs, validate
+from uvav.config import RESULT_NEUTRAL_KEYS, ConfigError, config_dir, register_configs, validate, without_keys
 from uvav.outputs import (
     SCHEMA_VERSION,
     atomic_write_json,
@@ -76,10 +76,7 @@ def main(cfg: DictConfig) -> float:
 
 def job_key(cfg: DictConfig) -> str:
     """What identifies a job's result: the resolved config without settings that cannot change it."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("progress", "num_threads", "checkpoint_every_epoch"):
-        container["trainer"].pop(key, None)
-    container.pop("reuse_finished", None)
+    container = without_keys(OmegaConf.to_container(cfg, resolve=True), (*RESULT_NEUTRAL_KEYS, "reuse_finished"))
     return fingerprint({"schema": SCHEMA_VERSION, "config": container})
 
 

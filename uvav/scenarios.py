@@ -1,12 +1,15 @@
 """The four cases and ``mixed``: what each does to each modality, and the corruption functions.
 
-Corruptions act per sample on *normalised* features (reference.md §1): audio fbank ``[B, T, F]``,
-images ``[B, 3, H, W]``. Every random draw comes from an explicit ``torch.Generator``, so evaluation is
-deterministic given a seed, and training draws vary from step to step.
+Corruptions act per sample on *normalised* features: audio fbank ``[T, F]``, images ``[3, H, W]``; their
+strengths are those of the paper's code. Every random draw comes from a ``torch.Generator`` seeded per
+sample (:func:`sample_generator`): an evaluation sample's corruption is a function of the evaluation seed, the
+case and the sample's index, a training sample's of the run's seed, the epoch and its index. So batches can
+be formed in any order, by any number of DataLoader workers, and a resumed run draws what it would have.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -110,25 +113,29 @@ def corrupt_visual(x: torch.Tensor, kind: str, noise: Noise, gen: torch.Generato
     raise ValueError(f"unknown visual noise {kind!r}")
 
 
+def corrupt_sample(
+    audio: torch.Tensor, visual: torch.Tensor, case_id: int, noise: Noise, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply case ``CASES[case_id]`` to one sample (fbank ``[T, F]``, image ``[3, H, W]``), choosing one noise
+    kind per corrupted modality; inputs are left untouched."""
+    if noise.severity == 0:
+        return audio, visual
+    noisy_a, noisy_v = CASE_EFFECTS[CASES[case_id]]
+    if noisy_a:
+        kind = noise.audio[_randint(0, len(noise.audio) - 1, gen)]
+        audio = corrupt_audio(audio, kind, noise, both=noisy_v, gen=gen)
+    if noisy_v:
+        kind = noise.visual[_randint(0, len(noise.visual) - 1, gen)]
+        visual = corrupt_visual(visual, kind, noise, gen)
+    return audio, visual
+
+
 def corrupt(
     audio: torch.Tensor, visual: torch.Tensor, case_ids: torch.Tensor, noise: Noise, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply case ``CASES[case_ids[i]]`` to sample i, choosing one noise kind per corrupted modality.
-
-    Runs on CPU tensors (where the generator lives); returns new tensors, inputs untouched.
-    """
-    audio_out, visual_out = audio.clone(), visual.clone()
-    if noise.severity == 0:
-        return audio_out, visual_out
-    for i, case_id in enumerate(case_ids.tolist()):
-        noisy_a, noisy_v = CASE_EFFECTS[CASES[case_id]]
-        if noisy_a:
-            kind = noise.audio[_randint(0, len(noise.audio) - 1, gen)]
-            audio_out[i] = corrupt_audio(audio[i], kind, noise, both=noisy_v, gen=gen)
-        if noisy_v:
-            kind = noise.visual[_randint(0, len(noise.visual) - 1, gen)]
-            visual_out[i] = corrupt_visual(visual[i], kind, noise, gen)
-    return audio_out, visual_out
+    """:func:`corrupt_sample` for every sample of a batch, drawing from one generator in order."""
+    pairs = [corrupt_sample(a, v, c, noise, gen) for a, v, c in zip(audio, visual, case_ids.tolist(), strict=True)]
+    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 
 def case_ids_for(case: str, n: int, gen: torch.Generator, choices: tuple[str, ...] = CASES) -> torch.Tensor:
@@ -139,45 +146,57 @@ def case_ids_for(case: str, n: int, gen: torch.Generator, choices: tuple[str, ..
     return torch.full((n,), CASE_INDEX[case], dtype=torch.long)
 
 
-def eval_generator(noise: Noise, case: str, salt: int = 0) -> torch.Generator:
-    """The generator that fixes the corruption draws of an evaluation set (same seed -> same test set)."""
-    offset = 0 if case == "mixed" else CASE_INDEX[case] + 1
-    return torch.Generator().manual_seed(noise.eval_seed * 1009 + offset * 101 + salt)
+def sample_seed(*parts: object) -> int:
+    """A 63-bit seed from any parts (e.g. seed, epoch, sample index), the same in every process."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
 
 
-def corrupt_split(
-    audio: torch.Tensor, visual: torch.Tensor, case: str, noise: Noise, salt: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Deterministically corrupt a whole evaluation split; returns (audio, visual, case_ids)."""
-    gen = eval_generator(noise, case, salt)
-    ids = case_ids_for(case, audio.shape[0], gen)
-    a, v = corrupt(audio, visual, ids, noise, gen)
-    return a, v, ids
+def sample_generator(*parts: object) -> torch.Generator:
+    """A generator whose draws depend only on ``parts``: a sample's corruption is the same in any batch order,
+    with any number of DataLoader workers, and after a resume."""
+    return torch.Generator().manual_seed(sample_seed(*parts))
 
 
-def augment(
+def eval_generator(noise: Noise, case: str, salt: int, index: int) -> torch.Generator:
+    """The draws of sample ``index`` of an evaluation set under ``case`` (``salt``: 0 test, 1 validation)."""
+    return sample_generator("eval", noise.eval_seed, salt, case, index)
+
+
+def eval_sample(
+    audio: torch.Tensor, visual: torch.Tensor, case: str, noise: Noise, salt: int, index: int
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Sample ``index`` of an evaluation set under ``case``: (audio, visual, case id). ``mixed`` draws the case
+    of each sample uniformly over the four cases."""
+    gen = eval_generator(noise, case, salt, index)
+    case_id = int(case_ids_for(case, 1, gen)[0])
+    audio, visual = corrupt_sample(audio, visual, case_id, noise, gen)
+    return audio, visual, case_id
+
+
+def augment_sample(
     audio: torch.Tensor, visual: torch.Tensor, freq_mask: int, time_mask: int, image_shift: int,
     gen: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training augmentation per sample: one frequency and one time mask (SpecAugment), a random image shift."""
+    """Training augmentation of one sample: one frequency and one time mask (SpecAugment), a random image
+    shift with zero fill. Inputs are left untouched."""
     if not (freq_mask or time_mask or image_shift):
         return audio, visual
-    audio, visual = audio.clone(), visual.clone()
-    frames, bins = audio.shape[1], audio.shape[2]
-    for i in range(audio.shape[0]):
-        if freq_mask:
-            width = _randint(0, min(freq_mask, bins), gen)
-            start = _randint(0, bins - width, gen)
-            audio[i, :, start:start + width] = 0.0
-        if time_mask:
-            width = _randint(0, min(time_mask, frames), gen)
-            start = _randint(0, frames - width, gen)
-            audio[i, start:start + width] = 0.0
-        if image_shift:
-            dy, dx = _randint(-image_shift, image_shift, gen), _randint(-image_shift, image_shift, gen)
-            shifted = torch.zeros_like(visual[i])
-            h, w = visual.shape[-2:]
-            shifted[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = (
-                visual[i, :, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)])
-            visual[i] = shifted
+    audio = audio.clone()
+    frames, bins = audio.shape
+    if freq_mask:
+        width = _randint(0, min(freq_mask, bins), gen)
+        start = _randint(0, bins - width, gen)
+        audio[:, start:start + width] = 0.0
+    if time_mask:
+        width = _randint(0, min(time_mask, frames), gen)
+        start = _randint(0, frames - width, gen)
+        audio[start:start + width] = 0.0
+    if image_shift:
+        dy, dx = _randint(-image_shift, image_shift, gen), _randint(-image_shift, image_shift, gen)
+        shifted = torch.zeros_like(visual)
+        h, w = visual.shape[-2:]
+        shifted[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = (
+            visual[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)])
+        visual = shifted
     return audio, visual

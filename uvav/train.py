@@ -1,9 +1,10 @@
-"""Training loops and evaluation under every case.
+"""Training loop of every stage.
 
 One loop serves every stage. What differs between FT, the head-only baseline and PL is a :class:`Stage`:
-which parameters train, which prompt mode the forward pass uses, and which cases the batches are drawn from.
-Every training sample gets a case drawn uniformly from the stage's training cases and is corrupted
-accordingly (fresh draws every step); validation and test sets are corrupted once, deterministically.
+which parameters train, which prompt mode the forward pass uses, and which cases the samples are drawn from.
+Samples stream from the split through a DataLoader (:mod:`uvav.data.loading`): every training sample gets a
+case drawn from the stage's training cases and is corrupted accordingly, with draws fixed by (seed, epoch,
+sample). A stage whose encoders are frozen can train on cached encoder outputs (:mod:`uvav.token_cache`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from uvav.config import CASES, EVAL_CASES
 from uvav.data.base import AVSplit
+from uvav.data.loading import EvalSet, LoaderOptions, TrainSet, epoch_order
+from uvav.evaluation import SALTS, evaluate_split, score
 from uvav.models.classifier import AVClassifier
 from uvav.models.prompts import PromptBank
 from uvav.outputs import atomic_torch_save
 from uvav.resources import ResourceMeter
-from uvav.scenarios import Noise, augment, case_ids_for, corrupt, corrupt_split
+from uvav.scenarios import Noise, sample_generator
+from uvav.token_cache import TokenCache, cache_dtype, encode_into
 
 log = logging.getLogger(__name__)
 
@@ -93,132 +96,18 @@ def classify_tokens(stage: Stage, tokens_a, tokens_v, case_ids: torch.Tensor, mo
     return stage.model.classify_encoded(tokens_a, tokens_v, stage.select(mode, tokens_a.shape[0], case_ids))
 
 
-@torch.inference_mode()
-def encode_frozen(
-    model: AVClassifier, audio: torch.Tensor, visual: torch.Tensor, device: torch.device, batch_size: int,
-    autocast: Callable[[], Any],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Outputs of the (frozen) modality encoders for a whole split, in batches, kept on ``device``."""
-    model.eval()
-    parts_a, parts_v = [], []
-    for start in range(0, audio.shape[0], batch_size):
-        sl = slice(start, start + batch_size)
-        with autocast():
-            a, v = model.encode(audio[sl].to(device), visual[sl].to(device))
-        parts_a.append(a.float())
-        parts_v.append(v.float())
-    return torch.cat(parts_a).clone(), torch.cat(parts_v).clone()  # clone: leave inference mode's tensors
-
-
 @dataclass
-class EvalSets:
-    """Deterministically corrupted copies of a split, one per case, made once and reused; for stages whose
-    encoders are frozen (and see no input prompts) also their encoder outputs, which no prompt can change."""
+class Feed:
+    """Where a stage's samples come from and how they are batched; where file-backed token caches go."""
 
-    split: AVSplit
+    train: AVSplit
+    val: AVSplit
     noise: Noise
-    salt: int = 0
-    _cache: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-    _encoded: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-
-    def get(self, case: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if case not in self._cache:
-            self._cache[case] = corrupt_split(self.split.audio, self.split.visual, case, self.noise, self.salt)
-        return self._cache[case]
-
-    def encoded(self, stage: Stage, case: str, device, batch_size: int, autocast) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder outputs of this case's corrupted split, kept in host memory (not training memory)."""
-        key = (id(stage.model), case)
-        if key not in self._encoded:
-            audio, visual, _ = self.get(case)
-            a, v = encode_frozen(stage.model, audio, visual, device, batch_size, autocast)
-            self._encoded[key] = (a.cpu(), v.cpu())
-        return self._encoded[key]
-
-
-@torch.inference_mode()
-def evaluate(
-    stage: Stage, sets: EvalSets, case: str, mode: str, device: torch.device, batch_size: int,
-    autocast: Callable[[], Any],
-) -> float:
-    """Accuracy of ``stage`` on one case in one prompt mode."""
-    for module in stage.modules():
-        module.eval()
-    audio, visual, case_ids = sets.get(case)
-    reuse_encoders = stage.encoders_frozen()
-    if reuse_encoders:
-        tokens_a, tokens_v = sets.encoded(stage, case, device, batch_size, autocast)
-    correct = 0
-    for start in range(0, len(sets.split), batch_size):
-        sl = slice(start, start + batch_size)
-        with autocast():
-            if reuse_encoders:
-                logits = classify_tokens(stage, tokens_a[sl].to(device), tokens_v[sl].to(device), case_ids[sl], mode)
-            else:
-                logits = logits_for(stage, audio[sl].to(device), visual[sl].to(device), case_ids[sl], mode)
-        correct += int((logits.argmax(dim=1).cpu() == sets.split.labels[sl]).sum())
-    return correct / max(1, len(sets.split))
-
-
-@dataclass
-class CachedViews:
-    """``views`` corrupted copies of the training split, passed once through the frozen encoders.
-
-    Each epoch, every sample uses one of its views at random (case and corruption included), so the
-    training corruptions still vary, over ``views`` draws per sample instead of a fresh draw every step.
-    """
-
-    audio_tokens: torch.Tensor  # [V, N, Na, D], host memory
-    visual_tokens: torch.Tensor  # [V, N, Nv, D], host memory
-    case_ids: torch.Tensor  # [V, N]
-    device: torch.device
-
-    @classmethod
-    def build(cls, stage: Stage, train: AVSplit, noise: Noise, views: int, gen: torch.Generator, device,
-              batch_size: int, autocast, augmentation: tuple[int, int, int] = (0, 0, 0)) -> CachedViews:
-        tokens_a, tokens_v, cases = [], [], []
-        for _ in range(views):
-            ids = case_ids_for("mixed", len(train), gen, tuple(stage.train_cases))
-            audio, visual = augment(train.audio, train.visual, *augmentation, gen)
-            audio, visual = corrupt(audio, visual, ids, noise, gen)
-            a, v = encode_frozen(stage.model, audio, visual, device, batch_size, autocast)
-            tokens_a.append(a.cpu())
-            tokens_v.append(v.cpu())
-            cases.append(ids)
-        tokens_a, tokens_v = torch.stack(tokens_a), torch.stack(tokens_v)
-        if device.type == "cuda":  # kept in host memory (pinned), so it does not count as training memory
-            tokens_a, tokens_v = tokens_a.pin_memory(), tokens_v.pin_memory()
-        return cls(tokens_a, tokens_v, torch.stack(cases), device)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.audio_tokens, self.visual_tokens, self.case_ids))
-
-    def batch(self, index: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One random view per sample of ``index``: (audio tokens, visual tokens) on the device, case ids."""
-        view = torch.randint(0, self.case_ids.shape[0], (index.numel(),), generator=gen)
-        move = {"device": self.device, "non_blocking": True}
-        return (self.audio_tokens[view, index].to(**move), self.visual_tokens[view, index].to(**move),
-                self.case_ids[view, index])
-
-
-def oracle_available(stage: Stage, case: str) -> bool:
-    cases = CASES if case == "mixed" else (case,)
-    return stage.bank is not None and all(c in stage.bank.cases for c in cases)
-
-
-def evaluate_all(
-    stage: Stage, sets: EvalSets, device: torch.device, batch_size: int, autocast, modes: list[str]
-) -> dict[str, dict[str, float]]:
-    """``{mode: {case: accuracy}}`` over every evaluation case; oracle only where every case has a prompt set."""
-    results: dict[str, dict[str, float]] = {}
-    for mode in modes:
-        results[mode] = {
-            case: evaluate(stage, sets, case, mode, device, batch_size, autocast)
-            for case in EVAL_CASES
-            if mode != "oracle" or oracle_available(stage, case)
-        }
-    return results
+    options: LoaderOptions
+    augmentation: tuple[int, int, int] = (0, 0, 0)  # (freq_mask, time_mask, image_shift), training only
+    token_dir: Path | None = None
+    cache_dtype: str = "auto"
+    cache_device_gb: float = 16.0
 
 
 @dataclass
@@ -240,21 +129,19 @@ def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
 
 
 def fit(
-    stage: Stage, train: AVSplit, val_sets: EvalSets, noise: Noise, trainer, device: torch.device,
-    seed: int, autocast, checkpoint_path: Path | None = None, augmentation: tuple[int, int, int] = (0, 0, 0),
+    stage: Stage, feed: Feed, trainer, device: torch.device, seed: int, autocast,
+    checkpoint_path: Path | None = None,
 ) -> FitResult:
     """Train ``stage`` and keep the weights of the epoch with the best validation accuracy (mean over the
     stage's training cases, first eval mode). Writes a resumable checkpoint after every epoch when
-    ``checkpoint_path`` is given, and resumes from it when it exists. ``augmentation`` = (freq_mask, time_mask,
-    image_shift) is applied to training batches before their corruption."""
+    ``checkpoint_path`` is given, and resumes from it when it exists (every draw is fixed by seed, epoch and
+    sample, so a resumed run ends where an uninterrupted one would)."""
     params = stage.trainable()
     optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
-    steps_per_epoch = math.ceil(len(train) / trainer.batch_size)
-    total = steps_per_epoch * stage.epochs
+    steps_per_epoch = math.ceil(len(feed.train) / trainer.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(total, max(1, int(trainer.warmup_epochs * steps_per_epoch)))
+        optimizer, _lr_lambda(steps_per_epoch * stage.epochs, max(1, int(trainer.warmup_epochs * steps_per_epoch)))
     )
-    gen = torch.Generator().manual_seed(seed)
     meter = ResourceMeter(device)
     history: list[dict[str, float]] = []
     best_val, best_epoch, best_state = -1.0, -1, None
@@ -264,67 +151,110 @@ def fit(
         _load_trainable(stage, state["trainable"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
         history, best_val, best_epoch = state["history"], state["best_val"], state["best_epoch"]
         best_state, start_epoch = state["best_state"], state["epoch"] + 1
         meter.epoch_times = list(state["epoch_times"])
         log.info("%s: resumed from %s at epoch %d", stage.name, checkpoint_path, start_epoch)
 
-    cache = None
-    if stage.cache_views > 0 and stage.encoders_frozen():
-        started = time.perf_counter()
-        cache = CachedViews.build(stage, train, noise, stage.cache_views, torch.Generator().manual_seed(seed + 7),
-                                  device, trainer.eval_batch_size, autocast, augmentation)
-        meter.cache = {"views": stage.cache_views, "bytes": cache.nbytes,
-                       "build_s": round(time.perf_counter() - started, 3)}
-    meter.begin_training()
-    cases = tuple(stage.train_cases)
-    bar = tqdm(range(start_epoch, stage.epochs), desc=stage.name, disable=not trainer.progress,
-               initial=start_epoch, total=stage.epochs)
-    for epoch in bar:
-        for module in stage.modules():
-            module.train()
-        order = torch.randperm(len(train), generator=gen)
-        losses: list[float] = []
-        with meter.epoch():
-            for step in tqdm(range(steps_per_epoch), desc=f"epoch {epoch}", leave=False,
-                             disable=not trainer.progress):
-                index = order[step * trainer.batch_size:(step + 1) * trainer.batch_size]
-                if cache is not None:
-                    tokens_a, tokens_v, case_ids = cache.batch(index, gen)
-                    inputs = (tokens_a, tokens_v)
-                    forward = functools.partial(classify_tokens, stage, tokens_a, tokens_v, case_ids, stage.train_mode)
-                else:
-                    case_ids = case_ids_for("mixed", index.numel(), gen, cases)
-                    inputs = augment(train.audio[index], train.visual[index], *augmentation, gen)
-                    inputs = corrupt(*inputs, case_ids, noise, gen)
-                    forward = functools.partial(logits_for, stage, inputs[0].to(device), inputs[1].to(device),
-                                                case_ids, stage.train_mode)
-                train_step = functools.partial(
-                    _train_step, stage, optimizer, scheduler, params, forward, train.labels[index].to(device),
-                    autocast, trainer.grad_clip, f"epoch {epoch}, step {step}; last good checkpoint: {checkpoint_path}",
-                )
-                if meter.wants_step_measurement(epoch, step, stage.epochs):
-                    losses.append(meter.measure_step(train_step, stage.modules(), optimizer, inputs))
-                else:
-                    losses.append(train_step())
-        val = _validate(stage, val_sets, device, trainer.eval_batch_size, autocast)
-        history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses), "val_acc": val,
-                        "time_s": meter.epoch_times[-1]})
-        bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", val=f"{val:.3f}")
-        if val > best_val:
-            best_val, best_epoch, best_state = val, epoch, _trainable_state(stage)
-        if checkpoint_path is not None:
-            atomic_torch_save(checkpoint_path, {
-                "trainable": _trainable_state(stage), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "generator": gen.get_state(), "history": history,
-                "best_val": best_val, "best_epoch": best_epoch, "best_state": best_state, "epoch": epoch,
-                "epoch_times": meter.epoch_times,
-            })
-    meter.end_training()
+    caches = _build_caches(stage, feed, trainer, device, seed, autocast, meter) if (
+        stage.cache_views > 0 and stage.encoders_frozen() and start_epoch < stage.epochs) else None
+    try:
+        meter.begin_training(sum(c.nbytes for c in caches if c.on_device) if caches else 0)
+        bar = tqdm(range(start_epoch, stage.epochs), desc=stage.name, disable=not trainer.progress,
+                   initial=start_epoch, total=stage.epochs)
+        for epoch in bar:
+            for module in stage.modules():
+                module.train()
+            losses: list[float] = []
+            with meter.epoch():
+                batches = tqdm(_train_batches(stage, feed, trainer.batch_size, device, seed, epoch, caches),
+                               desc=f"epoch {epoch}", total=steps_per_epoch, leave=False, disable=not trainer.progress)
+                for step, (inputs, case_ids, labels) in enumerate(batches):
+                    forward = functools.partial(classify_tokens if caches else logits_for, stage, *inputs, case_ids,
+                                                stage.train_mode)
+                    train_step = functools.partial(
+                        _train_step, stage, optimizer, scheduler, params, forward, labels.to(device), autocast,
+                        trainer.grad_clip, f"epoch {epoch}, step {step}; last good checkpoint: {checkpoint_path}",
+                    )
+                    if meter.wants_step_measurement(epoch, step, stage.epochs):
+                        losses.append(meter.measure_step(train_step, stage.modules(), optimizer, inputs))
+                    else:
+                        losses.append(train_step())
+            val = _validate(stage, feed, trainer.eval_batch_size, device, autocast, caches[1] if caches else None)
+            history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses), "val_acc": val,
+                            "time_s": meter.epoch_times[-1]})
+            bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", val=f"{val:.3f}")
+            if val > best_val:
+                best_val, best_epoch, best_state = val, epoch, _trainable_state(stage)
+            if checkpoint_path is not None:
+                atomic_torch_save(checkpoint_path, {
+                    "trainable": _trainable_state(stage), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "history": history, "best_val": best_val,
+                    "best_epoch": best_epoch, "best_state": best_state, "epoch": epoch,
+                    "epoch_times": meter.epoch_times,
+                })
+        meter.end_training()
+    finally:
+        if caches:
+            for cache in caches:
+                cache.close()
+            _place_encoders(stage, device)
     if best_state is not None:
         _load_trainable(stage, best_state)
     return FitResult(best_epoch, best_val, history, meter.summary())
+
+
+def _train_batches(stage: Stage, feed: Feed, batch_size: int, device: torch.device, seed: int, epoch: int,
+                   caches: tuple[TokenCache, TokenCache] | None):
+    """``((audio, visual) or (tokens_a, tokens_v) on the device, case_ids, labels)`` for one epoch."""
+    n = len(feed.train)
+    order = epoch_order(n, seed, epoch)
+    if caches is None:
+        dataset = TrainSet(feed.train, feed.noise, stage.train_cases, seed, epoch, feed.augmentation)
+        for audio, visual, labels, case_ids in feed.options.loader(dataset, batch_size, order):
+            yield (audio.to(device, non_blocking=True), visual.to(device, non_blocking=True)), case_ids, labels
+        return
+    views = torch.randint(stage.cache_views, (n,), generator=sample_generator("pick-view", seed, epoch))
+    rows = [int(views[i]) * n + i for i in order]  # one of its views per sample
+    for tokens_a, tokens_v, labels, case_ids, _ in caches[0].batches(rows, batch_size, feed.options):
+        yield (tokens_a, tokens_v), case_ids, labels
+
+
+def _build_caches(stage: Stage, feed: Feed, trainer, device: torch.device, seed: int, autocast,
+                  meter: ResourceMeter) -> tuple[TokenCache, TokenCache]:
+    """Encoder outputs of ``cache_views`` corrupted views of every training sample (view ``v`` of sample ``i``
+    = the draws of (seed, v, i)), and of the validation set under each training case. Afterwards the frozen
+    encoders leave the accelerator: the cached stage trains without them."""
+    started = time.perf_counter()
+    model, n, bs = stage.model, len(feed.train), trainer.eval_batch_size
+    model.eval()
+    with torch.inference_mode():
+        audio, visual = feed.train.sample(0)
+        with autocast():
+            a, v = model.encode(audio[None].to(device), visual[None].to(device))
+    dtype = cache_dtype(feed.cache_dtype, device)
+    budget = feed.cache_device_gb * 2**30
+    folder = feed.token_dir or Path(".")
+    views = TokenCache(n * stage.cache_views, a.shape[1:], v.shape[1:], dtype, device, budget,
+                       folder / f"tokens_{stage.name}_train")
+    for view in range(stage.cache_views):
+        dataset = TrainSet(feed.train, feed.noise, stage.train_cases, seed, view, feed.augmentation, stream="view")
+        encode_into(views, model.encode, feed.options.loader(dataset, bs), device, autocast, start=view * n)
+    val_set = EvalSet(feed.val, feed.noise, stage.train_cases, SALTS["val"])
+    val = TokenCache(len(val_set), a.shape[1:], v.shape[1:], dtype, device,
+                     budget - (views.nbytes if views.on_device else 0), folder / f"tokens_{stage.name}_val")
+    encode_into(val, model.encode, feed.options.loader(val_set, bs), device, autocast)
+    _place_encoders(stage, torch.device("cpu"))
+    meter.cache = {"views": stage.cache_views, "bytes": views.nbytes, "train": views.describe(),
+                   "val": val.describe(), "build_s": round(time.perf_counter() - started, 3)}
+    return views, val
+
+
+def _place_encoders(stage: Stage, device: torch.device) -> None:
+    """Move the modality encoders (frozen in a cached stage) to ``device``; no-op on a CPU run."""
+    if next(stage.model.head.parameters()).device.type != "cpu":
+        stage.model.audio.to(device)
+        stage.model.visual.to(device)
 
 
 def _train_step(
@@ -348,10 +278,16 @@ def _train_step(
     return loss.item()
 
 
-def _validate(stage: Stage, sets: EvalSets, device, batch_size: int, autocast) -> float:
-    mode = stage.eval_modes[0]
-    accs = [evaluate(stage, sets, case, mode, device, batch_size, autocast) for case in stage.train_cases]
-    return sum(accs) / len(accs)
+def _validate(stage: Stage, feed: Feed, batch_size: int, device, autocast, tokens: TokenCache | None) -> float:
+    """Mean validation accuracy over the stage's training cases in its first eval mode."""
+    mode, cases = stage.eval_modes[0], list(stage.train_cases)
+    if tokens is not None:
+        accs = score(stage, tokens.batches(range(tokens.rows), batch_size, feed.options), cases, [mode], device,
+                     autocast, encoded=True)[mode]
+    else:
+        accs = evaluate_split(stage, feed.val, feed.noise, SALTS["val"], [mode], device, batch_size, autocast,
+                              feed.options, cases)[mode]
+    return sum(accs.values()) / len(accs)
 
 
 def _trainable_state(stage: Stage) -> dict[str, torch.Tensor]:

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from PIL import Image
 
 from uvav.data.av_mnist import MNIST_IMAGES, MNIST_LABELS, RECORDINGS, find_data_root
+from uvav.data.base import AVSplit
 from uvav.data.urbansound8k_av import CLASS_NAMES, SOUND_DIR, VISION_DIR
 
 RATES = (8000, 22050, 44100, 16000)
@@ -80,6 +82,12 @@ def make_fake_av_mnist(root: Path, takes: int = 7, images_per_digit: int = 20) -
     write_idx(root / MNIST_IMAGES, images)
     write_idx(root / MNIST_LABELS, labels)
     return root
+
+
+def stack(split: AVSplit) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every sample of a split as two tensors ``[N, T, F]`` and ``[N, 3, S, S]`` (small test data only)."""
+    audio, visual = zip(*(split.sample(i) for i in range(len(split))), strict=True)
+    return torch.stack(audio), torch.stack(visual)
 
 
 def locate_real_root() -> Path:

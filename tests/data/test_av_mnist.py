@@ -24,7 +24,7 @@ from uvav.data.av_mnist import (
 )
 from uvav.data.features import BadFileError
 
-from .conftest import make_fake_av_mnist
+from .conftest import make_fake_av_mnist, stack
 
 
 def config(root: Path | None, tmp_path: Path, **kw):
@@ -68,7 +68,8 @@ def test_loader_on_miniature(fake_root: Path, tmp_path: Path) -> None:
     # 7 takes x 10 digits: takes 0-4 test (50); takes 5-6 train (20) -> 10 val (one per digit), 10 train
     assert data.sizes() == {"train": 10, "val": 10, "test": 50}
     assert data.class_names == [str(d) for d in range(10)]
-    assert data.train.audio.shape[1:] == (64, 32) and data.train.visual.shape[1:] == (3, 32, 32)
+    audio, visual = data.train.sample(0)
+    assert audio.shape == (64, 32) and visual.shape == (3, 32, 32)
     info = data.info
     assert Path(info["manifest"]) == tmp_path / "cache" / "av_mnist_manifest_seed0.csv"
     assert not info["manifest_reused"] and not info["cache"]["hit"]
@@ -76,7 +77,8 @@ def test_loader_on_miniature(fake_root: Path, tmp_path: Path) -> None:
     assert again.info["manifest_reused"] and again.info["cache"]["hit"]
     other = load_data(config(fake_root, tmp_path, test_image_fraction=0.5))  # other pools: its own manifest
     assert Path(other.info["manifest"]).name == "av_mnist_manifest_seed0_test0.5.csv"
-    assert torch.equal(again.test.visual, data.test.visual) and torch.equal(again.train.audio, data.train.audio)
+    assert torch.equal(stack(again.test)[1], stack(data.test)[1])
+    assert torch.equal(stack(again.train)[0], stack(data.train)[0])
 
 
 def test_pairs_match_digits_and_pools(fake_root: Path, tmp_path: Path) -> None:
@@ -138,9 +140,10 @@ def test_difficulty_knobs(fake_root: Path, tmp_path: Path) -> None:
     hard = load_data(config(fake_root, tmp_path, audio_snr_db=0.0, image_energy_removed=0.75))
     again = load_data(config(fake_root, tmp_path / "other", audio_snr_db=0.0, image_energy_removed=0.75))
     assert not hard.info["cache"]["hit"] and not again.info["cache"]["hit"]
-    assert not torch.equal(clean.train.audio, hard.train.audio)
-    assert not torch.equal(clean.train.visual, hard.train.visual)
-    assert torch.equal(hard.train.audio, again.train.audio) and torch.equal(hard.test.visual, again.test.visual)
+    clean_audio, clean_visual = stack(clean.train)
+    hard_audio, hard_visual = stack(hard.train)
+    assert not torch.equal(clean_audio, hard_audio) and not torch.equal(clean_visual, hard_visual)
+    assert torch.equal(hard_audio, stack(again.train)[0]) and torch.equal(stack(hard.test)[1], stack(again.test)[1])
     k = hard.info["difficulty"]["pca_components"]
     assert 0 < k < 28 * 28 and clean.info["difficulty"]["pca_components"] == 0
 
@@ -182,7 +185,7 @@ def test_real_loader_subset(real_root: Path, tmp_path: Path) -> None:
     data = load_data(cfg)
     assert data.sizes()["test"] == 30 and data.sizes()["train"] + data.sizes()["val"] == 30
     assert data.info["class_counts"]["test"] == [3] * 10
-    assert data.train.audio.shape[1:] == (128, 128) and data.test.visual.shape[1:] == (3, 32, 32)
+    assert data.train.sample(0)[0].shape == (128, 128) and data.test.sample(0)[1].shape == (3, 32, 32)
     assert len(list(csv.DictReader(open(data.info["manifest"])))) == 3000  # the manifest covers every clip
     assert load_data(cfg).info["cache"]["hit"]
 

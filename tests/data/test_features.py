@@ -1,9 +1,7 @@
-"""Audio and image features, normalisation and the on-disk cache."""
+"""Audio and image features, and what the feature store is keyed on."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +13,10 @@ from PIL import Image
 
 from uvav.data import features as F
 from uvav.data.features import (
-    BadFileError,
+    DecodeError,
     audio_features,
     cache_key,
-    cached,
-    decode_each,
-    fbank_stats,
+    decode_files,
     image_to_uint8,
     images_to_float,
     load_image,
@@ -122,25 +118,15 @@ def test_corrupt_image_raises(tmp_path: Path) -> None:
         load_image(tmp_path / "t.jpg", 8)
 
 
-def test_normalisation_constants() -> None:
-    x = torch.randn(10, 4, 4) * 3 + 2
-    mean, std = fbank_stats(x, "train")
-    assert mean == pytest.approx(float(x.mean())) and std == pytest.approx(float(x.std()))
-    assert fbank_stats(x, "cavmae") == (-5.081, 4.4849)
-    with pytest.raises(ValueError, match="normalize"):
-        fbank_stats(x, "other")
-
-
-def test_decode_each_error_and_skip() -> None:
-    def fn(x: int) -> int:
-        if x == 2:
-            raise RuntimeError("boom")
-        return x
-
-    with pytest.raises(BadFileError, match="file-2"):
-        decode_each([1, 2, 3], fn, "error", "t", name=lambda x: f"file-{x}")
-    out, skipped = decode_each([1, 2, 3], fn, "skip", "t", name=lambda x: f"file-{x}")
-    assert out == [1, None, 3] and skipped == [{"path": "file-2", "reason": "cannot decode: RuntimeError: boom"}]
+def test_decode_files_names_the_failing_file(tmp_path: Path) -> None:
+    write_tone(tmp_path / "a.wav", 8000, 0.3)
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "a.png")
+    fb, short, img = decode_files((tmp_path / "a.wav", tmp_path / "a.png"), 32, 16, 8)
+    assert fb.shape == (32, 16) and not short and img.shape == (3, 8, 8) and img.dtype == torch.uint8
+    (tmp_path / "b.png").write_bytes(b"not an image")
+    with pytest.raises(DecodeError) as err:
+        decode_files((tmp_path / "a.wav", tmp_path / "b.png"), 32, 16, 8)
+    assert err.value.path == str(tmp_path / "b.png") and err.value.__cause__ is not None
 
 
 def test_cache_dir_resolution() -> None:
@@ -153,58 +139,10 @@ def test_cache_dir_resolution() -> None:
     assert resolve_cache_dir(None, Cfg()) == Path(".cache/uvav/features")
 
 
-def test_cache_hit_and_invalidation(tmp_path: Path) -> None:
+def test_cache_key_follows_sources_and_settings(tmp_path: Path) -> None:
     src = tmp_path / "src.bin"
     src.write_bytes(b"abc")
-    calls = []
-
-    def build() -> dict:
-        calls.append(1)
-        return {"x": torch.arange(3), "meta": ["a"]}
-
-    settings = {"target_length": 64}
-    first, path, hit = cached("t", [src], settings, tmp_path / "c", build)
-    again, path2, hit2 = cached("t", [src], settings, tmp_path / "c", build)
-    assert (hit, hit2, len(calls), path) == (False, True, 1, path2)
-    assert torch.equal(again["x"], first["x"]) and again["meta"] == ["a"]
-    cached("t", [src], {"target_length": 65}, tmp_path / "c", build)  # a setting changed
-    assert len(calls) == 2
+    key = cache_key([src], {"target_length": 64})
+    assert key == cache_key([src], {"target_length": 64}) and key != cache_key([src], {"target_length": 65})
     src.write_bytes(b"abcd")  # a source changed (size and mtime)
-    cached("t", [src], settings, tmp_path / "c", build)
-    assert len(calls) == 3
-    assert not list((tmp_path / "c").glob("*.tmp"))
-
-
-def test_unreadable_cache_is_rebuilt(tmp_path: Path) -> None:
-    src = tmp_path / "src.bin"
-    src.write_bytes(b"abc")
-    path = tmp_path / f"t-{cache_key([src], {})[:24]}.pt"
-    path.write_bytes(b"not a torch file")
-    with pytest.warns(UserWarning, match="unreadable"):
-        payload, _, hit = cached("t", [src], {}, tmp_path, lambda: {"x": torch.ones(1)})
-    assert not hit and torch.equal(torch.load(path, weights_only=True)["x"], torch.ones(1))
-
-
-def _build_in_process(cache_dir: str, src: str, log: str) -> None:
-    def build() -> dict:
-        with open(log, "a") as fh:
-            fh.write("built\n")
-        time.sleep(1.0)
-        return {"x": torch.zeros(2)}
-
-    cached("p", [src], {"k": 1}, cache_dir, build)
-
-
-def test_concurrent_builders_build_once(tmp_path: Path) -> None:
-    src, log = tmp_path / "src.bin", tmp_path / "log.txt"
-    src.write_bytes(b"abc")
-    ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=_build_in_process, args=(str(tmp_path / "c"), str(src), str(log)))
-             for _ in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(30)
-    assert [p.exitcode for p in procs] == [0, 0]
-    assert log.read_text().count("built") == 1
-    assert len(list((tmp_path / "c").glob("*.pt"))) == 1
+    assert cache_key([src], {"target_length": 64}) != key

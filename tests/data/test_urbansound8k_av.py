@@ -11,13 +11,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import uvav.data.urbansound8k_av as us8k
+import uvav.data.features as features
 from uvav.config import UrbanSound8KAVDataConfig, config_dir, register_configs
 from uvav.data import load_data
 from uvav.data.features import BadFileError
 from uvav.data.urbansound8k_av import CLASS_NAMES, SOUND_DIR, VISION_DIR, split_folds
 
-from .conftest import make_us8k, write_tone
+from .conftest import make_us8k, stack, write_tone
 
 PER_CLASS = 4
 
@@ -47,14 +47,16 @@ def test_stratified_split_shapes_and_info(dataset, tmp_path: Path) -> None:
     # per class: round(0.3 * 4) = 1 test; of the other 3, max(1, round(0.15 * 3)) = 1 val
     assert data.sizes() == {"train": 20, "val": 10, "test": 10}
     assert data.class_names == CLASS_NAMES and data.num_classes == 10
-    assert data.train.audio.shape[1:] == (64, 32) and data.train.visual.shape[1:] == (3, 32, 32)
+    assert data.info["audio_shape"] == [64, 32] and data.info["visual_shape"] == [3, 32, 32]
     for part in (data.train, data.val, data.test):
-        assert torch.isfinite(part.audio).all() and part.visual.dtype == torch.float32
+        audio, visual = stack(part)
+        assert audio.shape[1:] == (64, 32) and visual.shape[1:] == (3, 32, 32)
+        assert torch.isfinite(audio).all() and audio.dtype == visual.dtype == torch.float32
     assert data.info["class_counts"]["test"] == [1] * 10
     assert data.info["split"]["kind"] == "stratified" and data.info["skipped_files"] == []
-    norm = data.info["normalization"]
-    assert norm["audio"] == "train" and abs(data.train.audio.mean()) < 1e-4
-    assert data.train.audio.std() == pytest.approx(1.0, abs=1e-3)
+    norm, train_audio = data.info["normalization"], stack(data.train)[0]
+    assert norm["audio"] == "train" and abs(train_audio.mean()) < 1e-4
+    assert train_audio.std() == pytest.approx(1.0, abs=1e-3)
     # 0.01 s clips (every third) and the empty one were padded to one window
     assert any("100005-1-0-1.wav" in p for p in data.info["short_audio_padded"])
     assert len(data.info["short_audio_padded"]) >= 10
@@ -159,21 +161,24 @@ def test_missing_root_shows_layout(tmp_path: Path) -> None:
 
 def test_cache_hit_skips_decoding(dataset, tmp_path: Path, monkeypatch) -> None:
     root, _ = dataset
-    first = load_data(config(root, tmp_path))
+    first = load_data(config(root, tmp_path, num_workers=0))
     calls = []
-    real = us8k.audio_features
+    real = features.audio_features
 
     def counting(*args, **kw):
         calls.append(args[0])
         return real(*args, **kw)
 
-    monkeypatch.setattr(us8k, "audio_features", counting)
-    second = load_data(config(root, tmp_path))
-    assert calls == [] and second.info["cache"]["hit"] and not first.info["cache"]["hit"]
-    assert torch.equal(first.train.audio, second.train.audio) and torch.equal(first.test.visual, second.test.visual)
-    changed = load_data(config(root, tmp_path, target_length=48))  # a feature setting changed -> recomputed
-    assert len(calls) == 40 and not changed.info["cache"]["hit"] and changed.train.audio.shape[1] == 48
-    load_data(config(root, tmp_path, split="stratified", test_fraction=0.5))  # split-only change: cached
+    monkeypatch.setattr(features, "audio_features", counting)
+    second = load_data(config(root, tmp_path, num_workers=0))
+    assert calls == [] and second.info["store"]["hit"] and not first.info["store"]["hit"]
+    assert second.info["cache"] == {"path": first.info["store"]["path"], "hit": True}
+    assert first.info["store"]["items"] == 40 and first.info["store"]["bytes"] > 40 * 64 * 32 * 2
+    assert torch.equal(stack(first.train)[0], stack(second.train)[0])
+    assert torch.equal(stack(first.test)[1], stack(second.test)[1])
+    changed = load_data(config(root, tmp_path, target_length=48, num_workers=0))  # a feature setting changed
+    assert len(calls) == 40 and not changed.info["store"]["hit"] and changed.train.sample(0)[0].shape[0] == 48
+    load_data(config(root, tmp_path, split="stratified", test_fraction=0.5))  # split-only change: stored
     assert len(calls) == 40
 
 
@@ -185,4 +190,5 @@ def test_hydra_composition(dataset, tmp_path: Path) -> None:
                                            "data.num_mel_bins=32", "data.image_size=16",
                                            f"data.cache_dir={tmp_path / 'c'}"]).data
     data = load_data(cfg)
-    assert data.train.audio.shape[1:] == (32, 32) and data.train.visual.shape[1:] == (3, 16, 16)
+    audio, visual = data.train.sample(0)
+    assert audio.shape == (32, 32) and visual.shape == (3, 16, 16)

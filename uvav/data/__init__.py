@@ -19,7 +19,11 @@ def load_data(cfg, cache_dir: str | None = None) -> AVData:
         from uvav.data.urbansound8k_av import load_urbansound8k_av
 
         return load_urbansound8k_av(cfg, cache_dir)
-    raise ValueError(f"unknown dataset {cfg.name!r}: synthetic, av_mnist or urbansound8k_av")
+    if cfg.name == "cavmae_json":
+        from uvav.data.cavmae_json import load_cavmae_json
+
+        return load_cavmae_json(cfg, cache_dir)
+    raise ValueError(f"unknown dataset {cfg.name!r}: synthetic, av_mnist, urbansound8k_av or cavmae_json")
 
 
 __all__ = ["AVData", "AVSplit", "load_data"]

@@ -13,6 +13,7 @@ import csv
 import gzip
 import os
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,16 +28,15 @@ from uvav.data.features import (
     NORMALIZE_MODES,
     audio_features,
     bad_file,
-    build_avdata,
-    cached,
     check_choice,
     clip_seed,
-    decode_each,
+    decode_at,
     feature_settings,
     image_to_uint8,
     one_torch_thread,
     resolve_cache_dir,
 )
+from uvav.data.store import StoreSpec, build_store, store_avdata
 
 CLASS_NAMES = [str(d) for d in range(10)]
 RECORDINGS = "fsdd/recordings"
@@ -62,6 +62,22 @@ class Clip(NamedTuple):
     @property
     def split(self) -> str:
         return "test" if self.take < NUM_TEST_TAKES else "train"
+
+
+class Item(NamedTuple):
+    """What decoding one clip needs: its recording, its (possibly degraded) MNIST image, its noise seed."""
+
+    audio: Path
+    pic: np.ndarray  # uint8 [28, 28]
+    noise_seed: int
+
+
+def decode_item(
+    item: Item, target_length: int, num_mel_bins: int, snr_db: float | None, image_size: int
+) -> tuple[torch.Tensor, bool, torch.Tensor]:
+    """``(fbank [T, F], short, uint8 [3, S, S])`` of one clip (white noise at ``snr_db`` if set)."""
+    fb, short = decode_at(item.audio, audio_features, target_length, num_mel_bins, snr_db, item.noise_seed)
+    return fb, short, image_to_uint8(Image.fromarray(item.pic), image_size)
 
 
 class ManifestError(ValueError):
@@ -255,7 +271,7 @@ def select_clips(clips: list[Clip], per_split: int | None) -> list[Clip]:
 
 # ---------------------------------------------------------------- loader
 def load_av_mnist(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
-    """Build AV-MNIST-lite from ``cfg`` (an ``AVMnistDataConfig`` node); features come from the cache."""
+    """Build AV-MNIST-lite from ``cfg`` (an ``AVMnistDataConfig`` node); features come from the feature store."""
     check_choice("data.normalize", cfg.normalize, NORMALIZE_MODES)
     check_choice("data.on_bad_file", cfg.on_bad_file, ("error", "skip"))
     root = find_data_root(cfg.root)
@@ -281,30 +297,18 @@ def load_av_mnist(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
         on_bad_file=cfg.on_bad_file,
     )
     rec_dir = root / RECORDINGS
-
-    def build() -> dict[str, Any]:
-        feats, bad = decode_each(
-            chosen, lambda c: audio_features(rec_dir / c.name, cfg.target_length, cfg.num_mel_bins, snr,
-                                             clip_seed(cfg.seed, c.name)),
-            cfg.on_bad_file, "av_mnist audio", name=lambda c: str(rec_dir / c.name))
-        keep = [i for i, f in enumerate(feats) if f is not None]
-        if not keep:
-            raise ValueError(f"no readable recordings in {rec_dir}")
-        with one_torch_thread():
-            pics, k = (images, 0) if removed == 0 else pca_degrade(images, pools["train"], removed)
-        visual = torch.stack([
-            image_to_uint8(Image.fromarray(pics[pairs[chosen[i].name]]), cfg.image_size) for i in keep
-        ])
-        return {
-            "audio": torch.stack([feats[i][0] for i in keep]), "visual": visual,
-            "clips": [chosen[i].name for i in keep], "skipped": bad, "pca_components": k,
-            "short": [chosen[i].name for i in keep if feats[i][1]],
-        }
-
+    with one_torch_thread():
+        pics, components = (images, 0) if removed == 0 else pca_degrade(images, pools["train"], removed)
+    items = [Item(rec_dir / c.name, pics[pairs[c.name]], clip_seed(cfg.seed, c.name)) for c in chosen]
+    spec = StoreSpec("av_mnist", partial(decode_item, target_length=cfg.target_length, num_mel_bins=cfg.num_mel_bins,
+                                         snr_db=snr, image_size=cfg.image_size),
+                     (cfg.target_length, cfg.num_mel_bins), (3, cfg.image_size, cfg.image_size), cfg.on_bad_file)
     sources = [rec_dir / c.name for c in chosen] + [root / MNIST_IMAGES, root / MNIST_LABELS]
-    payload, cache_path, hit = cached("av_mnist", sources, settings, cache_dir, build)
-    by_name = {c.name: c for c in clips}
-    kept = [by_name[n] for n in payload["clips"]]
+    store = build_store(spec, items, sources, settings, cache_dir, cfg.num_workers, cfg.verify_store)
+    keep = [i for i, good in enumerate(store.ok) if good]
+    if not keep:
+        raise ValueError(f"no readable recordings in {rec_dir}")
+    kept = [chosen[i] for i in keep]
     clip_labels = torch.tensor([c.digit for c in kept])
     is_test = torch.tensor([c.split == "test" for c in kept])
     train_all, test = torch.nonzero(~is_test).flatten(), torch.nonzero(is_test).flatten()
@@ -317,15 +321,13 @@ def load_av_mnist(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
         "manifest": str(mpath), "manifest_reused": reused,
         "image_pools": {k: int(v.size) for k, v in pools.items()},
         "test_image_fraction": cfg.test_image_fraction,
-        "difficulty": {"audio_snr_db": snr, "image_energy_removed": removed,
-                       "pca_components": payload["pca_components"]},
+        "difficulty": {"audio_snr_db": snr, "image_energy_removed": removed, "pca_components": components},
         "subset": cfg.max_clips_per_split,
-        "skipped_files": skipped + payload["skipped"],
-        "short_audio_padded": payload["short"],
+        "skipped_files": skipped + [{"path": s["path"], "reason": s["reason"]} for s in store.skipped],
+        "short_audio_padded": [chosen[r].name for r in store.short_rows],
         "features": {k: settings[k] for k in ("version", "sample_rate", "target_length", "num_mel_bins",
                                               "image_size", "fbank", "image_resize")},
-        "cache": {"path": str(cache_path), "hit": hit},
     }
     parts = {"train": train_all[tr], "val": train_all[va], "test": test}
-    return build_avdata(payload["audio"], payload["visual"], clip_labels, parts, CLASS_NAMES, cfg.normalize,
-                        info, payload["clips"])
+    return store_avdata(store, torch.tensor(keep, dtype=torch.long), clip_labels, parts, CLASS_NAMES, cfg.normalize,
+                        info, [c.name for c in kept])

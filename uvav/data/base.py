@@ -1,4 +1,11 @@
-"""The paired audio-visual dataset type every loader returns, and split helpers."""
+"""The types every dataset loader returns: splits read sample by sample, and split helpers.
+
+A split is an indexable set of ``(audio, visual)`` samples with its labels in memory. Loaders return either
+:class:`TensorSplit` (small data generated in code: the synthetic set) or a split backed by an on-disk
+feature store (:class:`uvav.data.store.StoreSplit`), which reads one sample at a time and normalises it on the
+fly, so that memory does not grow with the dataset. Training and evaluation read every split through
+:mod:`uvav.data.loading` (``torch.utils.data.DataLoader``), never as whole tensors.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +15,42 @@ from typing import Any
 import torch
 
 
-@dataclass
 class AVSplit:
-    """One split held in memory: normalised fbank ``audio [N, T, F]``, ``visual [N, 3, H, W]``, ``labels [N]``."""
+    """One split: ``labels [N]`` (long, in memory) and :meth:`sample` giving normalised float32 features,
+    fbank ``[T, F]`` and image ``[3, H, W]``. Subclasses must pickle cheaply (DataLoader workers get a copy)."""
 
-    audio: torch.Tensor
-    visual: torch.Tensor
     labels: torch.Tensor
-
-    def __post_init__(self) -> None:
-        n = self.labels.shape[0]
-        if self.audio.shape[0] != n or self.visual.shape[0] != n:
-            raise ValueError(
-                f"split sizes differ: audio {self.audio.shape[0]}, visual {self.visual.shape[0]}, labels {n}"
-            )
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def sample(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
     def subset(self, index: torch.Tensor) -> AVSplit:
-        return AVSplit(self.audio[index], self.visual[index], self.labels[index])
+        """The samples at positions ``index`` (a view: nothing is copied but the labels)."""
+        raise NotImplementedError
+
+    def with_audio_normalization(self, mean: float, std: float) -> AVSplit:
+        """The same samples with the fbank normalised by ``(x - mean) / std`` instead of the split's own
+        statistics (evaluating a run on data whose training split had other statistics)."""
+        raise NotImplementedError(f"{type(self).__name__} holds features that are normalised already")
+
+
+class TensorSplit(AVSplit):
+    """A split held in memory as normalised tensors: ``audio [N, T, F]``, ``visual [N, 3, H, W]``."""
+
+    def __init__(self, audio: torch.Tensor, visual: torch.Tensor, labels: torch.Tensor) -> None:
+        n = labels.shape[0]
+        if audio.shape[0] != n or visual.shape[0] != n:
+            raise ValueError(f"split sizes differ: audio {audio.shape[0]}, visual {visual.shape[0]}, labels {n}")
+        self.audio, self.visual, self.labels = audio, visual, labels.long()
+
+    def sample(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.audio[i], self.visual[i]
+
+    def subset(self, index: torch.Tensor) -> TensorSplit:
+        return TensorSplit(self.audio[index], self.visual[index], self.labels[index])
 
 
 @dataclass
@@ -35,7 +58,8 @@ class AVData:
     """Train / validation / test splits plus what a run must record about them.
 
     ``info`` holds JSON-serialisable facts: source, how the split was made, normalisation statistics,
-    files skipped as bad, the feature settings. It is written into every run's ``metrics.json``.
+    files skipped as bad, the feature settings, the feature store. It is written into every run's
+    ``metrics.json``.
     """
 
     train: AVSplit

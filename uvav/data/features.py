@@ -1,10 +1,10 @@
-"""Feature extraction shared by the real-data loaders, and the on-disk feature cache.
+"""Feature extraction shared by the real-data loaders: decoding files, and what the feature store is keyed on.
 
 Audio follows CAV-MAE (reference.md §2): WAV -> mono -> 16 kHz -> minus its mean -> Kaldi fbank -> pad/crop
 to ``target_length`` frames ``[T, F]``. Images: RGB, bicubic resize of the shorter side, centre crop,
-kept as ``uint8 [3, S, S]`` in the cache and turned into ImageNet-normalised floats when a split is built.
-The cache stores the decoded, *unnormalised* tensors of a whole dataset in one ``.pt`` file whose name
-is a hash of every source file (path, size, mtime) and every feature setting.
+``uint8 [3, S, S]``, turned into ImageNet-normalised floats when a sample is read. The decoded, *unnormalised*
+features of a dataset live in an on-disk store (:mod:`uvav.data.store`) named by a hash of every source file
+(path, size, mtime) and every feature setting (:func:`cache_key`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
-import tempfile
-import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,14 +23,6 @@ import soundfile as sf
 import torch
 import torchaudio
 from PIL import Image
-from tqdm import tqdm
-
-from uvav.data.base import AVData, AVSplit
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
-    fcntl = None
 
 FEATURE_VERSION = 1  # bump whenever decoding changes, so that old caches are not reused
 SAMPLE_RATE = 16000
@@ -144,7 +133,7 @@ def images_to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0).sub_(mean).div_(std)
 
 
-# ---------------------------------------------------------------- decoding many files
+# ---------------------------------------------------------------- decoding files
 class BadFileError(ValueError):
     """A dataset file that is missing its partner, misplaced or unreadable (``data.on_bad_file=error``)."""
 
@@ -159,30 +148,6 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def decode_each(
-    items: Sequence[Any], fn: Callable[[Any], Any], on_bad_file: str, desc: str,
-    name: Callable[[Any], str] = str,
-) -> tuple[list[Any], list[dict[str, str]]]:
-    """Apply ``fn`` to every item with a progress bar (stderr). A failure raises naming the item, or with
-    ``on_bad_file == "skip"`` gives ``None`` at that position and an entry ``{"path", "reason"}``.
-    """
-    results: list[Any] = []
-    skipped: list[dict[str, str]] = []
-    with one_torch_thread():
-        for item in tqdm(items, desc=desc, unit="file", file=sys.stderr, mininterval=1.0):
-            try:
-                results.append(fn(item))
-            except Exception as exc:  # noqa: BLE001 - any decoding failure is a bad file
-                path = exc.path if isinstance(exc, DecodeError) else name(item)
-                cause = exc.__cause__ if isinstance(exc, DecodeError) else exc
-                reason = f"cannot decode: {type(cause).__name__}: {cause}"
-                if on_bad_file != "skip":
-                    raise BadFileError(f"{path}: {reason} (set data.on_bad_file=skip to skip it)") from exc
-                results.append(None)
-                skipped.append({"path": path, "reason": reason})
-    return results, skipped
 
 
 class DecodeError(Exception):
@@ -201,6 +166,15 @@ def decode_at(path: str | Path, fn: Callable[..., Any], *args: Any) -> Any:
         raise DecodeError(path) from exc
 
 
+def decode_files(
+    item: tuple[Any, ...], target_length: int, num_mel_bins: int, image_size: int
+) -> tuple[torch.Tensor, bool, torch.Tensor]:
+    """Decode an item whose first two fields are a WAV and an image path: ``(fbank [T, F], short, uint8
+    [3, S, S])``. A failure raises :class:`DecodeError` naming the file."""
+    fb, short = decode_at(item[0], audio_features, target_length, num_mel_bins)
+    return fb, short, decode_at(item[1], load_image, image_size)
+
+
 def bad_file(path: str | Path, reason: str, on_bad_file: str, skipped: list[dict[str, str]]) -> None:
     """Raise :class:`BadFileError` for ``path``, or record it in ``skipped`` if ``on_bad_file == "skip"``."""
     if on_bad_file != "skip":
@@ -208,14 +182,14 @@ def bad_file(path: str | Path, reason: str, on_bad_file: str, skipped: list[dict
     skipped.append({"path": str(path), "reason": reason})
 
 
-# ---------------------------------------------------------------- cache
+# ---------------------------------------------------------------- what a feature store depends on
 def resolve_cache_dir(cache_dir: str | Path | None, cfg: Any) -> Path:
     """The ``cache_dir`` argument, else ``cfg.cache_dir``, else :data:`DEFAULT_CACHE_DIR`."""
     return Path(cache_dir or getattr(cfg, "cache_dir", None) or DEFAULT_CACHE_DIR)
 
 
 def feature_settings(cfg: Any, **extra: Any) -> dict[str, Any]:
-    """Every setting the cached features depend on (plus dataset-specific ``extra``)."""
+    """Every setting the stored features depend on (plus dataset-specific ``extra``)."""
     return {
         "version": FEATURE_VERSION, "sample_rate": SAMPLE_RATE, "fbank": FBANK_KWARGS,
         "target_length": int(cfg.target_length), "num_mel_bins": int(cfg.num_mel_bins),
@@ -233,50 +207,6 @@ def cache_key(sources: Sequence[str | Path], settings: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def cached(
-    name: str, sources: Sequence[str | Path], settings: dict[str, Any], cache_dir: str | Path,
-    build: Callable[[], dict[str, Any]],
-) -> tuple[dict[str, Any], Path, bool]:
-    """Load ``<cache_dir>/<name>-<key>.pt`` or ``build()`` and save it; returns ``(payload, path, hit)``.
-
-    A ``flock`` on a sibling ``.lock`` file makes a second process wait for the first one's build instead of
-    building again; the file is written to a temporary name in the same folder and moved into place.
-    """
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"{name}-{cache_key(sources, settings)[:24]}.pt"
-    payload = _try_load(path)
-    if payload is not None:
-        return payload, path, True
-    with open(path.with_suffix(".lock"), "a+") as lock:
-        if fcntl is not None:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        payload = _try_load(path)  # built by another process while we waited
-        if payload is not None:
-            return payload, path, True
-        payload = build()
-        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=cache_dir)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(payload, fh)
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is meant to be shared
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    return payload, path, False
-
-
-def _try_load(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - an unreadable cache is rebuilt
-        warnings.warn(f"feature cache {path} unreadable ({exc}); rebuilding it", stacklevel=3)
-        return None
-
-
 # ---------------------------------------------------------------- splits
 def check_choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
     """Fail early (before any decoding) on a setting outside ``allowed``."""
@@ -284,49 +214,7 @@ def check_choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
         raise ValueError(f"{key}={value!r}: one of {list(allowed)}")
 
 
-def fbank_stats(train_audio: torch.Tensor, mode: str) -> tuple[float, float]:
-    """Normalisation constants: statistics of the training split (``train``) or CAV-MAE's (``cavmae``)."""
-    if mode == "cavmae":
-        return CAVMAE_MEAN, CAVMAE_STD
-    check_choice("data.normalize", mode, NORMALIZE_MODES)
-    if train_audio.numel() == 0:
-        raise ValueError("the training split is empty: cannot compute normalisation statistics")
-    return float(train_audio.mean()), float(train_audio.std())
-
-
 def split_digest(names: Sequence[str], index: torch.Tensor) -> str:
     """A short fingerprint of which files a split holds (sha256 of their sorted names)."""
     picked = sorted(names[i] for i in index.tolist())
     return hashlib.sha256("\n".join(picked).encode()).hexdigest()[:16]
-
-
-def build_avdata(
-    audio: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, parts: dict[str, torch.Tensor],
-    class_names: list[str], normalize: str, info: dict[str, Any], names: Sequence[str],
-) -> AVData:
-    """Index ``train``/``val``/``test`` out of the full tensors, normalise, and record what was done
-    (sizes, class counts, normalisation constants, a digest of each split's file names)."""
-    with one_torch_thread():  # elementwise work: more threads only add contention on a busy machine
-        mean, std = fbank_stats(audio[parts["train"]], normalize)
-        splits = {
-            k: AVSplit(audio[idx].sub_(mean).div_(std), images_to_float(images[idx]), labels[idx].long())
-            for k, idx in parts.items()
-        }
-    empty = [k for k, s in splits.items() if len(s) == 0]
-    if empty:
-        warnings.warn(f"empty split(s) {empty}: too few files per class for the fractions asked", stacklevel=3)
-    info = {
-        **info,
-        "sizes": {k: len(s) for k, s in splits.items()},
-        "class_counts": {k: torch.bincount(s.labels, minlength=len(class_names)).tolist()
-                         for k, s in splits.items()},
-        "normalization": {
-            "audio": normalize, "audio_mean": mean, "audio_std": std,
-            "audio_source": "training split" if normalize == "train" else "CAV-MAE (AudioSet) constants",
-            "visual": "imagenet", "visual_mean": list(IMAGENET_MEAN), "visual_std": list(IMAGENET_STD),
-        },
-        "split_digest": {k: split_digest(names, idx) for k, idx in parts.items()},
-        "audio_shape": list(audio.shape[1:]),
-        "visual_shape": list(images.shape[1:]),
-    }
-    return AVData(splits["train"], splits["val"], splits["test"], class_names, info)

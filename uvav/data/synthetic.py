@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from uvav.data.base import AVData, AVSplit
+from uvav.data.base import AVData, TensorSplit
 
 NUM_CLASSES = 8
 CLASS_NAMES = [f"a{c % 4}_v{c // 2}" for c in range(NUM_CLASSES)]
@@ -66,9 +66,9 @@ def _visual(labels: torch.Tensor, size: int, cfg, gen: torch.Generator) -> torch
     return image + noise * torch.randn(n, 3, size, size, generator=gen)
 
 
-def make_split(n: int, frames: int, mel: int, size: int, cfg, gen: torch.Generator) -> AVSplit:
+def make_split(n: int, frames: int, mel: int, size: int, cfg, gen: torch.Generator) -> TensorSplit:
     labels = torch.randint(0, NUM_CLASSES, (n,), generator=gen)
-    return AVSplit(_audio(labels, frames, mel, cfg, gen), _visual(labels, size, cfg, gen), labels)
+    return TensorSplit(_audio(labels, frames, mel, cfg, gen), _visual(labels, size, cfg, gen), labels)
 
 
 def load_synthetic(cfg) -> AVData:

@@ -8,6 +8,7 @@ and listed in ``info["skipped_files"]`` with ``on_bad_file=skip``.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,17 +19,13 @@ from omegaconf.errors import MissingMandatoryValue
 from uvav.data.base import AVData, stratified_split
 from uvav.data.features import (
     NORMALIZE_MODES,
-    audio_features,
     bad_file,
-    build_avdata,
-    cached,
     check_choice,
-    decode_at,
-    decode_each,
+    decode_files,
     feature_settings,
-    load_image,
     resolve_cache_dir,
 )
+from uvav.data.store import StoreSpec, build_store, store_avdata
 
 CLASS_NAMES = [
     "air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling",
@@ -162,34 +159,24 @@ def load_urbansound8k_av(cfg: Any, cache_dir: str | Path | None = None) -> AVDat
     skipped: list[dict[str, str]] = []
     pairs = list_pairs(root, cfg.on_bad_file, skipped)
     settings = feature_settings(cfg, dataset="urbansound8k_av", on_bad_file=cfg.on_bad_file)
-
-    def decode(p: Pair) -> tuple[torch.Tensor, bool, torch.Tensor]:
-        fb, short = decode_at(p.audio, audio_features, cfg.target_length, cfg.num_mel_bins)
-        return fb, short, decode_at(p.image, load_image, cfg.image_size)
-
-    def build() -> dict[str, Any]:
-        out, bad = decode_each(pairs, decode, cfg.on_bad_file, "urbansound8k_av", name=lambda p: str(p.audio))
-        keep = [i for i, o in enumerate(out) if o is not None]
-        if not keep:
-            raise ValueError(f"no readable audio-image pairs under {root}")
-        return {
-            "audio": torch.stack([out[i][0] for i in keep]), "visual": torch.stack([out[i][2] for i in keep]),
-            "labels": torch.tensor([pairs[i].label for i in keep]),
-            "files": [str(pairs[i].audio.relative_to(root)) for i in keep],
-            "short": [str(pairs[i].audio) for i in keep if out[i][1]], "skipped": bad,
-        }
-
+    spec = StoreSpec("urbansound8k_av", partial(decode_files, target_length=cfg.target_length,
+                                                num_mel_bins=cfg.num_mel_bins, image_size=cfg.image_size),
+                     (cfg.target_length, cfg.num_mel_bins), (3, cfg.image_size, cfg.image_size), cfg.on_bad_file)
     sources = [f for p in pairs for f in (p.audio, p.image)]
-    payload, cache_path, hit = cached("urbansound8k_av", sources, settings, cache_dir, build)
-    skipped += payload["skipped"]
-    labels = payload["labels"]
+    store = build_store(spec, pairs, sources, settings, cache_dir, cfg.num_workers, cfg.verify_store)
+    skipped += [{"path": s["path"], "reason": s["reason"]} for s in store.skipped]
+    keep = [i for i, good in enumerate(store.ok) if good]
+    if not keep:
+        raise ValueError(f"no readable audio-image pairs under {root}")
+    rows = torch.tensor(keep, dtype=torch.long)
+    labels = torch.tensor([pairs[i].label for i in keep])
+    names = [str(pairs[i].audio.relative_to(root)) for i in keep]
     if cfg.split == "stratified":
         parts = split_stratified(labels, cfg)
         split = {"kind": "stratified", "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction,
                  "seed": cfg.seed}
     else:
-        files = [str(root / f) for f in payload["files"]]
-        parts = split_folds(files, labels, cfg, skipped)
+        parts = split_folds([str(pairs[i].audio) for i in keep], labels, cfg, skipped)
         split = {"kind": "folds", "metadata_csv": str(cfg.metadata_csv), "test_folds": list(cfg.test_folds),
                  "val_fraction": cfg.val_fraction, "seed": cfg.seed}
     info = {
@@ -197,11 +184,8 @@ def load_urbansound8k_av(cfg: Any, cache_dir: str | Path | None = None) -> AVDat
         "root": str(root),
         "split": split,
         "skipped_files": skipped,
-        "short_audio_padded": payload["short"],
+        "short_audio_padded": [str(pairs[r].audio) for r in store.short_rows],
         "features": {k: settings[k] for k in ("version", "sample_rate", "target_length", "num_mel_bins",
                                               "image_size", "fbank", "image_resize")},
-        "cache": {"path": str(cache_path), "hit": hit},
     }
-    return build_avdata(
-        payload["audio"], payload["visual"], labels, parts, CLASS_NAMES, cfg.normalize, info, payload["files"]
-    )
+    return store_avdata(store, rows, labels, parts, CLASS_NAMES, cfg.normalize, info, names)

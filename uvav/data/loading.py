@@ -1,0 +1,115 @@
+"""Batches for training and evaluation: ``torch.utils.data.DataLoader`` over a split, corrupted per sample.
+
+The one data path of uvav: jobs (``uvav.run``), ``uvav.evaluate``, ``uvav.predict``'s evaluation, robustness
+curves and the resource benchmark all read samples through these datasets. A split yields one normalised
+sample at a time (from the on-disk feature store, or from memory for the synthetic set); augmentation and
+corruption are applied per sample in the loader's worker processes, with draws that depend only on the
+sample (:func:`uvav.scenarios.sample_generator`), so nothing is precomputed for a whole split and the result
+does not depend on the batch order or the number of workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from uvav.data.base import AVSplit
+from uvav.scenarios import CASE_INDEX, Noise, augment_sample, corrupt_sample, eval_sample, sample_generator
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity mask, e.g. a Slurm allocation), else ``os.cpu_count``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(num_workers: int | None) -> int:
+    """``data.num_workers`` for decoding: None -> every available core; otherwise the number given."""
+    if num_workers is None:
+        return available_cores()
+    if num_workers < 0:
+        raise ValueError(f"data.num_workers={num_workers}: >= 0, or null for every core")
+    return int(num_workers)
+
+
+def loader_workers(num_workers: int | None, device: torch.device) -> int:
+    """DataLoader workers: the number given, else every available core when a GPU computes, and none when the
+    CPU does. A CPU job's math already uses every core, and workers beside it made epochs 2-15x slower on
+    2 cores (threads spinning at their barriers while the workers ran)."""
+    if num_workers is not None or device.type == "cuda":
+        return resolve_workers(num_workers)
+    return 0
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How batches are formed and moved: worker processes, and pinned memory when the device is a GPU."""
+
+    workers: int = 0
+    pin_memory: bool = False
+    prefetch_factor: int = 4
+
+    @classmethod
+    def for_device(cls, num_workers: int | None, device: torch.device) -> LoaderOptions:
+        return cls(loader_workers(num_workers, device), device.type == "cuda")
+
+    def loader(self, dataset: Dataset, batch_size: int, order: Sequence[int] | None = None) -> DataLoader:
+        """Batches of ``dataset`` in ``order`` (default: index order); fewer workers than batches are not started."""
+        batches = -(-len(dataset) // batch_size)
+        workers = min(self.workers, batches)
+        return DataLoader(
+            dataset, batch_size=batch_size, sampler=order, num_workers=workers, pin_memory=self.pin_memory,
+            prefetch_factor=self.prefetch_factor if workers else None, persistent_workers=False,
+        )
+
+
+class TrainSet(Dataset):
+    """Training samples of one epoch: sample ``i`` gets a case drawn from ``cases``, then augmentation and
+    corruption, with draws from a generator seeded by ``(seed, epoch, i)``. Items: ``(audio, visual, label,
+    case_id)``. ``stream`` names the use (``train``; ``view`` for cached views) so that uses never share draws."""
+
+    def __init__(self, split: AVSplit, noise: Noise, cases: Sequence[str], seed: int, epoch: int = 0,
+                 augmentation: tuple[int, int, int] = (0, 0, 0), stream: str = "train") -> None:
+        self.split, self.noise, self.seed, self.epoch, self.stream = split, noise, seed, epoch, stream
+        self.case_ids = [CASE_INDEX[c] for c in cases]
+        self.augmentation = augmentation
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        gen = sample_generator(self.stream, self.seed, self.epoch, i)
+        case_id = self.case_ids[int(torch.randint(len(self.case_ids), (1,), generator=gen))]
+        audio, visual = self.split.sample(i)
+        audio, visual = augment_sample(audio, visual, *self.augmentation, gen)
+        audio, visual = corrupt_sample(audio, visual, case_id, self.noise, gen)
+        return audio, visual, self.split.labels[i], case_id
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The shuffled sample order of one training epoch (a function of the seed and the epoch only)."""
+    return torch.randperm(n, generator=sample_generator("order", seed, epoch)).tolist()
+
+
+class EvalSet(Dataset):
+    """Every sample of a split under each of ``cases``: item ``k`` is sample ``k % N`` under case
+    ``cases[k // N]``, corrupted as :func:`uvav.scenarios.eval_sample` fixes it. Items: ``(audio, visual,
+    label, case_id, case_position)``, where ``case_position`` indexes ``cases`` (``mixed`` included)."""
+
+    def __init__(self, split: AVSplit, noise: Noise, cases: Sequence[str], salt: int) -> None:
+        self.split, self.noise, self.cases, self.salt = split, noise, list(cases), salt
+
+    def __len__(self) -> int:
+        return len(self.split) * len(self.cases)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+        position, i = divmod(k, len(self.split))
+        audio, visual = self.split.sample(i)
+        audio, visual, case_id = eval_sample(audio, visual, self.cases[position], self.noise, self.salt, i)
+        return audio, visual, self.split.labels[i], case_id, position

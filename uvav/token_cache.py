@@ -1,0 +1,163 @@
+"""Frozen-encoder outputs kept for reuse: on the accelerator when they fit, else in a memory-mapped file.
+
+A stage whose modality encoders are frozen (head only, attention-level prompts) sees the same encoder
+outputs for the same corrupted sample, so they are computed once: ``method.cached_views`` corrupted views
+per training sample, and the validation set under each training case. Tokens are stored in bfloat16 (CUDA)
+or float16 (CPU), ``method.cache_dtype``. They live on the GPU when they fit in ``method.cache_device_gb``
+(no host-to-device copy per step); otherwise in a file under the job's folder, read back in batches by
+DataLoader workers into pinned memory, so host memory holds a few batches, never the cache.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from uvav.data.loading import LoaderOptions
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_NUMPY_STORAGE = {torch.bfloat16: np.int16, torch.float16: np.float16, torch.float32: np.float32}
+
+
+def cache_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: bfloat16 on CUDA (what autocast computes in), float16 elsewhere."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float16
+    return DTYPES[name]
+
+
+class TokenCache:
+    """Audio and visual tokens ``[rows, N, D]`` plus per-row ``labels``, ``case_ids`` and ``positions``
+    (index of the evaluation case), written in batches and read back by row index."""
+
+    def __init__(self, rows: int, audio_shape: Sequence[int], visual_shape: Sequence[int], dtype: torch.dtype,
+                 device: torch.device, budget_bytes: float, folder: Path) -> None:
+        self.rows, self.dtype, self.device = rows, dtype, device
+        self.shapes = {"audio": (rows, *audio_shape), "visual": (rows, *visual_shape)}
+        self.labels = torch.zeros(rows, dtype=torch.long)
+        self.case_ids = torch.zeros(rows, dtype=torch.long)
+        self.positions = torch.zeros(rows, dtype=torch.long)
+        self.nbytes = sum(int(np.prod(s)) for s in self.shapes.values()) * torch.finfo(dtype).bits // 8
+        self.on_device = device.type == "cuda" and self.nbytes <= budget_bytes
+        self.folder = Path(folder)
+        self._maps: dict[tuple[str, str], np.memmap] = {}
+        if self.on_device:
+            self._tensors = {k: torch.empty(s, dtype=dtype, device=device) for k, s in self.shapes.items()}
+        else:
+            if self.folder.exists():
+                shutil.rmtree(self.folder)
+            self.folder.mkdir(parents=True)
+            for key, shape in self.shapes.items():
+                np.lib.format.open_memmap(self._path(key), mode="w+", dtype=_NUMPY_STORAGE[dtype], shape=shape)
+
+    @property
+    def where(self) -> str:
+        return f"{self.device} memory" if self.on_device else f"memory-mapped files in {self.folder}"
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"{key}.npy"
+
+    def _map(self, key: str, mode: str = "r") -> np.memmap:
+        if (key, mode) not in self._maps:
+            self._maps[(key, mode)] = np.load(self._path(key), mmap_mode=mode)
+        return self._maps[(key, mode)]
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers re-open the files themselves
+        return {**self.__dict__, "_maps": {}}
+
+    def write(self, start: int, audio: torch.Tensor, visual: torch.Tensor, labels: torch.Tensor,
+              case_ids: torch.Tensor, positions: torch.Tensor) -> None:
+        """Rows ``start ..`` from one batch of encoder outputs (any device, any float dtype)."""
+        rows = slice(start, start + audio.shape[0])
+        self.labels[rows], self.case_ids[rows], self.positions[rows] = labels.cpu(), case_ids.cpu(), positions.cpu()
+        for key, tokens in (("audio", audio), ("visual", visual)):
+            tokens = tokens.to(self.dtype)
+            if self.on_device:
+                self._tensors[key][rows] = tokens.to(self.device)
+            else:
+                self._map(key, "r+")[rows] = tokens.cpu().view(_torch_storage(self.dtype)).numpy()
+
+    def flush(self) -> None:
+        for array in self._maps.values():
+            if isinstance(array, np.memmap):
+                array.flush()
+        self._maps.clear()
+
+    def read(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens of rows ``index`` (host tensors for a file-backed cache)."""
+        if self.on_device:
+            index = index.to(self.device)
+            return self._tensors["audio"][index], self._tensors["visual"][index]
+        order = np.asarray(index)
+        return tuple(torch.from_numpy(np.ascontiguousarray(self._map(k)[order])).view(self.dtype)
+                     for k in ("audio", "visual"))
+
+    def batches(self, rows: Sequence[int], batch_size: int,
+                options: LoaderOptions) -> Iterator[tuple[torch.Tensor, ...]]:
+        """``(audio, visual, labels, case_ids, positions)`` for ``rows`` in batches; tokens on the device, as
+        float32 (autocast casts them to its own dtype where it computes)."""
+        chunks = [torch.as_tensor(rows[i:i + batch_size], dtype=torch.long) for i in range(0, len(rows), batch_size)]
+        if self.on_device:
+            for index in chunks:
+                audio, visual = self.read(index)
+                yield audio.float(), visual.float(), self.labels[index], self.case_ids[index], self.positions[index]
+            return
+        self.flush()
+        workers = min(options.workers, len(chunks))
+        loader = DataLoader(_Chunks(self, chunks), batch_size=None, num_workers=workers,
+                            pin_memory=options.pin_memory, prefetch_factor=options.prefetch_factor if workers else None)
+        for audio, visual, *rest in loader:
+            yield (audio.to(self.device, non_blocking=True).float(), visual.to(self.device, non_blocking=True).float(),
+                   *rest)
+
+    def close(self) -> None:
+        """Free the tokens (device memory, or the files)."""
+        self._maps.clear()
+        self._tensors = {}
+        if not self.on_device:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def describe(self) -> dict[str, Any]:
+        return {"rows": self.rows, "bytes": self.nbytes, "dtype": str(self.dtype).removeprefix("torch."),
+                "where": "device" if self.on_device else "file"}
+
+
+def _torch_storage(dtype: torch.dtype) -> torch.dtype:
+    """The torch dtype whose bits numpy can hold for ``dtype`` (bfloat16 travels as int16)."""
+    return torch.int16 if dtype == torch.bfloat16 else dtype
+
+
+class _Chunks(Dataset):
+    """Batch ``b`` of a file-backed cache, read by a DataLoader worker."""
+
+    def __init__(self, cache: TokenCache, chunks: list[torch.Tensor]) -> None:
+        self.cache, self.chunks = cache, chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, b: int) -> tuple[torch.Tensor, ...]:
+        index = self.chunks[b]
+        c = self.cache
+        return (*c.read(index), c.labels[index], c.case_ids[index], c.positions[index])
+
+
+@torch.inference_mode()
+def encode_into(cache: TokenCache, encode: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+                batches: Iterable[Sequence[torch.Tensor]], device: torch.device, autocast, start: int = 0) -> int:
+    """Encode raw batches ``(audio, visual, label, case_id[, position])`` into the cache from row ``start``;
+    returns the next free row."""
+    for batch in batches:
+        audio, visual, labels, case_ids = batch[:4]
+        positions = batch[4] if len(batch) > 4 else torch.zeros_like(labels)
+        with autocast():
+            a, v = encode(audio.to(device, non_blocking=True), visual.to(device, non_blocking=True))
+        cache.write(start, a, v, labels, case_ids, positions)
+        start += audio.shape[0]
+    return start
