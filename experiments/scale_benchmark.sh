@@ -24,6 +24,8 @@ $PY experiments/scale_benchmark.py --clips 1500 6000 --out "$OUT" --work "$WORK"
        "--clips 1500 6000 --out $OUT --work $WORK $*\`"
   echo "- data: experiments/make_us8k_av.py --seed 0 (generated, UrbanSound8K-AV layout); job commands and their" \
        "overrides in scale.md / scale.json"
+  echo "- seeds: generator --seed 0; training seed=0 and data.seed=0 (the defaults): stratified split, 30% test," \
+       "15% of the rest validation; split sizes in scale.md"
   echo "- wall time: $(( $(date +%s) - start )) s (finished sizes are reused on a relaunch);" \
        "finished $(date -u '+%Y-%m-%d %H:%M UTC')"
   provenance_lines "$PY"

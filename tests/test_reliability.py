@@ -46,30 +46,45 @@ def _metrics(folder) -> dict:
     return json.loads(path.read_text())
 
 
-def test_kill_9_mid_training_then_same_command_resumes_to_same_metrics(tmp_path):
-    args = ["method=pl", "trainer.num_threads=1", *SLOWER]
-    reference = tmp_path / "reference"
-    reference.mkdir()
-    run_cli(reference, *args)
+KILL_ARGS = ["method=pl", "trainer.num_threads=1", *SLOWER]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    reference = tmp_path_factory.mktemp("reference")
+    run_cli(reference, *KILL_ARGS)
+    return _metrics(reference / "run")
+
+
+# kill points: inside a training epoch (after a stage checkpoint exists), and while the head-only stage encodes its
+# cached views (a token cache folder exists); the feature store's own kill test is in tests/data/test_store.py
+KILL_POINTS = {"training": ("last*.pt", 0.3), "cache build": ("tokens_*_train", 0.0)}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_kill_9_then_same_command_resumes_to_same_metrics(tmp_path, uninterrupted, point):
+    pattern, delay = KILL_POINTS[point]
     killed = tmp_path / "killed"
     killed.mkdir()
-    cmd = [sys.executable, "-m", "uvav.run", *args, f"paths.cache_dir={killed / 'cache'}",
+    cmd = [sys.executable, "-m", "uvav.run", *KILL_ARGS, f"paths.cache_dir={killed / 'cache'}",
            f"hydra.run.dir={killed / 'run'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while not list((killed / "cache").rglob("last*.pt")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)  # somewhere inside the next epoch
+    while not list((killed / "cache").rglob(pattern)) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(delay)  # training: somewhere inside the next epoch
     assert proc.poll() is None, "the job finished before it could be killed; make it longer"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed / "run" / "metrics.json").exists()
-    resumed = run_cli(killed, *args)
-    assert "resumed from" in resumed.stdout + resumed.stderr
-    ref, res = _metrics(reference / "run"), _metrics(killed / "run")
-    assert res["accuracy"] == ref["accuracy"]
-    assert res["val"] == ref["val"]
+    resumed = run_cli(killed, *KILL_ARGS)
+    if point == "training":
+        assert "resumed from" in resumed.stdout + resumed.stderr
+    res = _metrics(killed / "run")
+    assert res["accuracy"] == uninterrupted["accuracy"]
+    assert res["val"] == uninterrupted["val"]
+    assert not list((killed / "cache").rglob("tokens_*"))  # token caches are removed when their stage ends
 
 
 def test_two_jobs_needing_the_same_ft_model_train_it_once(tmp_path):

@@ -195,8 +195,7 @@ class Run:
             self.model.load_state_dict(checkpoint["model"])
             self.bank = None
             if checkpoint["bank"] is not None:
-                self.bank = PromptBank(list(config.scenario.train_cases), config.prompt.kind, config.prompt.length,
-                                       config.backbone.embed_dim, config.backbone.fusion_depth)
+                self.bank = PromptBank.from_config(config)
                 self.bank.load_state_dict(checkpoint["bank"])
         except (ImportError, RuntimeError, ValueError, KeyError, OmegaConfBaseException) as exc:
             raise RunError(f"{path / 'model.pt'} does not fit the model described by the run's config: "

@@ -5,7 +5,9 @@
 - ``status``: ``"completed"``
 - ``choices``: Hydra's group choices (data, backbone, prompt, scenario, method, trainer); ``overrides``
 - ``config``: the resolved job config
-- ``seed``, ``method``, ``train_cases``, ``split`` (sizes and how the split was made), ``data_info``
+- ``seed``, ``method``, ``train_cases``, ``split`` (sizes and how the split was made), ``data_info`` (source,
+  normalisation, skipped files, feature settings; for decoded datasets ``store``: the feature store's ``path``,
+  ``hit``, ``items``, ``bytes``, ``chunks_decoded``, ``chunks_rebuilt``, ``decode_s``, ``workers``)
 - ``accuracy[mode][case]``: test accuracy per inference mode and case. Modes: ``ft`` (the fine-tuned model,
   no prompts), ``head_only`` (frozen FT model, only the head retrained on the PL training cases),
   ``pl_oracle`` (each sample with its own case's prompts), ``pl_uncertain`` (all prompt sets concatenated).
@@ -14,7 +16,9 @@
 - ``objective``: the value returned to sweepers, and its name
 - ``params``: ``trainable`` and ``total`` per stage
 - ``resources``: per stage (``ft``, ``head_only``, ``pl``): ``time_per_epoch_s`` (median over epochs after the
-  first), ``epoch_times_s``, ``peak_train_memory_bytes`` with ``memory_method``, ``device``
+  first), ``epoch_times_s``, ``peak_train_memory_bytes`` with ``memory_method``, ``device``; ``cached_features``
+  (cached frozen-encoder outputs: ``views``, ``bytes``, ``build_s``, and for ``train``/``val`` their ``rows``,
+  ``dtype`` and ``where``: ``device`` or ``file``)
 - ``environment``: device name, library versions, host, CPU threads; ``wall_time_s``
 """
 
@@ -97,6 +101,15 @@ def file_lock(path: str | Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def fingerprint(obj: Any) -> str:

@@ -192,8 +192,7 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
             accuracy["head_only"], val["head_only"], stages["head_only"] = _train_and_eval(
                 ctx, head, seed=cfg.seed + 1, modes=["none"])
     if cfg.method.name == "pl":
-        bank = PromptBank(cases, cfg.prompt.kind, cfg.prompt.length, cfg.backbone.embed_dim,
-                          cfg.backbone.fusion_depth).to(device)
+        bank = PromptBank.from_config(cfg).to(device)
         train_mode = "oracle" if cfg.method.prompt_training == "per_scenario" else "uncertain"
         pl = Stage("pl", frozen_copy(cfg.method.train_head), bank, train_mode,
                    ["uncertain", "oracle"], cases, epochs, lr, cfg.trainer.weight_decay, cache_views=views,

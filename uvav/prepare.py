@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from uvav.data.av_mnist import FSDD_COMMIT, FSDD_REPO, MNIST_IMAGES, MNIST_LABELS, MNIST_MIRRORS, RECORDINGS
+from uvav.outputs import file_sha256
 
 FSDD_ARCHIVE = f"https://codeload.github.com/{FSDD_REPO}/tar.gz/{FSDD_COMMIT}"
 RECORDINGS_SHA256 = "ddb17656a0bca4c5ddace082be188ca630516dc2ef1110afe3c4e9cc71173de4"  # sorted by name
@@ -28,14 +29,6 @@ FILE_SHA256 = {
 }
 NUM_RECORDINGS = 3000
 _WAV_NAME = re.compile(r"^\d_[A-Za-z]+_\d+\.wav$")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def recordings_sha256(folder: Path) -> tuple[str, int]:

@@ -237,13 +237,17 @@ def _build_caches(stage: Stage, feed: Feed, trainer, device: torch.device, seed:
     folder = feed.token_dir or Path(".")
     views = TokenCache(n * stage.cache_views, a.shape[1:], v.shape[1:], dtype, device, budget,
                        folder / f"tokens_{stage.name}_train")
+    def progress(loader, what: str):
+        return tqdm(loader, desc=f"{stage.name}: caching {what}", leave=False, disable=not trainer.progress)
+
     for view in range(stage.cache_views):
         dataset = TrainSet(feed.train, feed.noise, stage.train_cases, seed, view, feed.augmentation, stream="view")
-        encode_into(views, model.encode, feed.options.loader(dataset, bs), device, autocast, start=view * n)
+        encode_into(views, model.encode, progress(feed.options.loader(dataset, bs), f"view {view + 1}"), device,
+                    autocast, start=view * n)
     val_set = EvalSet(feed.val, feed.noise, stage.train_cases, SALTS["val"])
     val = TokenCache(len(val_set), a.shape[1:], v.shape[1:], dtype, device,
                      budget - (views.nbytes if views.on_device else 0), folder / f"tokens_{stage.name}_val")
-    encode_into(val, model.encode, feed.options.loader(val_set, bs), device, autocast)
+    encode_into(val, model.encode, progress(feed.options.loader(val_set, bs), "validation"), device, autocast)
     _place_encoders(stage, torch.device("cpu"))
     meter.cache = {"views": stage.cache_views, "bytes": views.nbytes, "train": views.describe(),
                    "val": val.describe(), "build_s": round(time.perf_counter() - started, 3)}

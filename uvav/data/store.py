@@ -70,7 +70,7 @@ from uvav.data.features import (
     split_digest,
 )
 from uvav.data.loading import resolve_workers
-from uvav.outputs import read_json
+from uvav.outputs import file_sha256, read_json
 
 STORE_VERSION = 1
 CHUNK_SIZE = 64  # items per chunk: ~26 MB at 1024x128 fbank + 224 px; many chunks keep every worker busy
@@ -278,9 +278,9 @@ def build_store(
 ) -> FeatureStore:
     """Open the store of ``items`` (decoded in order: item ``i`` is row ``i``), decoding what is missing or
     damaged on ``workers`` processes (``data.num_workers``, :func:`uvav.data.loading.resolve_workers`). The store
-    is named by ``sources`` and ``settings``; ``verify`` re-hashes every chunk. ``store.report`` says what was done: ``path``, ``hit``
-    (published already), ``items``, ``bytes``, ``chunks_rebuilt`` (found damaged), ``chunks_decoded``,
-    ``decode_s``, ``workers``."""
+    is named by ``sources`` and ``settings``; ``verify`` re-hashes every chunk. ``store.report`` says what was
+    done: ``path``, ``hit`` (published already), ``items``, ``bytes``, ``chunks_rebuilt`` (found damaged),
+    ``chunks_decoded``, ``decode_s``, ``workers``."""
     if not items:
         raise ValueError(f"{spec.name}: nothing to store")
     check_choice("data.on_bad_file", spec.on_bad_file, ("error", "skip"))
@@ -357,7 +357,7 @@ def _chunk_problem(job: _Job, chunk: int, rehash: bool) -> str | None:
         if stat.st_size != meta["bytes"]:
             return f"{npy.name} truncated or changed ({stat.st_size} bytes, {meta['bytes']} written)"
         if rehash or stat.st_mtime_ns != meta["mtime_ns"]:
-            if _sha256(npy) != meta["sha256"]:
+            if file_sha256(npy) != meta["sha256"]:
                 return f"{npy.name} fails its sha256 check"
             refreshed |= stat.st_mtime_ns != meta["mtime_ns"]
             meta["mtime_ns"] = stat.st_mtime_ns
@@ -517,14 +517,6 @@ class _HashingWriter:
     def write(self, data: bytes) -> int:
         self.sha.update(data)
         return self.fh.write(data)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -59,6 +59,13 @@ class PromptBank(nn.Module):
                     layer[f"{direction}_value"] = tokens()
                 self.attention.append(layer)
 
+    @classmethod
+    def from_config(cls, cfg) -> PromptBank:
+        """The bank of a PL job: one set per training case (``scenario.train_cases``), shaped by ``prompt`` and
+        ``backbone``."""
+        return cls(list(cfg.scenario.train_cases), cfg.prompt.kind, cfg.prompt.length, cfg.backbone.embed_dim,
+                   cfg.backbone.fusion_depth)
+
     def set_index(self, case_ids: torch.Tensor) -> torch.Tensor:
         """Map global case ids (index into ``CASES``) to rows of this bank; error for an untrained case."""
         lookup = torch.full((len(CASES),), -1, dtype=torch.long)
