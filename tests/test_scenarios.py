@@ -10,13 +10,19 @@ import torch
 from uvav.config import CASES
 from uvav.scenarios import (
     CASE_EFFECTS,
+    CASE_INDEX,
     Noise,
-    case_ids_for,
-    corrupt,
     corrupt_audio,
+    corrupt_sample,
     corrupt_visual,
     eval_sample,
 )
+
+
+def corrupt(audio, visual, case: str, noise: Noise, gen: torch.Generator):
+    """Every sample of a batch under ``case``, drawing from one generator in order."""
+    pairs = [corrupt_sample(a, v, CASE_INDEX[case], noise, gen) for a, v in zip(audio, visual, strict=True)]
+    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 
 def data(n: int = 16):
@@ -28,7 +34,7 @@ def data(n: int = 16):
 def test_case_corrupts_exactly_its_modalities(case):
     audio, visual = data()
     gen = torch.Generator().manual_seed(1)
-    out_a, out_v = corrupt(audio, visual, case_ids_for(case, 16, gen), Noise(), gen)
+    out_a, out_v = corrupt(audio, visual, case, Noise(), gen)
     noisy_a, noisy_v = CASE_EFFECTS[case]
     # time_roll by 0 or freq_mask of width 0 can leave a sample unchanged: compare the whole batch
     assert (not torch.equal(out_a, audio)) == noisy_a
@@ -43,7 +49,7 @@ def test_inputs_are_not_modified():
     audio, visual = data()
     a0, v0 = audio.clone(), visual.clone()
     gen = torch.Generator().manual_seed(0)
-    corrupt(audio, visual, case_ids_for("noise_both", 16, gen), Noise(), gen)
+    corrupt(audio, visual, "noise_both", Noise(), gen)
     assert torch.equal(audio, a0) and torch.equal(visual, v0)
 
 
@@ -71,9 +77,9 @@ def test_each_noise_kind():
 def test_missing_is_expressible_and_severity_zero_is_identity():
     audio, visual = data()
     gen = torch.Generator().manual_seed(0)
-    out_a, _ = corrupt(audio, visual, case_ids_for("noisy_audio", 16, gen), Noise(audio=("missing",)), gen)
+    out_a, _ = corrupt(audio, visual, "noisy_audio", Noise(audio=("missing",)), gen)
     assert torch.count_nonzero(out_a) == 0
-    out_a, out_v = corrupt(audio, visual, case_ids_for("noise_both", 16, gen), Noise(severity=0.0), gen)
+    out_a, out_v = corrupt(audio, visual, "noise_both", Noise(severity=0.0), gen)
     assert torch.equal(out_a, audio) and torch.equal(out_v, visual)
 
 

@@ -80,7 +80,7 @@ def ft_config(cfg: DictConfig) -> dict[str, Any]:
         "data": neutral["data"],
         "backbone": neutral["backbone"],
         "trainer": neutral["trainer"],
-        "noise": OmegaConf.to_container(cfg.noise, resolve=True),
+        "noise": neutral["noise"],
         "seed": cfg.seed,
         "train_cases": list(cfg.scenario.train_cases) if is_ft else [cfg.method.base_scenario],
         "epochs": (cfg.method.epochs if is_ft and cfg.method.epochs else cfg.trainer.epochs),

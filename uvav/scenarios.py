@@ -130,20 +130,10 @@ def corrupt_sample(
     return audio, visual
 
 
-def corrupt(
-    audio: torch.Tensor, visual: torch.Tensor, case_ids: torch.Tensor, noise: Noise, gen: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`corrupt_sample` for every sample of a batch, drawing from one generator in order."""
-    pairs = [corrupt_sample(a, v, c, noise, gen) for a, v, c in zip(audio, visual, case_ids.tolist(), strict=True)]
-    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
-
-
-def case_ids_for(case: str, n: int, gen: torch.Generator, choices: tuple[str, ...] = CASES) -> torch.Tensor:
-    """Case index per sample: all the same for a named case; uniform over ``choices`` for ``mixed``."""
-    if case == "mixed":
-        picks = torch.randint(0, len(choices), (n,), generator=gen)
-        return torch.tensor([CASE_INDEX[choices[p]] for p in picks.tolist()], dtype=torch.long)
-    return torch.full((n,), CASE_INDEX[case], dtype=torch.long)
+def draw_case(choices: tuple[str, ...] | list[str], gen: torch.Generator) -> int:
+    """A case index (into ``CASES``) drawn uniformly over ``choices``: a training sample's case among the stage's
+    training cases, an evaluation sample's case under ``mixed``."""
+    return CASE_INDEX[choices[int(torch.randint(len(choices), (1,), generator=gen))]]
 
 
 def sample_seed(*parts: object) -> int:
@@ -169,7 +159,7 @@ def eval_sample(
     """Sample ``index`` of an evaluation set under ``case``: (audio, visual, case id). ``mixed`` draws the case
     of each sample uniformly over the four cases."""
     gen = eval_generator(noise, case, salt, index)
-    case_id = int(case_ids_for(case, 1, gen)[0])
+    case_id = draw_case(CASES, gen) if case == "mixed" else CASE_INDEX[case]
     audio, visual = corrupt_sample(audio, visual, case_id, noise, gen)
     return audio, visual, case_id
 

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from uvav.data.base import AVSplit
-from uvav.scenarios import CASE_INDEX, Noise, augment_sample, corrupt_sample, eval_sample, sample_generator
+from uvav.scenarios import Noise, augment_sample, corrupt_sample, draw_case, eval_sample, sample_generator
 
 
 def available_cores() -> int:
@@ -77,7 +77,7 @@ class TrainSet(Dataset):
     def __init__(self, split: AVSplit, noise: Noise, cases: Sequence[str], seed: int, epoch: int = 0,
                  augmentation: tuple[int, int, int] = (0, 0, 0), stream: str = "train") -> None:
         self.split, self.noise, self.seed, self.epoch, self.stream = split, noise, seed, epoch, stream
-        self.case_ids = [CASE_INDEX[c] for c in cases]
+        self.cases = tuple(cases)
         self.augmentation = augmentation
 
     def __len__(self) -> int:
@@ -85,7 +85,7 @@ class TrainSet(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         gen = sample_generator(self.stream, self.seed, self.epoch, i)
-        case_id = self.case_ids[int(torch.randint(len(self.case_ids), (1,), generator=gen))]
+        case_id = draw_case(self.cases, gen)
         audio, visual = self.split.sample(i)
         audio, visual = augment_sample(audio, visual, *self.augmentation, gen)
         audio, visual = corrupt_sample(audio, visual, case_id, self.noise, gen)
