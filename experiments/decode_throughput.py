@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from make_us8k_av import make_us8k_av  # noqa: E402
 
-from uvav.config import UrbanSound8KAVDataConfig  # noqa: E402
 from uvav.data import load_data  # noqa: E402
+from uvav.data.urbansound8k_av import UrbanSound8KAVDataConfig  # noqa: E402
 
 
 def loadavg() -> str:

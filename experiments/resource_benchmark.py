@@ -30,13 +30,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from uvav.config import CASES, config_dir, register_configs
+from uvav.cases import CASES
+from uvav.config import NoiseConfig, config_dir, register_configs
 from uvav.data import load_data
 from uvav.models.classifier import AVClassifier, count_parameters
 from uvav.models.prompts import PromptBank
 from uvav.outputs import atomic_write_bytes, atomic_write_json, environment
 from uvav.pipeline import Context, autocast_for, select_device
-from uvav.scenarios import Noise
 from uvav.train import Feed, Stage, fit, freeze_for_prompts
 
 VARIANTS = [  # name, prompt kind, cached views
@@ -77,13 +77,13 @@ def compose_cfg(args: argparse.Namespace):
 def run_variant(name, kind, views, base: AVClassifier, feed: Feed, cfg, device, autocast) -> dict:
     if kind is None:
         model = copy.deepcopy(base)
-        stage = Stage(name, model, None, "none", ["none"], list(CASES), cfg.trainer.epochs, cfg.trainer.lr,
-                      cfg.trainer.weight_decay)
+        stage = Stage.finetune(model, list(CASES), cfg.trainer.epochs, cfg.trainer.lr, cfg.trainer.weight_decay)
+        stage.name = name
     else:
         bank = PromptBank(list(CASES), kind, cfg.prompt.length, cfg.backbone.embed_dim,
                           cfg.backbone.fusion_depth).to(device)
-        stage = Stage(name, freeze_for_prompts(base, True), bank, "oracle", ["uncertain"], list(CASES),
-                      cfg.trainer.epochs, cfg.trainer.lr, cfg.trainer.weight_decay, cache_views=views)
+        stage = Stage.prompted(name, freeze_for_prompts(base, True), bank, "oracle", list(CASES), cfg.trainer.epochs,
+                               cfg.trainer.lr, cfg.trainer.weight_decay, cache_views=views)
     started = time.perf_counter()
     result = fit(stage, feed, cfg.trainer, device, seed=0, autocast=autocast)
     return {"name": name, "trainable_params": sum(p.numel() for p in stage.trainable()),
@@ -126,7 +126,7 @@ def main() -> None:
     if args.compile:
         base.compile_blocks()
     work = tempfile.TemporaryDirectory(prefix="uvav-bench-")  # file-backed token caches, when not on the GPU
-    ctx = Context(cfg, data, Noise.from_config(cfg.noise), device, autocast, Path(work.name), Path(work.name))
+    ctx = Context(cfg, data, NoiseConfig.of(cfg.noise), device, autocast, Path(work.name), Path(work.name))
     feed = ctx.feed()  # the jobs' own data path: DataLoader workers, per-sample corruption
     rows = []
     for name, kind, views in VARIANTS:

@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from uvav.config import config_dir, register_configs
+from uvav.models.classifier import AVClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -38,6 +39,13 @@ def run_cli(tmp_path: Path, *args: str, check: bool = True, timeout: int = 300) 
     if check and proc.returncode != 0:
         raise AssertionError(f"uvav.run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def tiny_model(fusion_depth: int = 1) -> AVClassifier:
+    """A small AVClassifier on 32x32 fbanks and 16 px images, built without a config."""
+    return AVClassifier(num_classes=5, target_length=32, num_mel_bins=32, image_size=16, embed_dim=32,
+                        num_heads=2, depth=1, shared_depth=1, fusion_depth=fusion_depth, patch_size=8,
+                        image_patch_size=4)
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from uvav.aggregate import find_job_dirs, main, read_job
-from uvav.tables import CASES, to_markdown
+from uvav.cases import CASE_LABELS as CASES
+from uvav.tables import to_markdown
 
 MIB = 2**20
 SEEDS = (0, 1, 2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 
 from uvav.compare import main
-from uvav.outputs import atomic_write_json
+from uvav.outputs import SCHEMA_VERSION, atomic_write_json
 
 CASES = ["complete", "noisy_audio", "noisy_visual", "noise_both", "mixed"]
 
@@ -15,9 +15,10 @@ def job(root, name, method, seed, accuracy, training=None, stages=None):
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "config.yaml").write_text("{}\n")
     config = {"method": {"name": method, **({"prompt_training": training} if training else {})}}
-    atomic_write_json(folder / "metrics.json", {"status": "completed", "method": method, "seed": seed,
-                                                "config": config, "accuracy": accuracy, "stages": stages or {},
-                                                "device": "cpu"})
+    accuracy = {"ft": {c: 0.1 for c in CASES}, **accuracy}  # every usable job has its FT model's row
+    atomic_write_json(folder / "metrics.json", {
+        "schema_version": SCHEMA_VERSION, "status": "completed", "method": method, "seed": seed, "config": config,
+        "accuracy": accuracy, "stages": stages or {}, "device": "cpu", "objective": {"name": "val_acc", "value": 0.5}})
 
 
 def test_comparison_cells(tmp_path):

@@ -35,7 +35,7 @@ def test_backbones_instantiate():
     for option in options("backbone"):
         cfg = compose_config(f"backbone={option}", tiny=False)
         if option == "cavmae_base":
-            continue  # 178M parameters: its sizes are checked in test_models
+            continue  # 178M parameters: its sizes are checked in tests/models/test_classifier.py
         model = AVClassifier.from_config(cfg.backbone, cfg.data, 8)
         assert model.audio.num_tokens > 0 and model.visual.num_tokens > 0
 

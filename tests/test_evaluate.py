@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from uvav.api import InputError, RunError, load_run
-from uvav.config import EVAL_CASES
+from uvav.cases import EVAL_CASES
 
 from .conftest import TINY, run_cli
 
@@ -23,7 +23,7 @@ PL_MODES = ("pl_uncertain", "pl_oracle")
 def runs(tmp_path_factory) -> dict[str, Path]:
     """A tiny FT run and a tiny PL run (sharing one FT model), by method."""
     tmp = tmp_path_factory.mktemp("runs")
-    run_cli(tmp, "-m", "method=ft,pl", *TINY, "method.head_only_baseline=false")
+    run_cli(tmp, "-m", "method=ft,pl", *TINY)
     found = {json.loads((d / "metrics.json").read_text())["method"]: d for d in (tmp / "sweep").iterdir()
              if (d / "metrics.json").is_file()}
     assert set(found) == {"ft", "pl"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from uvav.config import EVAL_CASES
+from uvav.cases import EVAL_CASES
 from uvav.outputs import fingerprint
 from uvav.pipeline import ft_config, run_pipeline
 

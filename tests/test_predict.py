@@ -19,10 +19,10 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from uvav.api import InputError, RunError, load_run
+from uvav.cases import CASE_INDEX
 from uvav.data.features import audio_features, images_to_float, load_image
 from uvav.models.classifier import AVClassifier
 from uvav.models.prompts import PromptBank
-from uvav.scenarios import CASE_INDEX
 
 from .conftest import run_cli
 from .data.conftest import make_us8k, write_image, write_tone
@@ -30,7 +30,7 @@ from .data.conftest import make_us8k, write_image, write_tone
 US8K_TINY = [
     "data=urbansound8k_av", "data.image_size=32", "data.target_length=64", "data.num_mel_bins=32",
     "trainer.epochs=1", "method.epochs=1", "trainer.batch_size=8", "trainer.progress=false",
-    "backbone.embed_dim=32", "backbone.num_heads=2", "backbone.depth=1", "method.head_only_baseline=false",
+    "backbone.embed_dim=32", "backbone.num_heads=2", "backbone.depth=1",
 ]
 
 

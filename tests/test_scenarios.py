@@ -7,11 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from uvav.config import CASES
+from uvav.cases import CASE_EFFECTS, CASES
+from uvav.config import NoiseConfig as Noise
 from uvav.scenarios import (
-    CASE_EFFECTS,
     CASE_INDEX,
-    Noise,
     corrupt_audio,
     corrupt_sample,
     corrupt_visual,

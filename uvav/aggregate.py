@@ -15,22 +15,19 @@ import argparse
 import contextlib
 import datetime as dt
 import json
-import math
-import os
 import shlex
 import sqlite3
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from uvav.config import RESULT_NEUTRAL_KEYS
+from uvav.config import GROUPING_NEUTRAL
+from uvav.jobs import Job, find_job_dirs, read_job
+from uvav.methods import FT, result_labels
 from uvav.outputs import fingerprint
 from uvav.tables import (
-    MODES,
     accuracy_table,
     accuracy_values,
     format_resources,
@@ -39,9 +36,6 @@ from uvav.tables import (
     to_markdown,
 )
 
-# config keys that cannot change a result (or are the seed): left out of the group a job belongs to
-NOT_GROUPING = (*RESULT_NEUTRAL_KEYS, "seed", "paths", "reuse_finished", "objective", "trainer.eval_batch_size",
-                "trainer.device", "data.root", "data.cache_dir")
 MAX_GROUP_PLOTS = 6  # per-group PNGs only up to this many groups (a search has one group per configuration)
 ACCURACY_NOTE = (
     "FT: the fine-tuned model (in a PL, LoRA or adapter group: those jobs' own frozen base). Head only: that frozen "
@@ -53,92 +47,6 @@ FASTEST_NOTE = ("'Fastest epoch' is the shortest single training epoch over the 
                 "median to other work on a shared machine.")
 TOTAL_MEMORY_NOTE = ("The paper's 'total memory' column is not reproduced: no job measures it (peak training memory "
                      "counts training tensors only, see the memory methods).")
-
-
-@dataclass
-class Job:
-    """One job folder: its metrics (when usable) or the reason it is not."""
-
-    path: Path
-    metrics: dict[str, Any] | None = None
-    reason: str | None = None
-    overrides: list[str] = field(default_factory=list)
-    choices: dict[str, Any] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------------------------- reading jobs
-
-
-def find_job_dirs(roots: list[Path]) -> list[Path]:
-    """Folders holding ``.hydra/`` or ``metrics.json`` under ``roots`` (not descending into a job folder)."""
-    found: list[Path] = []
-    for root in roots:
-        for current, dirnames, filenames in os.walk(root):
-            if ".hydra" in dirnames or "metrics.json" in filenames:
-                found.append(Path(current))
-                dirnames[:] = []
-            else:
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-    return sorted(set(found))
-
-
-def _load_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-
-
-def read_job(path: Path) -> Job:
-    """Read one job folder; ``reason`` says why it cannot be used (``None`` when it can)."""
-    job = Job(path)
-    overrides = _load_yaml(path / ".hydra" / "overrides.yaml")
-    job.overrides = [str(o) for o in overrides] if isinstance(overrides, list) else []
-    hydra_cfg = _load_yaml(path / ".hydra" / "hydra.yaml")
-    choices = (((hydra_cfg or {}).get("hydra") or {}).get("runtime") or {}).get("choices") or {}
-    job.choices = {k: v for k, v in choices.items() if not str(k).startswith("hydra")}
-    job.reason = _metrics_problem(job)
-    return job
-
-
-def _metrics_problem(job: Job) -> str | None:
-    file = job.path / "metrics.json"
-    if not file.exists():
-        partial = sorted(job.path.glob(".metrics.json.*.tmp"))
-        hint = "; a partial .metrics.json.*.tmp is there (killed while writing)" if partial else ""
-        return f"no metrics.json (not finished: failed, killed or still running){hint}{_last_error(job.path)}"
-    try:
-        metrics = json.loads(file.read_text())
-    except OSError as error:
-        return f"metrics.json unreadable: {error}"
-    except ValueError as error:
-        return f"metrics.json is not valid JSON (half-written or corrupt): {error}"
-    if not isinstance(metrics, dict):
-        return "metrics.json is not a JSON object"
-    if metrics.get("status") != "completed":
-        return f"status is {metrics.get('status')!r}, not 'completed'"
-    accuracy = metrics.get("accuracy")
-    if not isinstance(accuracy, dict) or not isinstance(accuracy.get("ft"), dict):
-        return "metrics.json has no accuracy.ft table"
-    objective = (metrics.get("objective") or {}).get("value")
-    if not isinstance(objective, (int, float)) or not math.isfinite(objective):
-        return f"objective is {objective!r} (the job raised: a failed job / Optuna trial)"
-    if job.overrides and "overrides" in metrics and sorted(metrics["overrides"]) != sorted(job.overrides):
-        return "stale metrics.json: its overrides differ from .hydra/overrides.yaml (folder reused by a later job)"
-    job.metrics = metrics
-    return None
-
-
-def _last_error(path: Path) -> str:
-    """The last ERROR line of the job's log, if any."""
-    for log in sorted(path.glob("*.log")):
-        try:
-            lines = [line for line in log.read_text(errors="replace").splitlines() if "ERROR" in line]
-        except OSError:
-            continue
-        if lines:
-            return f"; log: {lines[-1].strip()[-200:]}"
-    return ""
 
 
 # ----------------------------------------------------------------------------------------------- grouping
@@ -154,13 +62,14 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def group_settings(metrics: dict[str, Any], choices: dict[str, Any]) -> dict[str, Any]:
-    """The flattened settings that define a job's group: its resolved config without :data:`NOT_GROUPING`."""
+    """The flattened settings that define a job's group: its resolved config without
+    :data:`uvav.config.GROUPING_NEUTRAL`."""
     config = metrics.get("config")
     if not isinstance(config, dict):  # no resolved config: fall back to choices and overrides
         config = {"choices": choices, "overrides": sorted(o for o in metrics.get("overrides", [])
                                                            if not o.startswith(("seed=", "paths.")))}
     flat = _flatten(config)
-    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(f"{n}.") for n in NOT_GROUPING)}
+    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(f"{n}.") for n in GROUPING_NEUTRAL)}
 
 
 def _shown_overrides(overrides: list[str]) -> set[str]:
@@ -341,9 +250,10 @@ def group_overview(frame: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
                    method_lr=("method_lr", "first"), train_cases=("train_cases", "first"),
                    val_objective=("objective", "mean"))
               .reset_index())
-    mixed = stats[(stats["case"] == "mixed") & stats["column"].isin(MODES.values())]
+    labels = result_labels().values()
+    mixed = stats[(stats["case"] == "mixed") & stats["column"].isin(labels)]
     mixed = mixed.pivot_table(index="group", columns="column", values="mean", aggfunc="first")
-    mixed = mixed[[c for c in MODES.values() if c in mixed]].add_prefix("test mixed: ")
+    mixed = mixed[[c for c in labels if c in mixed]].add_prefix("test mixed: ")
     groups = groups.merge(mixed, left_on="group", right_index=True, how="left")
     groups = groups.sort_values(["method", "prompt_kind", "prompt_length", "method_lr", "group_label"],
                                 na_position="first")
@@ -395,10 +305,10 @@ def _expand(marks: str, notes: dict[str, str]) -> str:
 def _same_ft_note(frame: pd.DataFrame, group: str) -> str:
     """For FT-only groups: name the groups (PL, LoRA, adapter) whose frozen base is the very same FT model."""
     part = frame[frame["group"] == group]
-    if "ft_model_key" not in frame or part["method"].iloc[0] != "ft":
+    if "ft_model_key" not in frame or part["method"].iloc[0] != FT:
         return ""
     keys = set(part["ft_model_key"].dropna())
-    others = frame[(frame["method"] != "ft") & frame["ft_model_key"].isin(keys)]["group"].unique()
+    others = frame[(frame["method"] != FT) & frame["ft_model_key"].isin(keys)]["group"].unique()
     return (f" The FT models of this group are the frozen bases of group(s) {', '.join(others)}: same numbers "
             f"as their FT column." if len(others) else "")
 

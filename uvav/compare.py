@@ -4,7 +4,8 @@ over seeds; plus trainable parameters, training memory and time per epoch per me
 
     python -m uvav.compare <sweep dirs...> --out results/comparison_<name>
 
-Reads every ``metrics.json`` under the inputs (jobs that did not complete are listed, not used).
+Reads every job folder under the inputs (jobs that are not usable finished jobs are listed, not used). The
+columns are the registered methods' (:attr:`uvav.methods.Method.comparison`).
 """
 
 from __future__ import annotations
@@ -15,32 +16,27 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from uvav.outputs import atomic_write_bytes, read_json
-from uvav.tables import CASES, to_markdown
-
-COLUMNS = {  # column -> (method, prompt_training or None, mode, stage for resources)
-    "FT": ("ft", None, "ft", "ft"),
-    "LoRA": ("lora", None, "lora", "lora"),
-    "Adapter": ("adapter", None, "adapter", "adapter"),
-    "Head only": ("pl", "per_scenario", "head_only", "head_only"),
-    "Prompts (oracle)": ("pl", "per_scenario", "pl_oracle", "pl"),
-    "Prompts (uncertain, per-scenario training)": ("pl", "per_scenario", "pl_uncertain", "pl"),
-    "Prompts (uncertain, trained as used)": ("pl", "joint", "pl_uncertain", "pl"),
-}
+from uvav.cases import CASE_LABELS
+from uvav.jobs import find_job_dirs, read_job
+from uvav.methods import comparison_columns
+from uvav.outputs import atomic_write_bytes
+from uvav.tables import to_markdown
 
 
 def load(roots: list[Path]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Completed jobs' metrics, one per (method, prompt_training, seed); and the paths of unusable ones."""
+    """Usable finished jobs' metrics (:func:`uvav.jobs.read_finished`), one per method, seed and the method
+    settings its comparison columns tell apart; and the paths of the jobs that are not usable."""
+    wanted = {(method.name, key) for method, column in comparison_columns() for key in column.where}
     jobs: dict[tuple, dict[str, Any]] = {}
     skipped = []
-    for root in roots:
-        for folder in sorted(p.parent.parent for p in root.rglob(".hydra/config.yaml")):
-            metrics = read_json(folder / "metrics.json")
-            if metrics is None or metrics.get("status") != "completed":
-                skipped.append(str(folder))
-                continue
-            training = (metrics["config"]["method"].get("prompt_training") if metrics["method"] == "pl" else None)
-            jobs.setdefault((metrics["method"], training, metrics["seed"]), metrics)
+    for folder in find_job_dirs(roots):
+        job = read_job(folder)
+        if job.metrics is None:
+            skipped.append(str(folder))
+            continue
+        m = job.metrics
+        variant = tuple(sorted((k, str(m["config"]["method"].get(k))) for name, k in wanted if name == m["method"]))
+        jobs.setdefault((m["method"], variant, m["seed"]), m)
     return list(jobs.values()), skipped
 
 
@@ -56,24 +52,26 @@ def comparison(jobs: list[dict[str, Any]]) -> tuple[list[list[str]], list[list[s
     """(accuracy rows: case x column, resource rows: column x figure) as strings."""
     accuracy: dict[tuple[str, str], list[float]] = defaultdict(list)
     resources: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    columns = comparison_columns()
     for m in jobs:
-        training = m["config"]["method"].get("prompt_training") if m["method"] == "pl" else None
-        for column, (method, want_training, mode, stage) in COLUMNS.items():
-            if m["method"] != method or (want_training and training != want_training):
+        settings = m["config"]["method"]
+        for method, col in columns:
+            if m["method"] != method.name or any(settings.get(k) != v for k, v in col.where.items()):
                 continue
-            for case, value in (m["accuracy"].get(mode) or {}).items():
+            column = col.label
+            for case, value in (m["accuracy"].get(col.key) or {}).items():
                 accuracy[(column, case)].append(value)
-            info = (m.get("stages") or {}).get(stage) or {}
+            info = (m.get("stages") or {}).get(col.stage) or {}
             res, params = info.get("resources") or {}, info.get("params") or {}
             for key, value in (("trainable", params.get("trainable")),
                                ("memory_mib", (res.get("peak_train_memory_bytes") or 0) / 2**20 or None),
                                ("time_s", res.get("time_per_epoch_s"))):
                 if value is not None:
                     resources[column][key].append(value)
-    acc_rows = [[label, *(_mean_std(accuracy[(column, case)]) for column in COLUMNS)]
-                for case, label in CASES.items()]
+    acc_rows = [[label, *(_mean_std(accuracy[(col.label, case)]) for _, col in columns)]
+                for case, label in CASE_LABELS.items()]
     res_rows = [[column, _mean_std(r["trainable"], 0), _mean_std(r["memory_mib"], 1), _mean_std(r["time_s"], 3)]
-                for column, r in resources.items()]
+                for column, r in ((col.label, resources[col.label]) for _, col in columns if col.label in resources)]
     return acc_rows, res_rows
 
 
@@ -81,7 +79,7 @@ def write(jobs: list[dict[str, Any]], skipped: list[str], out: Path, inputs: lis
     import pandas as pd
 
     acc_rows, res_rows = comparison(jobs)
-    acc = pd.DataFrame(acc_rows, columns=["Case", *COLUMNS])
+    acc = pd.DataFrame(acc_rows, columns=["Case", *(col.label for _, col in comparison_columns())])
     res = pd.DataFrame(res_rows, columns=["Method", "Trainable params", "Training memory (MiB)",
                                           "Time per epoch (s)"])
     devices = sorted({m.get("device", "?") for m in jobs})

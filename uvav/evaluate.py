@@ -20,8 +20,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from uvav.api import InputError, RunError, describe_mode, load_run
+from uvav.api import InputError, RunError, load_run
 from uvav.config import NoiseConfig, PathsConfig, TrainerConfig, config_dir, register_configs
+from uvav.methods import describe_result
 
 log = logging.getLogger("uvav.evaluate")
 OWN_KEYS = ("run", "case", "prompts", "split", "name")
@@ -78,7 +79,7 @@ def format_table(result: dict[str, Any]) -> str:
     ref = result.get("reference") or {}
     head = "".join(f"{m:>14}" + (f"{'(run)':>8}" if m in ref else "") for m in modes)
     lines = [f"{result['split']} accuracy, {result['num_samples']} samples: {result['run']}",
-             *(f"  {describe_mode(m)}" for m in modes), f"{'case':<14}{head}"]
+             *(f"  {describe_result(m)}" for m in modes), f"{'case':<14}{head}"]
     for case in cases:
         cells = ""
         for m in modes:

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from uvav.config import CASES, EVAL_CASES
+from uvav.cases import CASES, EVAL_CASES
+from uvav.config import NoiseConfig
 from uvav.data.base import AVSplit
 from uvav.data.loading import EvalSet, LoaderOptions
-from uvav.scenarios import Noise
 
 if TYPE_CHECKING:
     from uvav.train import Stage
@@ -67,7 +67,7 @@ def score(stage: Stage, batches: Iterable[Sequence[torch.Tensor]], cases: Sequen
             for m in modes}
 
 
-def evaluate_split(stage: Stage, split: AVSplit, noise: Noise, salt: int, modes: Sequence[str],
+def evaluate_split(stage: Stage, split: AVSplit, noise: NoiseConfig, salt: int, modes: Sequence[str],
                    device: torch.device, batch_size: int, autocast, options: LoaderOptions,
                    cases: Sequence[str] = EVAL_CASES) -> dict[str, dict[str, float]]:
     """Stream ``split`` under each of ``cases`` and score every mode (the final test and validation numbers)."""

@@ -8,17 +8,18 @@
 - ``seed``, ``method``, ``train_cases``, ``split`` (sizes and how the split was made), ``data_info`` (source,
   normalisation, skipped files, feature settings; for decoded datasets ``store``: the feature store's ``path``,
   ``hit``, ``items``, ``bytes``, ``chunks_decoded``, ``chunks_rebuilt``, ``decode_s``, ``workers``)
-- ``accuracy[mode][case]``: test accuracy per inference mode and case. Modes: ``ft`` (the fine-tuned model,
-  no prompts), ``head_only`` (frozen FT model, only the head retrained on the PL training cases),
-  ``pl_oracle`` (each sample with its own case's prompts), ``pl_uncertain`` (all prompt sets concatenated).
-  Cases: complete, noisy_audio, noisy_visual, noise_both, mixed.
+- ``accuracy[mode][case]``: test accuracy per result key and case (:func:`uvav.cases.result_key`). Keys: ``ft``
+  (the fine-tuned model, no prompts); for a frozen-base method also ``head_only`` (frozen FT model, only the head
+  retrained on the method's training cases) and the method's own (``lora``, ``adapter``; for PL
+  ``pl_uncertain``: all prompt sets concatenated, ``pl_oracle``: each sample its own case's set). Cases:
+  complete, noisy_audio, noisy_visual, noise_both, mixed.
 - ``val``: validation accuracy per mode and case (the same layout); ``selection``: metric, best epoch per stage
 - ``objective``: the value returned to sweepers, and its name
 - ``params``: ``trainable`` and ``total`` per stage
-- ``resources``: per stage (``ft``, ``head_only``, ``pl``): ``time_per_epoch_s`` (median over epochs after the
-  first), ``epoch_times_s``, ``peak_train_memory_bytes`` with ``memory_method``, ``device``; ``cached_features``
-  (cached frozen-encoder outputs: ``views``, ``bytes``, ``build_s``, and for ``train``/``val`` their ``rows``,
-  ``dtype`` and ``where``: ``device`` or ``file``)
+- ``resources``: per stage (``ft``, ``head_only``, the method's: ``pl``, ``lora``, ...): ``time_per_epoch_s``
+  (median over epochs after the first), ``epoch_times_s``, ``peak_train_memory_bytes`` with ``memory_method``,
+  ``device``; ``cached_features`` (cached frozen-encoder outputs: ``views``, ``bytes``, ``build_s``, and for
+  ``train``/``val`` their ``rows``, ``dtype`` and ``where``: ``device`` or ``file``)
 - ``environment``: device name, library versions, host, CPU threads; ``wall_time_s``
 """
 

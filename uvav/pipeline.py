@@ -18,18 +18,18 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from uvav.config import RESULT_NEUTRAL_KEYS, without_keys
+from uvav.cases import result_key
+from uvav.config import MODEL_KEY_NEUTRAL, NoiseConfig, without_keys
 from uvav.data import AVData, load_data
 from uvav.data.loading import LoaderOptions
 from uvav.evaluation import SALTS, evaluate_split
+from uvav.methods import FT, HEAD_ONLY, METHODS, schedule
 from uvav.models.classifier import AVClassifier, count_parameters
-from uvav.models.peft import PEFT_METHODS, build_peft_model
-from uvav.models.prompts import PromptBank
 from uvav.outputs import atomic_torch_save, atomic_write_json, file_lock, fingerprint, read_json
-from uvav.scenarios import Noise
 from uvav.train import Feed, Stage, fit, freeze_for_prompts
 
 log = logging.getLogger(__name__)
+
 
 def select_device(name: str) -> torch.device:
     """``auto``: CUDA when available, else CPU. With several visible GPUs inside a Hydra multirun, job ``n`` gets
@@ -65,7 +65,7 @@ def setup_runtime(cfg: DictConfig) -> torch.device:
     torch.manual_seed(cfg.seed)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
-    torch.set_flush_denormal(True)  # denormal floats made CPU steps ~2.7x slower (reference.md §7)
+    torch.set_flush_denormal(True)  # denormal floats made CPU steps ~2.7x slower (docs/facts.md §7)
     if cfg.trainer.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
@@ -74,8 +74,8 @@ def setup_runtime(cfg: DictConfig) -> torch.device:
 
 def ft_config(cfg: DictConfig) -> dict[str, Any]:
     """Everything that determines the fine-tuned model's weights."""
-    neutral = without_keys(OmegaConf.to_container(cfg, resolve=True), (*RESULT_NEUTRAL_KEYS, "trainer.eval_batch_size"))
-    is_ft = cfg.method.name == "ft"
+    neutral = without_keys(OmegaConf.to_container(cfg, resolve=True), MODEL_KEY_NEUTRAL)
+    is_ft = cfg.method.name == FT
     return {
         "data": neutral["data"],
         "backbone": neutral["backbone"],
@@ -92,7 +92,7 @@ def ft_config(cfg: DictConfig) -> dict[str, Any]:
 class Context:
     cfg: DictConfig
     data: AVData
-    noise: Noise
+    noise: NoiseConfig
     device: torch.device
     autocast: Any
     job_dir: Path
@@ -108,15 +108,18 @@ class Context:
 
     def feed(self) -> Feed:
         """The training and validation data of every stage, and where cached encoder outputs may go."""
-        method = self.cfg.method
+        method = self.cfg.method  # the cache settings exist for frozen-base methods (FT caches nothing)
         return Feed(self.data.train, self.data.val, self.noise, self.options,
                     (self.cfg.data.freq_mask, self.cfg.data.time_mask, self.cfg.data.image_shift),
-                    token_dir=self.resume_dir, cache_dtype=method.cache_dtype, cache_device_gb=method.cache_device_gb)
+                    token_dir=self.resume_dir, cache_dtype=method.get("cache_dtype", "auto"),
+                    cache_device_gb=method.get("cache_device_gb", 16.0))
 
-    def evaluate(self, stage: Stage, split: str, modes: list[str]) -> dict[str, dict[str, float]]:
-        """``{mode: {case: accuracy}}`` of ``stage`` on ``split`` (test or val) under every evaluation case."""
-        return evaluate_split(stage, getattr(self.data, split), self.noise, SALTS[split], modes, self.device,
-                              self.cfg.trainer.eval_batch_size, self.autocast, self.options)
+    def evaluate(self, stage: Stage, split: str) -> dict[str, dict[str, float]]:
+        """``{result key: {case: accuracy}}`` of ``stage`` on ``split`` (test or val) under every evaluation case,
+        in each of the stage's prompt modes."""
+        scores = evaluate_split(stage, getattr(self.data, split), self.noise, SALTS[split], stage.eval_modes,
+                                self.device, self.cfg.trainer.eval_batch_size, self.autocast, self.options)
+        return {result_key(stage.name, mode): per_case for mode, per_case in scores.items()}
 
 
 def build_model(ctx: Context) -> AVClassifier:
@@ -135,8 +138,8 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
     """Load the fine-tuned model for this config, or train it (once, under a lock) and store it."""
     spec = ft_config(ctx.cfg)
     key = fingerprint(spec)
-    folder = ctx.cache_dir / "ft" / key
-    with file_lock(ctx.cache_dir / "ft" / f"{key}.lock"):
+    folder = ctx.cache_dir / FT / key
+    with file_lock(ctx.cache_dir / FT / f"{key}.lock"):
         info = read_json(folder / "info.json")
         if info is not None and (folder / "model.pt").exists():
             model = build_model(ctx)
@@ -144,8 +147,7 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
             log.info("FT model %s reused from %s", key, folder)
             return model, {**info, "reused": True}
         model = build_model(ctx)
-        stage = Stage("ft", model, None, "none", ["none"], spec["train_cases"], spec["epochs"], spec["lr"],
-                      ctx.cfg.trainer.weight_decay)
+        stage = Stage.finetune(model, spec["train_cases"], spec["epochs"], spec["lr"], ctx.cfg.trainer.weight_decay)
         log.info("training FT model %s on %s (%d epochs)", key, spec["train_cases"], spec["epochs"])
         result = fit(stage, ctx.feed(), ctx.cfg.trainer, ctx.device, seed=ctx.cfg.seed, autocast=ctx.autocast,
                      checkpoint_path=folder / "last.pt")
@@ -162,61 +164,46 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
 
 def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None) -> dict[str, Any]:
     """Run one job and return its ``metrics.json`` content (without writing it). Stage checkpoints go to
-    ``resume_dir`` (default: the job folder), so that the same job started again resumes from them."""
+    ``resume_dir`` (default: the job folder), so that the same job started again resumes from them.
+
+    Every job has the FT model (trained or found). A frozen-base method then trains the head-only baseline and
+    its own stage (:meth:`uvav.methods.Method.build_stage`) on frozen copies of it."""
     started = time.perf_counter()
+    method = METHODS.get(cfg.method.name)
     device = setup_runtime(cfg)
     data = load_data(cfg.data, str(cfg.data.cache_dir or Path(cfg.paths.cache_dir) / "features"))
-    ctx = Context(cfg, data, Noise.from_config(cfg.noise), device, autocast_for(device, cfg.trainer.precision),
+    ctx = Context(cfg, data, NoiseConfig.of(cfg.noise), device, autocast_for(device, cfg.trainer.precision),
                   job_dir, resume_dir or job_dir)
     log.info("data: %s, device: %s, loader workers: %d", data.sizes(), device, ctx.options.workers)
 
     ft_model, ft_info = ensure_ft_model(ctx)
-    ft_stage = Stage("ft", ft_model, None, "none", ["none"], ft_info["spec"]["train_cases"], 0, 0.0, 0.0)
-    accuracy = {"ft": ctx.evaluate(ft_stage, "test", ["none"])["none"]}
-    val = {"ft": ctx.evaluate(ft_stage, "val", ["none"])["none"]}
-    stages: dict[str, Any] = {"ft": {**{k: ft_info[k] for k in ("key", "best_epoch", "best_val", "reused")},
-                                     "params": ft_info["params"], "resources": ft_info["resources"]}}
-    final_model, final_bank, main_mode = ft_model, None, "ft"
+    ft_stage = Stage.trained(FT, ft_model, None, ft_info["spec"]["train_cases"])
+    accuracy, val = ctx.evaluate(ft_stage, "test"), ctx.evaluate(ft_stage, "val")
+    stages: dict[str, Any] = {FT: {**{k: ft_info[k] for k in ("key", "best_epoch", "best_val", "reused")},
+                                   "params": ft_info["params"], "resources": ft_info["resources"]}}
+    final = ft_stage
     ft_model.cpu()  # each later stage trains its own copy on the device; this one is only copied from
 
-    def frozen_copy(train_head: bool) -> AVClassifier:
-        return freeze_for_prompts(ft_model, train_head).to(device)
-
-    if cfg.method.name in ("pl", *PEFT_METHODS):  # every method on the frozen FT model, with its head-only baseline
+    if method.frozen_base:
         cases = list(cfg.scenario.train_cases)
-        epochs, lr = cfg.method.epochs or cfg.trainer.epochs, cfg.method.lr or cfg.trainer.lr
-        views = cfg.method.cached_views if cfg.method.cache_features != "off" else 0
+        epochs, lr = schedule(cfg)
         if cfg.method.head_only_baseline:
-            head = Stage("head_only", frozen_copy(True), None, "none", ["none"], cases,
-                         epochs, lr, cfg.trainer.weight_decay, cache_views=views)
-            accuracy["head_only"], val["head_only"], stages["head_only"] = _train_and_eval(
-                ctx, head, seed=cfg.seed + 1, modes=["none"])
-    if cfg.method.name == "pl":
-        bank = PromptBank.from_config(cfg).to(device)
-        train_mode = "oracle" if cfg.method.prompt_training == "per_scenario" else "uncertain"
-        pl = Stage("pl", frozen_copy(cfg.method.train_head), bank, train_mode,
-                   ["uncertain", "oracle"], cases, epochs, lr, cfg.trainer.weight_decay, cache_views=views,
-                   orthogonality=cfg.method.orthogonality)
-        acc, v, stages["pl"] = _train_and_eval(ctx, pl, seed=cfg.seed + 2, modes=["uncertain", "oracle"])
-        accuracy["pl_uncertain"], accuracy["pl_oracle"] = acc["uncertain"], acc["oracle"]
-        val["pl_uncertain"], val["pl_oracle"] = v["uncertain"], v["oracle"]
-        final_model, final_bank, main_mode = pl.model, bank, "pl_uncertain"
-    elif cfg.method.name in PEFT_METHODS:  # LoRA / adapter baselines: new layers (+ head) train, no prompts
-        name = cfg.method.name
-        peft = Stage(name, build_peft_model(frozen_copy(cfg.method.train_head), cfg.method).to(device), None,
-                     "none", ["none"], cases, epochs, lr, cfg.trainer.weight_decay)
-        accuracy[name], val[name], stages[name] = _train_and_eval(
-            ctx, peft, seed=cfg.seed + 2, modes=["none"])
-        final_model, main_mode = peft.model, name
+            views = cfg.method.cached_views if cfg.method.cache_features != "off" else 0
+            head = Stage.frozen(HEAD_ONLY, freeze_for_prompts(ft_model, True).to(device), cases, epochs, lr,
+                                cfg.trainer.weight_decay, cache_views=views)
+            _train_and_eval(ctx, head, cfg.seed + 1, accuracy, val, stages)
+        final = method.build_stage(cfg, freeze_for_prompts(ft_model, cfg.method.train_head), device)
+        _train_and_eval(ctx, final, cfg.seed + 2, accuracy, val, stages)
 
     atomic_torch_save(job_dir / "model.pt", {
-        "model": final_model.state_dict(), "bank": final_bank.state_dict() if final_bank else None,
+        "model": final.model.state_dict(), "bank": final.bank.state_dict() if final.bank else None,
         "class_names": data.class_names, "ft_key": ft_info["key"],
     })
-    objective_value = (stages[cfg.method.name]["best_val"] if cfg.objective == "val_acc"
-                       else val[main_mode][cfg.objective.removeprefix("val_")])
+    main_key = method.main_key
+    objective_value = (stages[method.name]["best_val"] if cfg.objective == "val_acc"
+                       else val[main_key][cfg.objective.removeprefix("val_")])
     return {
-        "accuracy": accuracy, "val": val, "stages": stages, "main_mode": main_mode,
+        "accuracy": accuracy, "val": val, "stages": stages, "main_mode": main_key,
         "objective": {"name": cfg.objective, "value": objective_value},
         "split": {**data.sizes(), "how": data.info.get("split")}, "data_info": data.info,
         "class_names": data.class_names, "wall_time_s": round(time.perf_counter() - started, 2),
@@ -224,16 +211,17 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
     }
 
 
-def _train_and_eval(ctx: Context, stage: Stage, seed: int, modes: list[str]):
-    """Fit a frozen-model stage with a resumable checkpoint in ``ctx.resume_dir``; evaluate test and val."""
+def _train_and_eval(ctx: Context, stage: Stage, seed: int, accuracy: dict[str, Any], val: dict[str, Any],
+                    stages: dict[str, Any]) -> None:
+    """Fit a frozen-model stage with a resumable checkpoint in ``ctx.resume_dir``; add its test and validation
+    accuracy (``{result key: {case: accuracy}}``) and its stage record to the job's."""
     result = fit(stage, ctx.feed(), ctx.cfg.trainer, ctx.device, seed=seed, autocast=ctx.autocast,
                  checkpoint_path=ctx.resume_dir / f"last_{stage.name}.pt")
-    test, val = ctx.evaluate(stage, "test", modes), ctx.evaluate(stage, "val", modes)
+    accuracy.update(ctx.evaluate(stage, "test"))
+    val.update(ctx.evaluate(stage, "val"))
     trainable = sum(p.numel() for p in stage.trainable())
-    info = {"best_epoch": result.best_epoch, "best_val": result.best_val, "history": result.history,
-            "resources": result.resources,
-            "params": {"trainable": trainable,
-                       "total": count_parameters(stage.model) + (count_parameters(stage.bank) if stage.bank else 0)}}
-    if len(modes) == 1:
-        return test[modes[0]], val[modes[0]], info
-    return test, val, info
+    stages[stage.name] = {
+        "best_epoch": result.best_epoch, "best_val": result.best_val, "history": result.history,
+        "resources": result.resources,
+        "params": {"trainable": trainable,
+                   "total": count_parameters(stage.model) + (count_parameters(stage.bank) if stage.bank else 0)}}

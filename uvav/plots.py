@@ -11,14 +11,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from uvav.tables import CASES, MODES, STAGES, accuracy_values, resource_table  # noqa: E402
+from uvav.cases import CASE_LABELS  # noqa: E402
+from uvav.methods import FT, METHODS, result_labels, stage_labels  # noqa: E402
+from uvav.tables import accuracy_values, resource_table  # noqa: E402
 
 
 def plot_accuracy(stats: pd.DataFrame, group: str, label: str, path: Path) -> None:
     """Grouped bars: test accuracy per case, one bar per method, error bars = std over seeds."""
-    part = stats[(stats["group"] == group) & stats["column"].isin(MODES.values())]
-    cases = [c for c in CASES if c in set(part["case"])]
-    columns = [c for c in MODES.values() if c in set(part["column"])]
+    labels = result_labels().values()
+    part = stats[(stats["group"] == group) & stats["column"].isin(labels)]
+    cases = [c for c in CASE_LABELS if c in set(part["case"])]
+    columns = [c for c in labels if c in set(part["column"])]
     width = 0.8 / max(len(columns), 1)
     fig, ax = plt.subplots(figsize=(1.6 * len(cases) + 2, 3.6))
     x = np.arange(len(cases))
@@ -26,7 +29,7 @@ def plot_accuracy(stats: pd.DataFrame, group: str, label: str, path: Path) -> No
         rows = part[part["column"] == column].set_index("case").reindex(cases)
         ax.bar(x + (i - (len(columns) - 1) / 2) * width, rows["mean"], width, yerr=rows["std"].fillna(0),
                capsize=3, label=column)
-    ax.set_xticks(x, [CASES[c] for c in cases], rotation=15, ha="right", fontsize=8)
+    ax.set_xticks(x, [CASE_LABELS[c] for c in cases], rotation=15, ha="right", fontsize=8)
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
     n = int(part["n"].max()) if len(part) else 0
@@ -36,8 +39,11 @@ def plot_accuracy(stats: pd.DataFrame, group: str, label: str, path: Path) -> No
 
 
 def plot_prompt_length(tidy: pd.DataFrame, studies: pd.DataFrame, path: Path, case: str = "mixed") -> bool:
-    """Left: test accuracy of the PL jobs vs prompt length; right: each Optuna trial's objective. False if no data."""
-    pl = tidy[(tidy["method"] == "pl") & (tidy["case"] == case)] if len(tidy) else tidy
+    """Left: test accuracy of the jobs of methods with prompts vs prompt length; right: each Optuna trial's
+    objective. False if no data."""
+    prompted = [m for m in METHODS if m.uses_prompts]
+    keys = [key for m in prompted for key in m.result_keys]
+    pl = tidy[tidy["method"].isin([m.name for m in prompted]) & (tidy["case"] == case)] if len(tidy) else tidy
     length_col = "params_prompt.length"
     has_study = len(studies) and length_col in studies
     if (not len(pl) or pl["prompt_length"].nunique() < 2) and not has_study:
@@ -46,13 +52,14 @@ def plot_prompt_length(tidy: pd.DataFrame, studies: pd.DataFrame, path: Path, ca
     ax = axes[0]
     lrs = sorted(pl["method_lr"].dropna().unique()) if len(pl) else []
     for i, lr in enumerate(lrs):  # one line per PL learning rate: pooling over them would hide the effect
-        for mode, style in (("pl_uncertain", "-"), ("pl_oracle", ":")):
+        for j, mode in enumerate(keys):
+            style = ["-", ":", "--", "-."][j % 4]
             rows = pl[(pl["mode"] == mode) & (pl["method_lr"] == lr)]
             stats = rows.groupby("prompt_length")["accuracy"].agg(["mean", "std"]).sort_index()
             if len(stats):
                 ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3,
-                            color=f"C{i}", linestyle=style, label=f"{MODES[mode]}, lr={lr:g}")
-    ft = pl[pl["mode"] == "ft"]["accuracy"] if len(pl) else pd.Series(dtype=float)
+                            color=f"C{i}", linestyle=style, label=f"{result_labels()[mode]}, lr={lr:g}")
+    ft = pl[pl["mode"] == FT]["accuracy"] if len(pl) else pd.Series(dtype=float)
     if len(ft):
         ax.axhline(ft.mean(), color="k", linestyle="--", label=f"FT (mean of {len(ft)} jobs)")
     _length_axis(ax, pl["prompt_length"] if len(pl) else [])
@@ -89,7 +96,8 @@ def plot_resources(frame: pd.DataFrame, group: str, label: str, path: Path) -> b
     if table.empty:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-    colors = [f"C{list(STAGES.values()).index(m)}" for m in table["Method"]]
+    order = list(stage_labels().values())
+    colors = [f"C{order.index(m)}" for m in table["Method"]]
     axes[0].bar(table["Method"], table["Training memory (bytes)"] / 2**20, color=colors)
     axes[0].set_ylabel("peak training memory (MiB)")
     axes[1].bar(table["Method"], table["Time per epoch (s)"], yerr=table["Time per epoch std (s)"].fillna(0),

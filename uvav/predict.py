@@ -17,8 +17,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from uvav.api import InputError, Prediction, RunError, describe_mode, list_inputs, load_run, prediction_rows
+from uvav.api import InputError, Prediction, RunError, list_inputs, load_run, prediction_rows
 from uvav.config import config_dir
+from uvav.methods import describe_result
 from uvav.outputs import atomic_write_bytes
 
 log = logging.getLogger("uvav.predict")
@@ -28,7 +29,7 @@ def format_one(pred: Prediction) -> str:
     """The prediction of one sample as a few readable lines."""
     given = [f"{kind}={src}" for kind, src in (("audio", pred.audio), ("image", pred.image)) if src]
     lines = [f"input: {' '.join(given)}" + (f" ({' and '.join(pred.missing)} missing: zeros)" if pred.missing else ""),
-             f"mode: {describe_mode(pred.mode, pred.case)}"]
+             f"mode: {describe_result(pred.mode, pred.case)}"]
     if pred.note:
         lines.append(f"note: {pred.note}")
     width = max(len(name) for name, _ in pred.top)

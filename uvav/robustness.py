@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from uvav.api import load_run
+from uvav.methods import METHODS
 from uvav.outputs import atomic_write_json
 
 SEVERITIES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
@@ -46,7 +47,7 @@ def run_curves(path: str | Path, severities=SEVERITIES, fractions=FRACTIONS) -> 
         curves["fraction_missing"][mode] = [
             [f, (1 - f) * acc["complete"] + f / 2 * (acc["noisy_audio"] + acc["noisy_visual"])] for f in fractions]
     result = {"run": str(Path(path).resolve()), "method": run.method, "seed": run.config.seed,
-              "prompt_training": run.config.method.get("prompt_training"), "curves": curves,
+              "variant": METHODS.get(run.method).variant(run.config.method), "curves": curves,
               "definition": __doc__.split("For each run:")[1].split("With ``--out``")[0].strip()}
     atomic_write_json(Path(path) / "robustness.json", result)
     return result
@@ -57,7 +58,7 @@ def tidy(results: list[dict[str, Any]]) -> pd.DataFrame:
     for result in results:
         for axis, per_mode in result["curves"].items():
             for mode, points in per_mode.items():
-                label = mode if mode != "pl_uncertain" or result["prompt_training"] != "joint" else "pl_uncertain_joint"
+                label = mode + result.get("variant", "")  # e.g. pl_uncertain_joint: prompts trained as used
                 rows += [{"run": result["run"], "seed": result["seed"], "axis": axis, "mode": label, "x": x,
                           "accuracy": acc} for x, acc in points]
     return pd.DataFrame(rows)

@@ -16,7 +16,9 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from uvav.config import RESULT_NEUTRAL_KEYS, ConfigError, config_dir, register_configs, validate, without_keys
+from uvav.config import JOB_KEY_NEUTRAL, ConfigError, config_dir, register_configs, validate, without_keys
+from uvav.jobs import read_finished
+from uvav.methods import FT
 from uvav.outputs import (
     SCHEMA_VERSION,
     atomic_write_json,
@@ -24,7 +26,6 @@ from uvav.outputs import (
     file_lock,
     fingerprint,
     link_or_copy,
-    read_json,
 )
 from uvav.pipeline import run_pipeline
 
@@ -53,8 +54,8 @@ def main(cfg: DictConfig) -> float:
     key = job_key(cfg)
     finished = Path(cfg.paths.cache_dir).expanduser() / "jobs" / key
     with file_lock(finished.with_suffix(".lock")):  # the same job twice at once: the second waits, then reuses
-        metrics = read_json(finished / "metrics.json") if cfg.reuse_finished else None
-        if metrics is not None and metrics.get("status") == "completed" and (finished / "model.pt").exists():
+        metrics = read_finished(finished, need_model=True)[0] if cfg.reuse_finished else None
+        if metrics is not None:
             log.info("reusing the finished job with the same config (%s)", finished)
             metrics = {**metrics, "reused_from": metrics.get("job_dir"),
                        "overrides": list(hydra_cfg.overrides.task)}
@@ -76,7 +77,7 @@ def main(cfg: DictConfig) -> float:
 
 def job_key(cfg: DictConfig) -> str:
     """What identifies a job's result: the resolved config without settings that cannot change it."""
-    container = without_keys(OmegaConf.to_container(cfg, resolve=True), (*RESULT_NEUTRAL_KEYS, "reuse_finished"))
+    container = without_keys(OmegaConf.to_container(cfg, resolve=True), JOB_KEY_NEUTRAL)
     return fingerprint({"schema": SCHEMA_VERSION, "config": container})
 
 
@@ -95,7 +96,7 @@ def _run_fresh(cfg: DictConfig, job_dir: Path, choices: dict, key: str, resume_d
 
 def _log_table(metrics: dict) -> None:
     modes = list(metrics["accuracy"])
-    cases = list(metrics["accuracy"]["ft"])
+    cases = list(metrics["accuracy"][FT])
     lines = ["test accuracy", f"{'case':<14}" + "".join(f"{m:>14}" for m in modes)]
     for case in cases:
         cells = "".join(f"{metrics['accuracy'][m].get(case, float('nan')):>14.3f}" for m in modes)

@@ -10,44 +10,12 @@ be formed in any order, by any number of DataLoader workers, and a resumed run d
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from uvav.config import CASES
-
-# case name -> (audio corrupted, visual corrupted)
-CASE_EFFECTS: dict[str, tuple[bool, bool]] = {
-    "complete": (False, False),
-    "noisy_audio": (True, False),  # the paper's "vision only"
-    "noisy_visual": (False, True),  # the paper's "audio only"
-    "noise_both": (True, True),
-}
-CASE_INDEX = {name: i for i, name in enumerate(CASES)}
-
-
-@dataclass(frozen=True)
-class Noise:
-    """Corruption settings (mirrors :class:`uvav.config.NoiseConfig`)."""
-
-    audio: tuple[str, ...] = ("gaussian", "time_roll", "freq_mask")
-    visual: tuple[str, ...] = ("black", "gaussian", "blur", "pixelate")
-    severity: float = 1.0
-    audio_gaussian_std: float = 10.0
-    both_gaussian_std: float = 1.0
-    max_time_roll: int = 64
-    max_freq_mask: int = 32
-    visual_gaussian_std: float = 5.0
-    blur_kernel: int = 51
-    pixelate_factor: float = 0.05
-    eval_seed: int = 1234
-
-    @classmethod
-    def from_config(cls, cfg) -> Noise:
-        fields = {k: cfg[k] for k in cls.__dataclass_fields__}
-        fields["audio"], fields["visual"] = tuple(cfg.audio), tuple(cfg.visual)
-        return cls(**fields)
+from uvav.cases import CASE_EFFECTS, CASE_INDEX, CASES
+from uvav.config import NoiseConfig
 
 
 def _randint(low: int, high: int, gen: torch.Generator) -> int:
@@ -55,7 +23,7 @@ def _randint(low: int, high: int, gen: torch.Generator) -> int:
     return int(torch.randint(low, high + 1, (1,), generator=gen).item())
 
 
-def corrupt_audio(x: torch.Tensor, kind: str, noise: Noise, both: bool, gen: torch.Generator) -> torch.Tensor:
+def corrupt_audio(x: torch.Tensor, kind: str, noise: NoiseConfig, both: bool, gen: torch.Generator) -> torch.Tensor:
     """Corrupt one fbank ``[T, F]``."""
     s = noise.severity
     if kind == "missing":
@@ -92,7 +60,7 @@ def blur(image: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
     return x.squeeze(0)
 
 
-def corrupt_visual(x: torch.Tensor, kind: str, noise: Noise, gen: torch.Generator) -> torch.Tensor:
+def corrupt_visual(x: torch.Tensor, kind: str, noise: NoiseConfig, gen: torch.Generator) -> torch.Tensor:
     """Corrupt one image ``[3, H, W]``. Kernel and pixel sizes are defined at 224 px and scaled to H."""
     s = noise.severity
     size = x.shape[-1]
@@ -114,7 +82,7 @@ def corrupt_visual(x: torch.Tensor, kind: str, noise: Noise, gen: torch.Generato
 
 
 def corrupt_sample(
-    audio: torch.Tensor, visual: torch.Tensor, case_id: int, noise: Noise, gen: torch.Generator
+    audio: torch.Tensor, visual: torch.Tensor, case_id: int, noise: NoiseConfig, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply case ``CASES[case_id]`` to one sample (fbank ``[T, F]``, image ``[3, H, W]``), choosing one noise
     kind per corrupted modality; inputs are left untouched."""
@@ -148,13 +116,13 @@ def sample_generator(*parts: object) -> torch.Generator:
     return torch.Generator().manual_seed(sample_seed(*parts))
 
 
-def eval_generator(noise: Noise, case: str, salt: int, index: int) -> torch.Generator:
+def eval_generator(noise: NoiseConfig, case: str, salt: int, index: int) -> torch.Generator:
     """The draws of sample ``index`` of an evaluation set under ``case`` (``salt``: 0 test, 1 validation)."""
     return sample_generator("eval", noise.eval_seed, salt, case, index)
 
 
 def eval_sample(
-    audio: torch.Tensor, visual: torch.Tensor, case: str, noise: Noise, salt: int, index: int
+    audio: torch.Tensor, visual: torch.Tensor, case: str, noise: NoiseConfig, salt: int, index: int
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Sample ``index`` of an evaluation set under ``case``: (audio, visual, case id). ``mixed`` draws the case
     of each sample uniformly over the four cases."""

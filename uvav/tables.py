@@ -6,22 +6,9 @@ import math
 
 import pandas as pd
 
-CASES = {
-    "complete": "Complete",
-    "noisy_audio": "Noisy audio (vision only)",
-    "noisy_visual": "Noisy visual (audio only)",
-    "noise_both": "Noise to both",
-    "mixed": "Mixed (uncertain)",
-}
-MODES = {"ft": "FT", "head_only": "Head only", "pl_uncertain": "FT + PL (uncertain)", "pl_oracle": "FT + PL (oracle)",
-         "lora": "FT + LoRA", "adapter": "FT + adapter"}
-IMPROVEMENTS = {  # column: (minuend mode, subtrahend mode); paired per job, then mean/std over seeds
-    "Improvement (PL unc. - FT)": ("pl_uncertain", "ft"),
-    "Improvement over head only": ("pl_uncertain", "head_only"),
-    "Improvement (LoRA - FT)": ("lora", "ft"),
-    "Improvement (adapter - FT)": ("adapter", "ft"),
-}
-STAGES = {"ft": "FT", "head_only": "Head only", "pl": "PL", "lora": "LoRA", "adapter": "Adapter"}
+from uvav.cases import CASE_LABELS
+from uvav.methods import improvements, result_labels, stage_labels
+
 MISSING_CELL = "-"
 
 
@@ -32,10 +19,10 @@ def accuracy_values(tidy: pd.DataFrame) -> pd.DataFrame:
     """Mean, std (sample, ddof=1) and n over seeds per group x case x column, improvements paired per job."""
     wide = tidy.pivot_table(index=["group", "group_label", "job_dir", "seed", "case"], columns="mode",
                             values="accuracy", aggfunc="first")
-    for name, (a, b) in IMPROVEMENTS.items():
+    for name, (a, b) in improvements().items():
         if a in wide and b in wide:
             wide[name] = wide[a] - wide[b]
-    wide = wide.rename(columns=MODES)
+    wide = wide.rename(columns=result_labels())
     long = wide.reset_index().melt(id_vars=["group", "group_label", "job_dir", "seed", "case"], var_name="column",
                                    value_name="value").dropna(subset=["value"])
     stats = long.groupby(["group", "group_label", "case", "column"], sort=False)["value"].agg(
@@ -51,23 +38,25 @@ def _cell(mean: float, std: float, n: int, signed: bool) -> str:
 def accuracy_table(stats: pd.DataFrame, group: str) -> pd.DataFrame:
     """The paper's layout for one group: rows are cases, columns methods and improvements, cells mean ± std."""
     part = stats[stats["group"] == group]
-    columns = [*MODES.values(), *IMPROVEMENTS]
-    table = pd.DataFrame(MISSING_CELL, index=[CASES[c] for c in CASES if c in set(part["case"])], columns=columns)
+    gains = improvements()
+    columns = [*result_labels().values(), *gains]
+    table = pd.DataFrame(MISSING_CELL, index=[label for c, label in CASE_LABELS.items() if c in set(part["case"])],
+                         columns=columns)
     for row in part.itertuples():
-        table.loc[CASES.get(row.case, row.case), row.column] = _cell(row.mean, row.std, row.n,
-                                                                     row.column in IMPROVEMENTS)
+        table.loc[CASE_LABELS.get(row.case, row.case), row.column] = _cell(row.mean, row.std, row.n,
+                                                                           row.column in gains)
     table.index.name = "Case"
     return table.loc[:, (table != MISSING_CELL).any()]
 
 
 def resource_table(frame: pd.DataFrame, group: str) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Per stage (FT, head only, PL): memory, saving vs FT, time per epoch, ratio vs FT, parameters, device.
+    """Per stage (FT, head only, each method's): memory, saving vs FT, time per epoch, ratio vs FT, parameters, device.
 
     Means over the group's seeds; returns the numeric table and the measurement methods by footnote mark.
     """
     jobs = frame[frame["group"] == group]
     rows, notes = [], {}
-    for stage, label in STAGES.items():
+    for stage, label in stage_labels().items():
         col = f"{stage}_time_per_epoch_s"
         if col not in jobs or jobs[col].isna().all():
             continue

@@ -23,42 +23,77 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from uvav.cases import PromptMode
+from uvav.config import NoiseConfig
 from uvav.data.base import AVSplit
 from uvav.data.loading import EvalSet, LoaderOptions, TrainSet, epoch_order
 from uvav.evaluation import SALTS, evaluate_split, score
+from uvav.methods import FT
 from uvav.models.classifier import AVClassifier
 from uvav.models.prompts import PromptBank
 from uvav.outputs import atomic_torch_save
 from uvav.resources import ResourceMeter
-from uvav.scenarios import Noise, sample_generator
+from uvav.scenarios import sample_generator
 from uvav.token_cache import TokenCache, cache_dtype, encode_into
 
 log = logging.getLogger(__name__)
+
+
+PROMPTED_MODES = (PromptMode.UNCERTAIN.value, PromptMode.ORACLE.value)  # a prompted stage's scores; first selects
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Stage:
-    """What one training stage optimises and how its forward pass picks prompts.
+    """What one training stage optimises and how its forward pass picks prompts. Build one with a factory:
+    :meth:`finetune`, :meth:`frozen`, :meth:`prompted` or :meth:`trained` (evaluation only).
 
-    ``mode``: ``none`` (no prompts), ``oracle`` (each sample its own case's prompt set) or ``uncertain``
-    (all sets). ``eval_modes``: modes to validate with; the first is the model-selection metric.
+    ``train_mode``: the prompt mode of training, ``none`` (no prompts), ``oracle`` (each sample its own case's
+    prompt set) or ``uncertain`` (all sets). ``eval_modes``: modes to score with; the first is the
+    model-selection metric.
     """
 
     name: str
     model: AVClassifier
-    bank: PromptBank | None
-    train_mode: str
-    eval_modes: list[str]
     train_cases: list[str]
-    epochs: int
-    lr: float
-    weight_decay: float
+    bank: PromptBank | None = None
+    train_mode: str = "none"
+    eval_modes: tuple[str, ...] = ("none",)
+    epochs: int = 0
+    lr: float = 0.0
+    weight_decay: float = 0.0
     cache_views: int = 0  # > 0: precompute this many corrupted views of the frozen encoders' outputs
     orthogonality: float = 0.0  # weight of the prompt sets' orthogonality penalty in the loss
+
+    @classmethod
+    def finetune(cls, model: AVClassifier, cases: list[str], epochs: int, lr: float, weight_decay: float) -> Stage:
+        """Every weight of ``model`` trains, no prompts (the FT stage)."""
+        return cls(name=FT, model=model, train_cases=list(cases), epochs=epochs, lr=lr, weight_decay=weight_decay)
+
+    @classmethod
+    def frozen(cls, name: str, model: AVClassifier, cases: list[str], epochs: int, lr: float, weight_decay: float,
+               cache_views: int = 0) -> Stage:
+        """Only ``model``'s parameters that require grad train (head only, LoRA, adapters), no prompts."""
+        return cls(name=name, model=model, train_cases=list(cases), epochs=epochs, lr=lr, weight_decay=weight_decay,
+                   cache_views=cache_views)
+
+    @classmethod
+    def prompted(cls, name: str, model: AVClassifier, bank: PromptBank, train_mode: str, cases: list[str],
+                 epochs: int, lr: float, weight_decay: float, cache_views: int = 0,
+                 orthogonality: float = 0.0) -> Stage:
+        """Prompts (and the parameters of ``model`` that require grad) train; scored uncertain, then oracle."""
+        return cls(name=name, model=model, bank=bank, train_mode=train_mode, eval_modes=PROMPTED_MODES,
+                   train_cases=list(cases), epochs=epochs, lr=lr, weight_decay=weight_decay,
+                   cache_views=cache_views, orthogonality=orthogonality)
+
+    @classmethod
+    def trained(cls, name: str, model: AVClassifier, bank: PromptBank | None, cases: list[str]) -> Stage:
+        """A trained model (with its prompts) to evaluate: nothing trains."""
+        modes = PROMPTED_MODES if bank is not None else (PromptMode.NONE.value,)
+        return cls(name=name, model=model, bank=bank, eval_modes=modes, train_cases=list(cases))
 
     def trainable(self) -> list[torch.nn.Parameter]:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -102,7 +137,7 @@ class Feed:
 
     train: AVSplit
     val: AVSplit
-    noise: Noise
+    noise: NoiseConfig
     options: LoaderOptions
     augmentation: tuple[int, int, int] = (0, 0, 0)  # (freq_mask, time_mask, image_shift), training only
     token_dir: Path | None = None

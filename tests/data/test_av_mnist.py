@@ -11,9 +11,9 @@ import torch
 from omegaconf import OmegaConf
 
 import uvav.data.av_mnist as avm
-from uvav.config import AVMnistDataConfig
 from uvav.data import load_data
 from uvav.data.av_mnist import (
+    AVMnistDataConfig,
     ManifestError,
     find_data_root,
     image_pools,

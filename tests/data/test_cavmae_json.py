@@ -12,9 +12,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
-from uvav.config import CavmaeJsonDataConfig, config_dir, register_configs
+from uvav.config import config_dir, register_configs
 from uvav.data import load_data
-from uvav.data.cavmae_json import frame_index
+from uvav.data.cavmae_json import CavmaeJsonDataConfig, frame_index
 from uvav.data.features import BadFileError
 
 from .conftest import write_tone

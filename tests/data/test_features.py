@@ -27,7 +27,7 @@ from .conftest import write_tone
 
 
 def reference_fbank(wave_16k: torch.Tensor, frames: int, mel: int) -> torch.Tensor:
-    """CAV-MAE's recipe written out directly (reference.md §2)."""
+    """CAV-MAE's recipe written out directly (docs/facts.md §2)."""
     wave = wave_16k - wave_16k.mean()
     fb = torchaudio.compliance.kaldi.fbank(
         wave[None], htk_compat=True, sample_frequency=16000, use_energy=False, window_type="hanning",

@@ -21,12 +21,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import uvav.data.store as store_mod
-from uvav.config import UrbanSound8KAVDataConfig
+import uvav.data.store_build as build_mod
 from uvav.data import load_data
 from uvav.data.features import BadFileError, audio_features, images_to_float, load_image
-from uvav.data.store import FeatureStore, StoreSpaceError, StoreSpec, StoreSplit, build_store
-from uvav.data.urbansound8k_av import list_pairs
+from uvav.data.store import FeatureStore, StoreSpaceError, StoreSpec, StoreSplit
+from uvav.data.store_build import build_store
+from uvav.data.urbansound8k_av import UrbanSound8KAVDataConfig, list_pairs
 
 from .conftest import make_us8k, stack
 
@@ -35,7 +35,7 @@ CHUNK = 8  # 40 clips -> 5 chunks
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch) -> None:
-    monkeypatch.setattr(store_mod, "CHUNK_SIZE", CHUNK)
+    monkeypatch.setattr(build_mod, "CHUNK_SIZE", CHUNK)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +154,7 @@ def test_touched_but_intact_chunk_is_kept(root: Path, tmp_path: Path) -> None:
 
 def test_disk_full_before_decoding(root: Path, tmp_path: Path, monkeypatch) -> None:
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(store_mod.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    monkeypatch.setattr(build_mod.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
     with pytest.raises(StoreSpaceError) as err:
         load_data(config(root, tmp_path / "c"))
     needed = 40 * (64 * 32 * 2 + 3 * 32 * 32 + 128) + 5 * 4096 + 65536
@@ -165,7 +165,7 @@ def test_disk_full_before_decoding(root: Path, tmp_path: Path, monkeypatch) -> N
 
 
 def test_disk_full_while_writing(root: Path, tmp_path: Path, monkeypatch) -> None:
-    real = store_mod._HashingWriter.write
+    real = build_mod._HashingWriter.write
     calls = []
 
     def fill_up(self, data: bytes) -> int:
@@ -174,7 +174,7 @@ def test_disk_full_while_writing(root: Path, tmp_path: Path, monkeypatch) -> Non
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(self, data)
 
-    monkeypatch.setattr(store_mod._HashingWriter, "write", fill_up)
+    monkeypatch.setattr(build_mod._HashingWriter, "write", fill_up)
     with pytest.raises(StoreSpaceError, match=r"urbansound8k_av-\w+: needs .* bytes"):
         load_data(config(root, tmp_path))
     folder = next(tmp_path.glob("urbansound8k_av-*"))
@@ -184,11 +184,11 @@ def test_disk_full_while_writing(root: Path, tmp_path: Path, monkeypatch) -> Non
 
 RESUME_SCRIPT = """
 import sys
-import uvav.data.store as store
+import uvav.data.store_build as store_build
 from omegaconf import OmegaConf
-from uvav.config import UrbanSound8KAVDataConfig
+from uvav.data.urbansound8k_av import UrbanSound8KAVDataConfig
 from uvav.data import load_data
-store.CHUNK_SIZE = {chunk}
+store_build.CHUNK_SIZE = {chunk}
 load_data(OmegaConf.structured(UrbanSound8KAVDataConfig(
     root=sys.argv[1], cache_dir=sys.argv[2], target_length=64, num_mel_bins=32, image_size=32, num_workers=2)))
 """
@@ -223,7 +223,7 @@ def test_kill_during_build_then_resume(root: Path, tmp_path: Path) -> None:
     marker, cache, log = tmp_path / "paused", tmp_path / "cache", tmp_path / "stderr.txt"
     script = tmp_path / "build.py"
     script.write_text(RESUME_SCRIPT.format(chunk=CHUNK))
-    env = {**os.environ, store_mod.PAUSE_ENV: f"1:{marker}"}
+    env = {**os.environ, build_mod.PAUSE_ENV: f"1:{marker}"}
     with open(log, "wb") as err:
         proc = subprocess.Popen([sys.executable, str(script), str(root), str(cache)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=err)

@@ -1,29 +1,37 @@
-"""Datasets: each loader returns an :class:`~uvav.data.base.AVData` of normalised features."""
+"""Datasets: each is one module of this package (or a plugin module, see :mod:`uvav.registry`) that defines its
+config schema (extending :class:`~uvav.config.DataConfig`), a loader returning an :class:`AVData` of normalised
+features, and registers a :class:`Dataset`; its YAML is ``conf/data/<name>.yaml``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 from uvav.data.base import AVData, AVSplit
+from uvav.registry import Registry
 
 
-def load_data(cfg, cache_dir: str | None = None) -> AVData:
+@dataclass(frozen=True)
+class Dataset:
+    """What the rest of uvav needs to know about a dataset."""
+
+    name: str
+    schema: type  # the dataclass of data.<keys>
+    load: Callable[[Any, str], AVData]  # (data config node, feature cache folder) -> AVData
+    class_names: tuple[str, ...] | None = None  # known without loading (None: only from the data)
+    decoded: bool = True  # features decoded from audio/image files (so predict can decode a user's files too);
+    # False: generated already normalised, without normalisation statistics
+    path_keys: tuple[str, ...] = ()  # data.<key>s holding file paths (resolved against the run's folder)
+    order: int = 100
+
+
+DATASETS: Registry[Dataset] = Registry("dataset", __name__)
+
+
+def load_data(cfg: Any, cache_dir: str | None = None) -> AVData:
     """Build the dataset named by ``cfg.name`` (a ``data`` config group node)."""
-    if cfg.name == "synthetic":
-        from uvav.data.synthetic import load_synthetic
-
-        return load_synthetic(cfg)
-    if cfg.name == "av_mnist":
-        from uvav.data.av_mnist import load_av_mnist
-
-        return load_av_mnist(cfg, cache_dir)
-    if cfg.name == "urbansound8k_av":
-        from uvav.data.urbansound8k_av import load_urbansound8k_av
-
-        return load_urbansound8k_av(cfg, cache_dir)
-    if cfg.name == "cavmae_json":
-        from uvav.data.cavmae_json import load_cavmae_json
-
-        return load_cavmae_json(cfg, cache_dir)
-    raise ValueError(f"unknown dataset {cfg.name!r}: synthetic, av_mnist, urbansound8k_av or cavmae_json")
+    return DATASETS.get(cfg.name).load(cfg, cache_dir)
 
 
-__all__ = ["AVData", "AVSplit", "load_data"]
+__all__ = ["DATASETS", "AVData", "AVSplit", "Dataset", "load_data"]

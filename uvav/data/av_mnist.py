@@ -13,6 +13,7 @@ import csv
 import gzip
 import os
 import re
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -21,14 +22,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-import uvav
-from uvav.config import AVMnistDataConfig
+from uvav.config import DataConfig
+from uvav.data import DATASETS, Dataset
 from uvav.data.base import AVData, stratified_split
 from uvav.data.features import (
-    NORMALIZE_MODES,
     audio_features,
     bad_file,
-    check_choice,
+    check_decoded_settings,
     clip_seed,
     decode_at,
     feature_settings,
@@ -36,7 +36,8 @@ from uvav.data.features import (
     one_torch_thread,
     resolve_cache_dir,
 )
-from uvav.data.store import StoreSpec, build_store, store_avdata
+from uvav.data.store import StoreSpec, store_avdata
+from uvav.data.store_build import build_store
 
 CLASS_NAMES = [str(d) for d in range(10)]
 RECORDINGS = "fsdd/recordings"
@@ -91,7 +92,7 @@ def candidate_roots(root: str | None = None) -> list[Path]:
         return [Path(root).expanduser()]
     if os.environ.get("UVAV_DATA_ROOT"):
         return [Path(os.environ["UVAV_DATA_ROOT"]).expanduser()]
-    repo = Path(uvav.__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]  # uvav/data/av_mnist.py -> the folder holding the package
     found = [(repo / ".." / "shared" / "data").resolve(), (Path.cwd() / ".." / "shared" / "data").resolve()]
     return list(dict.fromkeys(found))
 
@@ -270,10 +271,28 @@ def select_clips(clips: list[Clip], per_split: int | None) -> list[Clip]:
 
 
 # ---------------------------------------------------------------- loader
+@dataclass
+class AVMnistDataConfig(DataConfig):
+    """AV-MNIST-lite: the files, the difficulty, and training augmentation on by default."""
+
+    name: str = "av_mnist"
+    root: str | None = None  # folder holding fsdd/ and mnist/; None -> $UVAV_DATA_ROOT or ../shared/data
+    freq_mask: int = 24
+    time_mask: int = 24
+    image_shift: int = 2
+    target_length: int = 128
+    image_size: int = 32
+    test_image_fraction: float = 0.3  # share of the MNIST images reserved for the test pool
+    audio_snr_db: float | None = None  # difficulty: mix white noise into every clip at this SNR
+    image_energy_removed: float = 0.0  # difficulty: PCA reconstruction removing this share of energy
+    manifest: str | None = None  # pairing CSV; None -> <feature cache dir>/av_mnist_manifest_seed<seed>.csv
+    normalize: str = "train"  # train (statistics of the training split) | cavmae (-5.081 / 4.4849)
+    max_clips_per_split: int | None = None  # tests/debugging: decode only this many train and test clips
+
+
 def load_av_mnist(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
     """Build AV-MNIST-lite from ``cfg`` (an ``AVMnistDataConfig`` node); features come from the feature store."""
-    check_choice("data.normalize", cfg.normalize, NORMALIZE_MODES)
-    check_choice("data.on_bad_file", cfg.on_bad_file, ("error", "skip"))
+    check_decoded_settings(cfg)
     root = find_data_root(cfg.root)
     cache_dir = resolve_cache_dir(cache_dir, cfg)
     skipped: list[dict[str, str]] = []
@@ -331,3 +350,7 @@ def load_av_mnist(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
     parts = {"train": train_all[tr], "val": train_all[va], "test": test}
     return store_avdata(store, torch.tensor(keep, dtype=torch.long), clip_labels, parts, CLASS_NAMES, cfg.normalize,
                         info, [c.name for c in kept])
+
+
+DATASETS.register(Dataset("av_mnist", AVMnistDataConfig, load_av_mnist,
+                          class_names=tuple(CLASS_NAMES), path_keys=("root", "manifest"), order=10))

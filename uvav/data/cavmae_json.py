@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,16 +24,18 @@ from typing import Any, NamedTuple
 import torch
 from omegaconf.errors import MissingMandatoryValue
 
+from uvav.config import DataConfig
+from uvav.data import DATASETS, Dataset
 from uvav.data.base import AVData, stratified_split
 from uvav.data.features import (
-    NORMALIZE_MODES,
     bad_file,
-    check_choice,
+    check_decoded_settings,
     decode_files,
     feature_settings,
     resolve_cache_dir,
 )
-from uvav.data.store import StoreSpec, build_store, store_avdata
+from uvav.data.store import StoreSpec, store_avdata
+from uvav.data.store_build import build_store
 
 LAYOUT = ("datafiles {\"data\": [{\"video_id\", \"wav\", \"video_path\", \"labels\"}]}, audio at <wav>, frames at "
           "<video_path>/frame_<i>/<video_id>.jpg for i in 0..num_frames-1, a label CSV with header "
@@ -129,10 +132,25 @@ def read_datafile(
     return entries
 
 
+@dataclass
+class CavmaeJsonDataConfig(DataConfig):
+    """CAV-MAE's datafiles: JSON ``{"data": [{"video_id", "wav", "video_path", "labels"}]}`` + a label CSV."""
+
+    name: str = "cavmae_json"
+    train_json: str | None = None  # required (checked when the data is loaded)
+    val_json: str | None = None  # None -> val_fraction of train_json, stratified by class (seeded by seed)
+    test_json: str | None = None  # required
+    label_csv: str | None = None  # required; header index,mid,display_name; class order = index
+    num_frames: int = 10  # frames extracted per clip: <video_path>/frame_<i>/<video_id>.jpg, i < num_frames
+    frame: str = "middle"  # middle (num_frames // 2, CAV-MAE's evaluation frame) | a fixed index 0..num_frames-1
+    target_length: int = 1024
+    image_size: int = 224
+    normalize: str = "cavmae"  # cavmae (-5.081 / 4.4849) | train (statistics of the training split)
+
+
 def load_cavmae_json(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
     """Build a dataset from CAV-MAE datafiles (``cfg``: a ``CavmaeJsonDataConfig`` node)."""
-    check_choice("data.normalize", cfg.normalize, NORMALIZE_MODES)
-    check_choice("data.on_bad_file", cfg.on_bad_file, ("error", "skip"))
+    check_decoded_settings(cfg)
     frame = frame_index(cfg.frame, cfg.num_frames)
     label_csv = setting(cfg, "label_csv")
     class_names, mids = read_label_csv(label_csv)
@@ -179,3 +197,7 @@ def load_cavmae_json(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
     names = [f"{items[i].video_id}:{items[i].audio}" for i in keep]
     return store_avdata(store, torch.tensor(keep, dtype=torch.long), labels, parts, class_names, cfg.normalize,
                         info, names)
+
+
+DATASETS.register(Dataset("cavmae_json", CavmaeJsonDataConfig, load_cavmae_json,
+                          path_keys=("train_json", "val_json", "test_json", "label_csv"), order=30))

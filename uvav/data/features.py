@@ -1,6 +1,6 @@
 """Feature extraction shared by the real-data loaders: decoding files, and what the feature store is keyed on.
 
-Audio follows CAV-MAE (reference.md §2): WAV -> mono -> 16 kHz -> minus its mean -> Kaldi fbank -> pad/crop
+Audio follows CAV-MAE (docs/facts.md §2): WAV -> mono -> 16 kHz -> minus its mean -> Kaldi fbank -> pad/crop
 to ``target_length`` frames ``[T, F]``. Images: RGB, bicubic resize of the shorter side, centre crop,
 ``uint8 [3, S, S]``, turned into ImageNet-normalised floats when a sample is read. The decoded, *unnormalised*
 features of a dataset live in an on-disk store (:mod:`uvav.data.store`) named by a hash of every source file
@@ -208,6 +208,13 @@ def cache_key(sources: Sequence[str | Path], settings: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- splits
+def check_decoded_settings(cfg: Any) -> None:
+    """The choices every decoded dataset's config has (``data.normalize``, ``data.on_bad_file``), checked before
+    any decoding."""
+    check_choice("data.normalize", cfg.normalize, NORMALIZE_MODES)
+    check_choice("data.on_bad_file", cfg.on_bad_file, ("error", "skip"))
+
+
 def check_choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
     """Fail early (before any decoding) on a setting outside ``allowed``."""
     if value not in allowed:

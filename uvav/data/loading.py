@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from uvav.config import NoiseConfig
 from uvav.data.base import AVSplit
-from uvav.scenarios import Noise, augment_sample, corrupt_sample, draw_case, eval_sample, sample_generator
+from uvav.scenarios import augment_sample, corrupt_sample, draw_case, eval_sample, sample_generator
 
 
 def available_cores() -> int:
@@ -74,7 +75,7 @@ class TrainSet(Dataset):
     corruption, with draws from a generator seeded by ``(seed, epoch, i)``. Items: ``(audio, visual, label,
     case_id)``. ``stream`` names the use (``train``; ``view`` for cached views) so that uses never share draws."""
 
-    def __init__(self, split: AVSplit, noise: Noise, cases: Sequence[str], seed: int, epoch: int = 0,
+    def __init__(self, split: AVSplit, noise: NoiseConfig, cases: Sequence[str], seed: int, epoch: int = 0,
                  augmentation: tuple[int, int, int] = (0, 0, 0), stream: str = "train") -> None:
         self.split, self.noise, self.seed, self.epoch, self.stream = split, noise, seed, epoch, stream
         self.cases = tuple(cases)
@@ -102,7 +103,7 @@ class EvalSet(Dataset):
     ``cases[k // N]``, corrupted as :func:`uvav.scenarios.eval_sample` fixes it. Items: ``(audio, visual,
     label, case_id, case_position)``, where ``case_position`` indexes ``cases`` (``mixed`` included)."""
 
-    def __init__(self, split: AVSplit, noise: Noise, cases: Sequence[str], salt: int) -> None:
+    def __init__(self, split: AVSplit, noise: NoiseConfig, cases: Sequence[str], salt: int) -> None:
         self.split, self.noise, self.cases, self.salt = split, noise, list(cases), salt
 
     def __len__(self) -> int:

@@ -16,9 +16,12 @@ therefore really costs accuracy, and what a method recovers under a missing or n
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
+from uvav.config import DataConfig
+from uvav.data import DATASETS, Dataset
 from uvav.data.base import AVData, TensorSplit
 
 NUM_CLASSES = 8
@@ -71,7 +74,19 @@ def make_split(n: int, frames: int, mel: int, size: int, cfg, gen: torch.Generat
     return TensorSplit(_audio(labels, frames, mel, cfg, gen), _visual(labels, size, cfg, gen), labels)
 
 
-def load_synthetic(cfg) -> AVData:
+@dataclass
+class SyntheticDataConfig(DataConfig):
+    name: str = "synthetic"
+    num_train: int = 2400
+    num_val: int = 600
+    num_test: int = 1000
+    audio_noise: float = 0.6  # std of the background noise in the generated fbank (normalised units)
+    visual_noise: float = 0.6
+    weak_cue_strength: float = 0.3  # amplitude of the faint band / the tint (see uvav/data/synthetic.py)
+    weak_cue_reliability: float = 0.85  # share of samples whose weak cue agrees with the label
+
+
+def load_synthetic(cfg, cache_dir: str | None = None) -> AVData:
     """Generate train / val / test from ``cfg.seed`` (same seed -> same tensors)."""
     gen = torch.Generator().manual_seed(cfg.seed)
     args = (cfg.target_length, cfg.num_mel_bins, cfg.image_size, cfg)
@@ -85,3 +100,7 @@ def load_synthetic(cfg) -> AVData:
         "visual_shape": list(train.visual.shape[1:]),
     }
     return AVData(train, val, test, CLASS_NAMES, info)
+
+
+DATASETS.register(Dataset("synthetic", SyntheticDataConfig, load_synthetic,
+                          class_names=tuple(CLASS_NAMES), decoded=False, order=0))

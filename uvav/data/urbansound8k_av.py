@@ -1,4 +1,4 @@
-"""UrbanSound8K-AV (reference.md §4): UrbanSound8K clips paired with one image each, ten classes.
+"""UrbanSound8K-AV (docs/facts.md §4): UrbanSound8K clips paired with one image each, ten classes.
 
 Layout ``<root>/Dataset_v3_sound/<class>/<name>.wav`` + ``<root>/Dataset_v3_vision/<class>/<name>.jpg``
 (``.jpeg`` / ``.png`` too). Split ``stratified`` (per class, seeded) or ``folds`` (UrbanSound8K's folds
@@ -8,24 +8,29 @@ and listed in ``info["skipped_files"]`` with ``on_bad_file=skip``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
 import torch
+from omegaconf import MISSING
 from omegaconf.errors import MissingMandatoryValue
 
+from uvav.config import DataConfig
+from uvav.data import DATASETS, Dataset
 from uvav.data.base import AVData, stratified_split
 from uvav.data.features import (
-    NORMALIZE_MODES,
     bad_file,
     check_choice,
+    check_decoded_settings,
     decode_files,
     feature_settings,
     resolve_cache_dir,
 )
-from uvav.data.store import StoreSpec, build_store, store_avdata
+from uvav.data.store import StoreSpec, store_avdata
+from uvav.data.store_build import build_store
 
 CLASS_NAMES = [
     "air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling",
@@ -149,11 +154,23 @@ def split_folds(
     return {"train": rest[tr], "val": rest[va], "test": test}
 
 
+@dataclass
+class UrbanSound8KAVDataConfig(DataConfig):
+    name: str = "urbansound8k_av"
+    root: str = MISSING  # folder with Dataset_v3_sound/<class>/*.wav and Dataset_v3_vision/<class>/*.jpg
+    target_length: int = 400
+    image_size: int = 224
+    split: str = "stratified"  # stratified (per class, seeded by seed) | folds (UrbanSound8K's folds)
+    test_fraction: float = 0.3  # split=stratified: share of each class held out for test
+    metadata_csv: str | None = None  # UrbanSound8K.csv (slice_file_name, fold, classID) for split=folds
+    test_folds: list[int] = field(default_factory=lambda: [10])  # split=folds: these folds are the test set
+    normalize: str = "train"  # train (statistics of the training split) | cavmae (-5.081 / 4.4849)
+
+
 def load_urbansound8k_av(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
     """Build UrbanSound8K-AV from ``cfg`` (an ``UrbanSound8KAVDataConfig`` node)."""
     check_choice("data.split", cfg.split, SPLITS)
-    check_choice("data.normalize", cfg.normalize, NORMALIZE_MODES)
-    check_choice("data.on_bad_file", cfg.on_bad_file, ("error", "skip"))
+    check_decoded_settings(cfg)
     root = find_root(cfg)
     cache_dir = resolve_cache_dir(cache_dir, cfg)
     skipped: list[dict[str, str]] = []
@@ -189,3 +206,7 @@ def load_urbansound8k_av(cfg: Any, cache_dir: str | Path | None = None) -> AVDat
                                               "image_size", "fbank", "image_resize")},
     }
     return store_avdata(store, rows, labels, parts, CLASS_NAMES, cfg.normalize, info, names)
+
+
+DATASETS.register(Dataset("urbansound8k_av", UrbanSound8KAVDataConfig, load_urbansound8k_av,
+                          class_names=tuple(CLASS_NAMES), path_keys=("root", "metadata_csv"), order=20))

@@ -11,7 +11,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from uvav.models.backbone import ModalityEncoder, audio_grid, image_grid
-from uvav.models.fusion import FusionLayer
+from uvav.models.fusion import CrossBlock, FusionLayer
 from uvav.models.prompts import Prompts
 
 
@@ -95,3 +95,8 @@ def _init_weights(module: nn.Module) -> None:
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def transformer_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every transformer block (``name``, module): encoder blocks, fusion cross-blocks, shared blocks."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, (Block, CrossBlock))]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from uvav.config import CASES
+from uvav.cases import CASES
 from uvav.models.fusion import DIRECTIONS
 
 

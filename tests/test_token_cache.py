@@ -9,15 +9,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from uvav.config import NoiseConfig
 from uvav.data.base import TensorSplit
 from uvav.data.loading import LoaderOptions, TrainSet
 from uvav.evaluation import evaluate_split
 from uvav.models.prompts import PromptBank
 from uvav.resources import ResourceMeter
-from uvav.scenarios import Noise
 from uvav.train import Feed, Stage, _build_caches, fit, freeze_for_prompts, logits_for
 
-from .test_models import tiny_model
+from .conftest import tiny_model
 
 CASES = ["complete", "noisy_audio", "noisy_visual", "noise_both"]
 CPU = torch.device("cpu")
@@ -28,7 +28,7 @@ def make_stage(views: int, kind: str = "attention") -> Stage:
     torch.manual_seed(0)
     model = freeze_for_prompts(tiny_model(), train_head=True)
     bank = PromptBank(CASES, kind, 2, 32, 1)
-    return Stage("pl", model, bank, "oracle", ["uncertain"], CASES, 1, 1e-3, 0.0, cache_views=views)
+    return Stage.prompted("pl", model, bank, "oracle", CASES, 1, 1e-3, 0.0, cache_views=views)
 
 
 def split(n: int = 12) -> TensorSplit:
@@ -38,7 +38,7 @@ def split(n: int = 12) -> TensorSplit:
 
 
 def feed(tmp_path, workers: int = 0, dtype: str = "fp32") -> Feed:
-    return Feed(split(), split(8), Noise(), LoaderOptions(workers), token_dir=tmp_path, cache_dtype=dtype)
+    return Feed(split(), split(8), NoiseConfig(), LoaderOptions(workers), token_dir=tmp_path, cache_dtype=dtype)
 
 
 @pytest.mark.parametrize("dtype, tol", [("fp32", 1e-5), ("fp16", 2e-2)])
@@ -76,7 +76,7 @@ def test_cache_batches_are_the_same_from_workers(tmp_path):
 
 
 def test_evaluation_does_not_depend_on_batch_size_or_workers():
-    stage, noise = make_stage(0), Noise()
+    stage, noise = make_stage(0), NoiseConfig()
     one = evaluate_split(stage, split(), noise, 0, ["uncertain", "oracle"], CPU, 5, contextlib.nullcontext,
                          LoaderOptions(0))
     two = evaluate_split(stage, split(), noise, 0, ["uncertain", "oracle"], CPU, 7, contextlib.nullcontext,
@@ -96,7 +96,7 @@ def test_frozen_stage_encodes_each_batch_once_for_every_mode(monkeypatch, kind, 
         return encode(*args, **kwargs)
 
     monkeypatch.setattr(stage.model, "encode", counting)
-    evaluate_split(stage, split(), Noise(), 0, ["uncertain", "oracle"], CPU, 6, contextlib.nullcontext,
+    evaluate_split(stage, split(), NoiseConfig(), 0, ["uncertain", "oracle"], CPU, 6, contextlib.nullcontext,
                    LoaderOptions(0))
     batches = 12 * 5 // 6  # 12 samples x 5 cases, 6 per batch
     # frozen: one encoding per batch shared by both modes; otherwise every mode runs the whole forward pass

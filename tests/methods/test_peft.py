@@ -7,17 +7,25 @@ import copy
 import pytest
 import torch
 
-from uvav.config import CASES, EVAL_CASES, ConfigError, validate
+from uvav.cases import CASES, EVAL_CASES
+from uvav.config import ConfigError, validate
+from uvav.methods import METHODS
+from uvav.methods.adapter import AdaptedMlp
+from uvav.methods.lora import LoRALinear
 from uvav.models.classifier import AVClassifier, count_parameters
-from uvav.models.peft import AdaptedMlp, LoRALinear, build_peft_model, peft_parameters
 from uvav.models.prompts import PromptBank
 from uvav.outputs import fingerprint
 from uvav.pipeline import ft_config, run_pipeline
 from uvav.train import freeze_for_prompts
 
-from .conftest import compose_config
+from ..conftest import compose_config
 
 torch.set_num_threads(1)
+
+
+def prepare(model: AVClassifier, method) -> AVClassifier:
+    """The method's layers inserted into ``model`` (its registry entry's ``prepare``)."""
+    return METHODS.get(method.name).prepare(model, method)
 
 
 def _model(cfg) -> AVClassifier:
@@ -36,7 +44,7 @@ def _inputs(cfg, batch: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
 def test_starts_identical_to_ft_and_keeps_original_keys(method):
     cfg = compose_config(f"method={method}")
     ft = _model(cfg)
-    peft = build_peft_model(freeze_for_prompts(ft, True), cfg.method)
+    peft = prepare(freeze_for_prompts(ft, True), cfg.method)
     audio, visual = _inputs(cfg)
     with torch.no_grad():
         assert torch.equal(ft(audio, visual), peft(audio, visual))  # zero-initialised B / up-projection
@@ -59,19 +67,19 @@ def test_starts_identical_to_ft_and_keeps_original_keys(method):
 
 def test_adapted_mlp_survives_deepcopy_and_applying_twice_fails():
     cfg = compose_config("method=adapter")
-    model = build_peft_model(_model(cfg), cfg.method)
+    model = prepare(_model(cfg), cfg.method)
     clone = copy.deepcopy(model)
     mlp = clone.audio.blocks[0].mlp
     assert isinstance(mlp, AdaptedMlp) and mlp._mlp.fc1 is mlp.fc1  # the forward uses the copy's own layers
     assert mlp.fc1 is not model.audio.blocks[0].mlp.fc1
     with pytest.raises(ValueError, match="already"):
-        build_peft_model(model, cfg.method)
+        prepare(model, cfg.method)
     lora_cfg = compose_config("method=lora")
-    lora = build_peft_model(_model(lora_cfg), lora_cfg.method)
+    lora = prepare(_model(lora_cfg), lora_cfg.method)
     with pytest.raises(ValueError, match="already"):
-        build_peft_model(lora, lora_cfg.method)
+        prepare(lora, lora_cfg.method)
     pl = _model(compose_config("method=pl"))
-    assert build_peft_model(pl, compose_config("method=pl").method) is pl  # other methods: unchanged
+    assert METHODS.get("pl").prepare(pl, compose_config("method=pl").method) is pl  # other methods: unchanged
     assert not any(isinstance(m, (LoRALinear, AdaptedMlp)) for m in pl.modules())
 
 
@@ -86,8 +94,9 @@ def test_parameter_counts(backbone):
     b = lora_cfg.backbone
     d, blocks, fusion = b.embed_dim, 2 * b.depth + b.shared_depth, b.fusion_depth
     r, m = lora_cfg.method.lora_rank, adapter_cfg.method.adapter_bottleneck
-    lora = sum(p.numel() for p in peft_parameters(build_peft_model(_model(lora_cfg), lora_cfg.method)))
-    adapter = sum(p.numel() for p in peft_parameters(build_peft_model(_model(adapter_cfg), adapter_cfg.method)))
+    lora = sum(p.numel() for p in METHODS.get("lora").new_parameters(prepare(_model(lora_cfg), lora_cfg.method)))
+    adapter = sum(p.numel() for p in METHODS.get("adapter").new_parameters(
+        prepare(_model(adapter_cfg), adapter_cfg.method)))
     prompts = count_parameters(PromptBank(list(CASES), "attention", 4, d, fusion))
     assert lora == r * d * (6 * blocks + 14 * fusion)
     assert adapter == (2 * d * m + m + d) * (blocks + 2 * fusion)
@@ -104,8 +113,18 @@ def test_parameter_counts(backbone):
      ("method.lora_targets=[]", "method.lora_targets")],
 )
 def test_bad_sizes_name_the_key(override, key):
+    method = key.split(".")[1].split("_")[0]  # lora_* keys belong to method=lora, adapter_* to method=adapter
     with pytest.raises(ConfigError, match=f"'{key}'"):
-        validate(compose_config("method=lora", override))
+        validate(compose_config(f"method={method}", override))
+
+
+def test_a_key_of_another_method_is_rejected_at_composition():
+    """Each method has its own schema: LoRA's settings do not exist on an adapter (or FT) run."""
+    from hydra.errors import ConfigCompositionException
+
+    for method in ("adapter", "ft", "pl"):
+        with pytest.raises(ConfigCompositionException, match="method.lora_rank"):
+            compose_config(f"method={method}", "method.lora_rank=8")
 
 
 def test_configs_validate_and_share_the_pl_ft_model():
@@ -142,10 +161,10 @@ def test_pipeline_trains_only_new_layers_and_head(method, head_only, shared_cach
     changed = {k for k in ft_state if not torch.equal(ft_state[k], saved["model"][k])}
     assert changed and all(k.startswith("head.") for k in changed)  # original weights bit-identical
 
-    rebuilt = build_peft_model(AVClassifier.from_config(cfg.backbone, cfg.data, len(saved["class_names"])),
+    rebuilt = prepare(AVClassifier.from_config(cfg.backbone, cfg.data, len(saved["class_names"])),
                                cfg.method)
     rebuilt.load_state_dict(saved["model"])  # strict: the rebuilt model has exactly the saved keys
-    new_params = peft_parameters(rebuilt)
+    new_params = METHODS.get(cfg.method.name).new_parameters(rebuilt)
     zero_init = [p for n, p in rebuilt.named_parameters() if n.endswith(("lora_b", "adapter.up.weight"))]
     assert zero_init and all(p.abs().sum() > 0 for p in zero_init)  # trained: B / up moved away from zero
     assert stage["params"]["trainable"] == sum(p.numel() for p in new_params) + count_parameters(rebuilt.head)

@@ -10,13 +10,9 @@ from uvav.models.classifier import AVClassifier
 from uvav.models.prompts import PromptBank
 from uvav.train import freeze_for_prompts
 
+from ..conftest import tiny_model
+
 CASES = ["complete", "noisy_audio", "noisy_visual", "noise_both"]
-
-
-def tiny_model(fusion_depth: int = 1) -> AVClassifier:
-    return AVClassifier(num_classes=5, target_length=32, num_mel_bins=32, image_size=16, embed_dim=32,
-                        num_heads=2, depth=1, shared_depth=1, fusion_depth=fusion_depth, patch_size=8,
-                        image_patch_size=4)
 
 
 def batch(n: int = 3):

@@ -1,0 +1,118 @@
+"""Finished jobs on disk: where they are, and what makes one usable, in one place.
+
+Aggregation, the method comparison, job reuse (``uvav.run``) and :func:`uvav.load_run` all ask
+:func:`read_finished`. A job is usable when its ``metrics.json`` is a completed job's (status ``completed``,
+an ``accuracy`` table with the FT model's row, a finite objective), of this uvav's schema version, and not stale
+(its overrides are those of the folder's ``.hydra/overrides.yaml``); for reuse and rebuilding, ``model.pt`` must
+be there too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from uvav.methods import FT
+from uvav.outputs import SCHEMA_VERSION
+
+
+@dataclass
+class Job:
+    """One job folder: its metrics (when usable) or the reason it is not."""
+
+    path: Path
+    metrics: dict[str, Any] | None = None
+    reason: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    choices: dict[str, Any] = field(default_factory=dict)
+
+
+def find_job_dirs(roots: list[Path]) -> list[Path]:
+    """Folders holding ``.hydra/`` or ``metrics.json`` under ``roots`` (not descending into a job folder)."""
+    found: list[Path] = []
+    for root in roots:
+        for current, dirnames, filenames in os.walk(root):
+            if ".hydra" in dirnames or "metrics.json" in filenames:
+                found.append(Path(current))
+                dirnames[:] = []
+            else:
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    return sorted(set(found))
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def read_job(path: Path) -> Job:
+    """Read one job folder; ``reason`` says why it cannot be used (``None`` when it can)."""
+    job = Job(path)
+    overrides = _load_yaml(path / ".hydra" / "overrides.yaml")
+    job.overrides = [str(o) for o in overrides] if isinstance(overrides, list) else []
+    hydra_cfg = _load_yaml(path / ".hydra" / "hydra.yaml")
+    choices = (((hydra_cfg or {}).get("hydra") or {}).get("runtime") or {}).get("choices") or {}
+    job.choices = {k: v for k, v in choices.items() if not str(k).startswith("hydra")}
+    job.metrics, job.reason = read_finished(path, job.overrides)
+    return job
+
+
+def read_finished(folder: Path, overrides: list[str] | None = None, need_model: bool = False
+                  ) -> tuple[dict[str, Any] | None, str | None]:
+    """``(metrics, None)`` for a usable finished job, ``(None, why not)`` otherwise. ``overrides``: the folder's own
+    (a ``metrics.json`` with others is stale); ``need_model``: ``model.pt`` must be there too."""
+    file = folder / "metrics.json"
+    if not file.exists():
+        partial = sorted(folder.glob(".metrics.json.*.tmp"))
+        hint = "; a partial .metrics.json.*.tmp is there (killed while writing)" if partial else ""
+        return None, f"no metrics.json (not finished: failed, killed or still running){hint}{_last_error(folder)}"
+    try:
+        metrics = json.loads(file.read_text())
+    except OSError as error:
+        return None, f"metrics.json unreadable: {error}"
+    except ValueError as error:
+        return None, f"metrics.json is not valid JSON (half-written or corrupt): {error}"
+    problem = metrics_problem(metrics, overrides)
+    if problem is None and need_model and not (folder / "model.pt").is_file():
+        problem = "no model.pt beside metrics.json (the saved model is missing)"
+    return (None, problem) if problem else (metrics, None)
+
+
+def metrics_problem(metrics: Any, overrides: list[str] | None = None) -> str | None:
+    """Why a ``metrics.json`` content is not a usable finished job's (``None`` when it is)."""
+    if not isinstance(metrics, dict):
+        return "metrics.json is not a JSON object"
+    if metrics.get("status") != "completed":
+        return f"status is {metrics.get('status')!r}, not 'completed'"
+    version = metrics.get("schema_version")
+    if version != SCHEMA_VERSION:
+        return f"schema_version {version!r}: this uvav reads version {SCHEMA_VERSION}"
+    accuracy = metrics.get("accuracy")
+    if not isinstance(accuracy, dict) or not isinstance(accuracy.get(FT), dict):
+        return f"metrics.json has no accuracy.{FT} table"
+    objective = (metrics.get("objective") or {}).get("value")
+    if not isinstance(objective, (int, float)) or not math.isfinite(objective):
+        return f"objective is {objective!r} (the job raised: a failed job / Optuna trial)"
+    if overrides and "overrides" in metrics and sorted(metrics["overrides"]) != sorted(overrides):
+        return "stale metrics.json: its overrides differ from .hydra/overrides.yaml (folder reused by a later job)"
+    return None
+
+
+def _last_error(path: Path) -> str:
+    """The last ERROR line of the job's log, if any."""
+    for log in sorted(path.glob("*.log")):
+        try:
+            lines = [line for line in log.read_text(errors="replace").splitlines() if "ERROR" in line]
+        except OSError:
+            continue
+        if lines:
+            return f"; log: {lines[-1].strip()[-200:]}"
+    return ""

@@ -1,0 +1,209 @@
+"""Training methods: what each trains, which results it reports, and how tables show them.
+
+Every method is one module of this package (or a plugin module, see :mod:`uvav.registry`) that defines its
+config schema (extending :class:`~uvav.config.MethodConfig`) and registers a :class:`Method`; its YAML is
+``conf/method/<name>.yaml``. The pipeline (:mod:`uvav.pipeline`), the tables (:mod:`uvav.tables`), the comparison
+(:mod:`uvav.compare`), robustness curves and ``load_run`` read everything they need from here.
+
+Two kinds: ``ft`` trains every weight; every other method is *frozen-base*: it starts from the fine-tuned model
+of the same data, backbone and seed (trained first when absent), and is reported beside the head-only baseline
+trained on that same frozen model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from uvav.cases import CASES, result_key
+from uvav.config import MethodConfig, require
+from uvav.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+    from omegaconf import DictConfig
+
+    from uvav.models.classifier import AVClassifier
+    from uvav.train import Stage
+
+FT = "ft"  # the fine-tuned model's stage and result key
+HEAD_ONLY = "head_only"  # the baseline of every frozen-base method: the frozen model with its head retrained
+HEAD_ONLY_LABEL = "Head only"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of the method comparison (``python -m uvav.compare``): result ``key`` of this method's jobs whose
+    ``method.<k>`` equal ``where``, with the resources of ``stage``; columns are sorted by ``order``."""
+
+    label: str
+    key: str
+    stage: str
+    order: int = 50
+    where: dict[str, Any] = field(default_factory=dict)
+
+
+class Method:
+    """A training method. Subclasses set the class attributes and override what differs."""
+
+    name: ClassVar[str]
+    schema: ClassVar[type[MethodConfig]]
+    order: ClassVar[int] = 100  # position in tables (ft 0; built-in frozen-base methods 10, 20, 30)
+    frozen_base: ClassVar[bool] = True
+    uses_prompts: ClassVar[bool] = False  # its saved model has a prompt bank
+    eval_modes: ClassVar[tuple[str, ...]] = ("none",)  # prompt modes its stage is scored in; the first selects
+    title: ClassVar[str]  # its name in tables ("LoRA"): the defaults of the four table facts below derive from it
+    comparison_order: ClassVar[int] = 50  # position of its default comparison column
+    summary: ClassVar[str]  # one line: what the method trains (describe_result)
+
+    def __repr__(self) -> str:
+        return f"<method {self.name} ({type(self).__module__})>"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Result key -> accuracy-table column."""
+        return {self.name: f"FT + {self.title}"}
+
+    @property
+    def stage_label(self) -> str:
+        """The method's row of the resource table."""
+        return self.title
+
+    @property
+    def improvements(self) -> dict[str, tuple[str, str]]:
+        """Improvement column -> (minuend, subtrahend) result keys."""
+        return {f"Improvement ({self.title} - FT)": (self.name, FT)}
+
+    @property
+    def comparison(self) -> tuple[Column, ...]:
+        """Its columns of the method comparison."""
+        return (Column(self.title, self.name, self.name, order=self.comparison_order),)
+
+    @property
+    def result_keys(self) -> list[str]:
+        return [result_key(self.name, mode) for mode in self.eval_modes]
+
+    @property
+    def main_key(self) -> str:
+        """The result key of the method's headline number (``metrics.json``'s ``main_mode``)."""
+        return self.result_keys[0]
+
+    def check(self, cfg: DictConfig) -> None:
+        """Reject values of this method's own fields that cannot run (:class:`uvav.config.ConfigError`)."""
+
+    def prepare(self, model: AVClassifier, method: Any) -> AVClassifier:
+        """The layers a saved model of this method has beyond an AVClassifier, added before ``load_state_dict``."""
+        return model
+
+    def build_stage(self, cfg: DictConfig, base: AVClassifier, device: torch.device) -> Stage:
+        """The training stage of a frozen-base method on ``device``, from ``base``: a frozen copy of the FT model on
+        the CPU (its head trains when ``method.train_head``). New parameters are made on the CPU, then moved, so
+        that their initial values do not depend on the device."""
+        raise NotImplementedError(f"method {self.name} has no stage on a frozen base")
+
+    def describe(self, key: str, case: str | None = None) -> str:
+        """One line saying what result ``key`` (one of :attr:`result_keys`) means."""
+        return f"{key}: {self.summary}"
+
+    def variant(self, method: Any) -> str:
+        """A suffix telling jobs of this method apart in curves (e.g. how prompts were trained); '' by default."""
+        return ""
+
+
+class FrozenBaseMethod(Method):
+    """Common checks of the frozen-base settings (:class:`FrozenBaseConfig`)."""
+
+    def check(self, cfg: DictConfig) -> None:
+        m = cfg.method
+        require(m.base_scenario in CASES, "method.base_scenario", m.base_scenario, f"one of {list(CASES)}")
+        require(m.cache_features in ("auto", "on", "off"), "method.cache_features", m.cache_features,
+                "auto, on or off")
+        require(m.cached_views >= 1, "method.cached_views", m.cached_views, "an integer >= 1")
+        require(m.cache_dtype in ("auto", "bf16", "fp16", "fp32"), "method.cache_dtype", m.cache_dtype,
+                "auto, bf16, fp16 or fp32")
+        require(m.cache_device_gb >= 0, "method.cache_device_gb", m.cache_device_gb, ">= 0")
+
+
+class PeftMethod(FrozenBaseMethod):
+    """A method that inserts new layers into the frozen model (LoRA, adapters): :meth:`prepare` inserts them (new
+    parameters require grad), and they train with the head on mixed batches of the training cases, no prompts."""
+
+    def prepare(self, model: AVClassifier, method: Any) -> AVClassifier:
+        raise NotImplementedError
+
+    def new_parameters(self, model: AVClassifier) -> list[torch.nn.Parameter]:
+        """The parameters :meth:`prepare` added (not the head, not the wrapped weights)."""
+        raise NotImplementedError
+
+    def build_stage(self, cfg: DictConfig, base: AVClassifier, device: torch.device) -> Stage:
+        from uvav.train import Stage
+
+        epochs, lr = schedule(cfg)
+        return Stage.frozen(self.name, self.prepare(base, cfg.method).to(device), list(cfg.scenario.train_cases),
+                            epochs, lr, cfg.trainer.weight_decay)
+
+
+@dataclass
+class FrozenBaseConfig(MethodConfig):
+    """Settings of every method that trains on the frozen FT model (and of its head-only baseline)."""
+
+    train_head: bool = True  # the classifier head trains with the method's own parameters
+    head_only_baseline: bool = True  # also train the head alone (no prompts, no new layers): the honest baseline
+    base_scenario: str = "complete"  # training case of the FT model that is frozen
+    cache_features: str = "auto"  # reuse frozen encoder outputs across epochs: auto | on | off
+    cached_views: int = 4  # corrupted views per sample and case precomputed when caching
+    cache_dtype: str = "auto"  # cached encoder outputs: auto (bf16 on CUDA, fp16 on CPU) | bf16 | fp16 | fp32
+    cache_device_gb: float = 16.0  # cached encoder outputs stay on the GPU up to this size, else in a file
+
+
+METHODS: Registry[Method] = Registry("method", __name__)
+
+
+def schedule(cfg: DictConfig) -> tuple[int, float]:
+    """(epochs, lr) of the method's stage: its own, else the trainer's."""
+    return cfg.method.epochs or cfg.trainer.epochs, cfg.method.lr or cfg.trainer.lr
+
+
+def result_labels() -> dict[str, str]:
+    """Every result key -> its accuracy-table column, in table order (FT, head only, then each method's)."""
+    labels: dict[str, str] = {}
+    for method in METHODS:
+        if method.frozen_base:
+            labels.setdefault(HEAD_ONLY, HEAD_ONLY_LABEL)
+        labels.update(method.labels)
+    return labels
+
+
+def stage_labels() -> dict[str, str]:
+    """Every stage -> its resource-table row, in table order."""
+    labels: dict[str, str] = {}
+    for method in METHODS:
+        if method.frozen_base:
+            labels.setdefault(HEAD_ONLY, HEAD_ONLY_LABEL)
+        labels[method.name] = method.stage_label
+    return labels
+
+
+def improvements() -> dict[str, tuple[str, str]]:
+    """Improvement column -> (minuend, subtrahend) result keys, paired per job."""
+    return {name: pair for method in METHODS for name, pair in method.improvements.items()}
+
+
+def comparison_columns() -> list[tuple[Method, Column]]:
+    """The comparison's columns in order, each with the method whose jobs fill it."""
+    pairs = [(method, column) for method in METHODS for column in method.comparison]
+    return sorted(pairs, key=lambda pair: pair[1].order)
+
+
+def describe_result(key: str, case: str | None = None) -> str:
+    """One line saying what result ``key`` means (``ft``, ``pl_uncertain``, ``lora``, ...)."""
+    if key == HEAD_ONLY:
+        return f"{HEAD_ONLY}: the frozen FT model with only its head retrained, no prompts"
+    for method in METHODS:
+        if key in method.result_keys:
+            return method.describe(key, case)
+    return key
+
+
+__all__ = ["FT", "HEAD_ONLY", "METHODS", "Column", "FrozenBaseConfig", "FrozenBaseMethod", "Method", "PeftMethod",
+           "comparison_columns", "describe_result", "improvements", "result_labels", "schedule", "stage_labels"]

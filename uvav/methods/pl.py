@@ -1,0 +1,76 @@
+"""``method=pl``: prompt learning on the frozen FT model, one prompt set per training case (the paper's method).
+
+Training: ``method.prompt_training=per_scenario`` (the paper) gives each sample the prompt set of its own case
+(oracle); ``joint`` trains all sets together as they are used at test time (uncertain). Results: ``pl_uncertain``
+(all sets concatenated: the case is unknown) and ``pl_oracle`` (each sample its own case's set).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from uvav.cases import PromptMode
+from uvav.config import require
+from uvav.methods import HEAD_ONLY, METHODS, Column, FrozenBaseConfig, FrozenBaseMethod, schedule
+from uvav.models.prompts import PromptBank
+from uvav.train import PROMPTED_MODES, Stage
+
+
+@dataclass
+class PlConfig(FrozenBaseConfig):
+    name: str = "pl"
+    prompt_training: str = "per_scenario"  # per_scenario (paper: each case its own set) | joint (all, as used)
+    orthogonality: float = 0.0  # weight of a loss keeping the case prompt sets apart (0 = off)
+
+
+class PromptLearning(FrozenBaseMethod):
+    name = "pl"
+    schema = PlConfig
+    order = 10
+    uses_prompts = True
+    eval_modes = PROMPTED_MODES
+    labels = {"pl_uncertain": "FT + PL (uncertain)", "pl_oracle": "FT + PL (oracle)"}
+    title = "PL"
+    improvements = {"Improvement (PL unc. - FT)": ("pl_uncertain", "ft"),
+                    "Improvement over head only": ("pl_uncertain", HEAD_ONLY)}
+    per_scenario = {"prompt_training": "per_scenario"}
+    comparison = (
+        Column("Head only", HEAD_ONLY, HEAD_ONLY, order=30, where=per_scenario),
+        Column("Prompts (oracle)", "pl_oracle", "pl", order=31, where=per_scenario),
+        Column("Prompts (uncertain, per-scenario training)", "pl_uncertain", "pl", order=32, where=per_scenario),
+        Column("Prompts (uncertain, trained as used)", "pl_uncertain", "pl", order=33,
+               where={"prompt_training": "joint"}),
+    )
+    summary = "frozen FT model with prompts"
+
+    def check(self, cfg) -> None:
+        super().check(cfg)
+        require(cfg.prompt.kind != "none", "prompt", cfg.prompt.kind,
+                "method=pl needs prompts: prompt=input, attention or both (its head-only baseline is "
+                "method.head_only_baseline=true)")
+        require(cfg.method.prompt_training in ("per_scenario", "joint"), "method.prompt_training",
+                cfg.method.prompt_training, "per_scenario or joint")
+        if cfg.method.cache_features == "on":
+            require(cfg.prompt.kind == "attention", "method.cache_features", "on",
+                    "'on' only with prompt=attention (input prompts change the encoders' outputs); use auto")
+
+    def build_stage(self, cfg, base, device) -> Stage:
+        bank = PromptBank.from_config(cfg).to(device)
+        epochs, lr = schedule(cfg)
+        per_scenario = cfg.method.prompt_training == "per_scenario"
+        train_mode = (PromptMode.ORACLE if per_scenario else PromptMode.UNCERTAIN).value
+        views = cfg.method.cached_views if cfg.method.cache_features != "off" else 0
+        return Stage.prompted(self.name, base.to(device), bank, train_mode, list(cfg.scenario.train_cases), epochs, lr,
+                              cfg.trainer.weight_decay, cache_views=views, orthogonality=cfg.method.orthogonality)
+
+    def describe(self, key: str, case: str | None = None) -> str:
+        if key == "pl_uncertain":
+            return "pl_uncertain: all prompt sets concatenated (the case is unknown)"
+        return f"pl_oracle: the prompt set of case {case}" if case else "pl_oracle: each case its own prompt set"
+
+    def variant(self, method: Any) -> str:
+        return "_joint" if method.get("prompt_training") == "joint" else ""
+
+
+METHODS.register(PromptLearning())
