@@ -77,13 +77,14 @@ def compose_cfg(args: argparse.Namespace):
 def run_variant(name, kind, views, base: AVClassifier, feed: Feed, cfg, device, autocast) -> dict:
     if kind is None:
         model = copy.deepcopy(base)
-        stage = Stage.finetune(model, list(CASES), cfg.trainer.epochs, cfg.trainer.lr, cfg.trainer.weight_decay)
-        stage.name = name
+        stage = Stage(name=name, model=model, train_cases=list(CASES), epochs=cfg.trainer.epochs, lr=cfg.trainer.lr,
+                      weight_decay=cfg.trainer.weight_decay)
     else:
         bank = PromptBank(list(CASES), kind, cfg.prompt.length, cfg.backbone.embed_dim,
                           cfg.backbone.fusion_depth).to(device)
-        stage = Stage.prompted(name, freeze_for_prompts(base, True), bank, "oracle", list(CASES), cfg.trainer.epochs,
-                               cfg.trainer.lr, cfg.trainer.weight_decay, cache_views=views)
+        stage = Stage.prompted(name, freeze_for_prompts(base, True), bank, list(CASES), train_mode="oracle",
+                               epochs=cfg.trainer.epochs, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay,
+                               cache_views=views, eval_modes=("uncertain",))
     started = time.perf_counter()
     result = fit(stage, feed, cfg.trainer, device, seed=0, autocast=autocast)
     return {"name": name, "trainable_params": sum(p.numel() for p in stage.trainable()),

@@ -128,3 +128,16 @@ def test_incomplete_or_foreign_runs_say_what_is_missing(runs, tmp_path):
         load_run(broken)
     with pytest.raises(RunError, match="does not exist"):
         load_run(tmp_path / "nowhere")
+
+
+def test_runs_saved_before_the_per_method_schemas_still_load(runs, tmp_path):
+    """Runs saved before issue 12 carry every method's fields in ``config.method`` (one lumped schema); they load
+    and reproduce their numbers."""
+    old = tmp_path / "old"
+    shutil.copytree(runs["pl"], old)
+    metrics = json.loads((old / "metrics.json").read_text())
+    metrics["config"]["method"].update({"lora_rank": 4, "lora_alpha": None, "lora_targets": ["attn.qkv"],
+                                        "adapter_bottleneck": 16})
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    result = load_run(old).evaluate(case="mixed", prompts="all")
+    assert result["matches_reference"] is True

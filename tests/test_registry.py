@@ -101,3 +101,31 @@ def test_every_registered_method_and_dataset_has_its_yaml_and_schema():
         if dataset.name == "blobs":
             continue
         assert (REPO / "conf" / "data" / f"{dataset.name}.yaml").is_file()
+
+
+def test_a_second_definition_of_a_name_and_a_disagreeing_schema_are_refused():
+    from dataclasses import dataclass
+
+    from uvav.methods import METHODS, FrozenBaseConfig, PeftMethod
+
+    METHODS.get("lora")  # the built-in is registered
+
+    @dataclass
+    class LoraConfig(FrozenBaseConfig):
+        name: str = "lora"
+
+    @dataclass
+    class OtherConfig(FrozenBaseConfig):
+        name: str = "other"
+
+    class Impostor(PeftMethod):
+        name, schema, title, summary = "lora", LoraConfig, "LoRA", "another LoRA"
+
+    class Mismatched(PeftMethod):
+        name, schema, title, summary = "mismatched", OtherConfig, "M", "schema named otherwise"
+
+    with pytest.raises(ValueError, match="'lora' is registered twice"):
+        METHODS.register(Impostor())
+    with pytest.raises(ValueError, match="must agree"):
+        METHODS.register(Mismatched())
+    assert type(METHODS.get("lora")).__module__ == "uvav.methods.lora"

@@ -31,3 +31,13 @@ def test_curves_agree_with_per_case_accuracy(tmp_path):
     main([str(run_dir), "--severities", "0", "1", "--out", str(tmp_path / "out")])
     assert (tmp_path / "out" / "robustness.png").stat().st_size > 0
     assert "pl_uncertain" in (tmp_path / "out" / "robustness.csv").read_text()
+
+
+def test_curve_labels_carry_the_method_variant_on_every_mode():
+    """Jobs of a method variant (PL trained as used) get their own curves, oracle included; others keep the key."""
+    from uvav.robustness import tidy
+
+    points = {"audio_severity": {"pl_uncertain": [[0.0, 0.9]], "pl_oracle": [[0.0, 0.8]]}}
+    frame = tidy([{"run": "a", "seed": 0, "variant": "_joint", "curves": points},
+                  {"run": "b", "seed": 0, "variant": "", "curves": points}])
+    assert sorted(frame["mode"]) == ["pl_oracle", "pl_oracle_joint", "pl_uncertain", "pl_uncertain_joint"]

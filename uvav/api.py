@@ -59,13 +59,9 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
     metrics = read_json(root / "metrics.json")
     if metrics is None:
         raise RunError(f"{root / 'metrics.json'} is unreadable or partial: the model cannot be rebuilt")
-    version = metrics.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise RunError(f"{root / 'metrics.json'} has schema_version {version!r}, this uvav reads version "
-                       f"{SCHEMA_VERSION}: the run cannot be rebuilt with this version")
-    problem = metrics_problem(metrics)
+    problem = metrics_problem(metrics)  # the one rule of a usable finished job (uvav.jobs)
     if problem:
-        raise RunError(f"{root} is not a usable finished run ({problem}): nothing to rebuild")
+        raise RunError(f"{root} is not a usable finished run ({problem}): the model cannot be rebuilt")
     config = metrics.get("config") or OmegaConf.to_container(OmegaConf.load(root / ".hydra/config.yaml"),
                                                              resolve=True)
     cfg = _absolutize(OmegaConf.create(config), _run_cwd(root))
@@ -131,7 +127,7 @@ class Run(Predicting):
         self.device = select_device(device or config.trainer.device)
         self.normalization = self._normalization()
         try:
-            method = METHODS.get(self.method)
+            method = self._entry = METHODS.get(self.method)
             self.model = AVClassifier.from_config(config.backbone, config.data, len(self.class_names))
             self.model = method.prepare(self.model, config.method)  # the method's own layers (LoRA, ...)
             self.model.load_state_dict(checkpoint["model"])
@@ -159,7 +155,7 @@ class Run(Predicting):
     @property
     def modes(self) -> list[str]:
         """The inference modes this run has (keys of ``metrics['accuracy']``)."""
-        return [result_key(self.method, mode) for mode in self._stage(self.device).eval_modes]
+        return self._entry.result_keys
 
     def _normalization(self) -> dict[str, Any] | None:
         """The training split's audio statistics; None for generated data (already normalised)."""
@@ -187,7 +183,8 @@ class Run(Predicting):
                 if module is not None:
                     module.to(device)
             self.device = device
-        return Stage.trained(self.method, self.model, self.bank, list(self.config.scenario.train_cases))
+        return Stage.trained(self.method, self.model, self.bank, list(self.config.scenario.train_cases),
+                             eval_modes=self._entry.eval_modes)
 
     def _prompt_modes(self, prompts: str) -> list[str]:
         if prompts not in (*PROMPT_CHOICES, "none"):

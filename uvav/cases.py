@@ -47,7 +47,8 @@ CASE_LABELS: dict[str, str] = {  # row labels of the paper's tables
     Case.NOISE_BOTH.value: "Noise to both",
     Case.MIXED.value: "Mixed (uncertain)",
 }
-PROMPT_MODES: tuple[str, ...] = tuple(m.value for m in PromptMode)
+NO_PROMPTS: tuple[str, ...] = (PromptMode.NONE.value,)  # the scores of a stage without prompts
+PROMPTED_MODES: tuple[str, ...] = (PromptMode.UNCERTAIN.value, PromptMode.ORACLE.value)  # with prompts; first selects
 
 
 def result_key(stage: str, mode: str) -> str:

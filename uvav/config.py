@@ -20,7 +20,7 @@ PROMPT_KINDS = ("none", "input", "attention", "both")
 AUDIO_NOISES = ("gaussian", "time_roll", "freq_mask", "missing")
 VISUAL_NOISES = ("black", "gaussian", "blur", "pixelate")
 
-# Settings that cannot change a result, in tiers by purpose (each tier adds to the one before):
+# Settings that cannot change a result, in tiers by purpose (each adds to RUNTIME_KEYS or to the tier it names):
 # - RUNTIME_KEYS: how fast or where a job runs and how it reports; no number depends on them. Left out of the key
 #   that finds a finished job again (with reuse_finished, which only says whether to look).
 RUNTIME_KEYS = ("trainer.progress", "trainer.num_threads", "trainer.checkpoint_every_epoch",

@@ -1,10 +1,10 @@
 """Finished jobs on disk: where they are, and what makes one usable, in one place.
 
-Aggregation, the method comparison, job reuse (``uvav.run``) and :func:`uvav.load_run` all ask
-:func:`read_finished`. A job is usable when its ``metrics.json`` is a completed job's (status ``completed``,
-an ``accuracy`` table with the FT model's row, a finite objective), of this uvav's schema version, and not stale
-(its overrides are those of the folder's ``.hydra/overrides.yaml``); for reuse and rebuilding, ``model.pt`` must
-be there too.
+Aggregation, the method comparison and job reuse (``uvav.run``) ask :func:`read_finished`; :func:`uvav.load_run`
+asks :func:`metrics_problem` (after checking the run's own files). A job is usable when its ``metrics.json`` is a
+completed job's (status ``completed``, an ``accuracy`` table with the FT model's row, a finite objective), of this
+uvav's schema version, and not stale (its overrides are those of the folder's ``.hydra/overrides.yaml``); for reuse
+and rebuilding, ``model.pt`` must be there too.
 """
 
 from __future__ import annotations

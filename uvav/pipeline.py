@@ -109,10 +109,10 @@ class Context:
     def feed(self) -> Feed:
         """The training and validation data of every stage, and where cached encoder outputs may go."""
         method = self.cfg.method  # the cache settings exist for frozen-base methods (FT caches nothing)
+        cache = {k: method[k] for k in ("cache_dtype", "cache_device_gb") if k in method}  # else Feed's defaults
         return Feed(self.data.train, self.data.val, self.noise, self.options,
                     (self.cfg.data.freq_mask, self.cfg.data.time_mask, self.cfg.data.image_shift),
-                    token_dir=self.resume_dir, cache_dtype=method.get("cache_dtype", "auto"),
-                    cache_device_gb=method.get("cache_device_gb", 16.0))
+                    token_dir=self.resume_dir, **cache)
 
     def evaluate(self, stage: Stage, split: str) -> dict[str, dict[str, float]]:
         """``{result key: {case: accuracy}}`` of ``stage`` on ``split`` (test or val) under every evaluation case,
@@ -147,7 +147,8 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
             log.info("FT model %s reused from %s", key, folder)
             return model, {**info, "reused": True}
         model = build_model(ctx)
-        stage = Stage.finetune(model, spec["train_cases"], spec["epochs"], spec["lr"], ctx.cfg.trainer.weight_decay)
+        stage = Stage.finetune(model, spec["train_cases"], epochs=spec["epochs"], lr=spec["lr"],
+                               weight_decay=ctx.cfg.trainer.weight_decay)
         log.info("training FT model %s on %s (%d epochs)", key, spec["train_cases"], spec["epochs"])
         result = fit(stage, ctx.feed(), ctx.cfg.trainer, ctx.device, seed=ctx.cfg.seed, autocast=ctx.autocast,
                      checkpoint_path=folder / "last.pt")
@@ -189,10 +190,13 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
         epochs, lr = schedule(cfg)
         if cfg.method.head_only_baseline:
             views = cfg.method.cached_views if cfg.method.cache_features != "off" else 0
-            head = Stage.frozen(HEAD_ONLY, freeze_for_prompts(ft_model, True).to(device), cases, epochs, lr,
-                                cfg.trainer.weight_decay, cache_views=views)
+            head = Stage.frozen(HEAD_ONLY, freeze_for_prompts(ft_model, True).to(device), cases, epochs=epochs, lr=lr,
+                                weight_decay=cfg.trainer.weight_decay, cache_views=views)
             _train_and_eval(ctx, head, cfg.seed + 1, accuracy, val, stages)
-        final = method.build_stage(cfg, freeze_for_prompts(ft_model, cfg.method.train_head), device)
+        final = method.build_stage(cfg, freeze_for_prompts(ft_model, cfg.method.train_head).to(device), device)
+        if tuple(final.eval_modes) != tuple(method.eval_modes):
+            raise RuntimeError(f"method {method.name}: its stage scores {final.eval_modes}, its registry entry "
+                               f"reports {method.eval_modes}")
         _train_and_eval(ctx, final, cfg.seed + 2, accuracy, val, stages)
 
     atomic_torch_save(job_dir / "model.pt", {

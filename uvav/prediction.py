@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
-from uvav.cases import CASE_INDEX, result_key
+from uvav.cases import CASE_EFFECTS, CASE_INDEX, result_key
 from uvav.errors import InputError, RunError
 from uvav.methods import describe_result
 
@@ -164,7 +164,8 @@ class Predicting:
             return "none", None, (f"a {self.method} run has no prompts" if prompts == "oracle" else None)
         if prompts == "uncertain":
             return "uncertain", None, None
-        case = "complete" if not missing else ("noisy_audio" if missing == ("audio",) else "noisy_visual")
+        lost = ("audio" in missing, "image" in missing)  # (audio corrupted, visual corrupted), as CASE_EFFECTS
+        case = next(c for c, effects in CASE_EFFECTS.items() if effects == lost)
         if case in self.bank.cases:
             return "oracle", case, None
         return "uncertain", None, f"no prompt set trained for case {case} (trained: {list(self.bank.cases)})"

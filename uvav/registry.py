@@ -10,6 +10,7 @@ uvav lists names.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import pkgutil
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ ENTRY_POINT_GROUP = "uvav.plugins"
 class Named(Protocol):
     name: str
     order: int
+    schema: type  # the dataclass of its config node, whose ``name`` defaults to the entry's name
 
 
 T = TypeVar("T", bound=Named)
@@ -42,9 +44,19 @@ def load_plugins() -> list[str]:
         except ImportError as exc:
             raise ImportError(f"{PLUGINS_ENV} names module {name!r}, which cannot be imported: {exc}") from exc
     for point in entry_points(group=ENTRY_POINT_GROUP):
-        point.load()
+        try:
+            point.load()
+        except Exception as exc:  # noqa: BLE001 - any failure of a third-party plugin is named
+            raise ImportError(f"the {ENTRY_POINT_GROUP} entry point {point.name} = {point.value} cannot be loaded: "
+                              f"{type(exc).__name__}: {exc}") from exc
         names.append(point.value)
     return names
+
+
+def _origin(entry: Named) -> tuple[str, str]:
+    """Where an entry is defined: its schema's source file and qualified name (the same module imported under two
+    names has one origin; two different definitions of one name have two)."""
+    return inspect.getsourcefile(entry.schema) or entry.schema.__module__, entry.schema.__qualname__
 
 
 class Registry(Generic[T]):
@@ -56,11 +68,14 @@ class Registry(Generic[T]):
         self._discovered = False
 
     def register(self, entry: T) -> T:
-        """Add ``entry``; registering the same name twice is an error unless it is the same class again (a
-        module imported under two names)."""
+        """Add ``entry``. A second entry of the same name is an error, unless it is the same definition again (its
+        module imported under two names); so is a schema whose ``name`` is not the entry's."""
+        if getattr(entry.schema, "name", entry.name) != entry.name:
+            raise ValueError(f"{self.kind} {entry.name!r}: its schema {entry.schema.__qualname__} has name "
+                             f"{entry.schema.name!r}; they must agree (the YAML's name too)")
         old = self._entries.get(entry.name)
-        if old is not None and type(old).__qualname__ != type(entry).__qualname__:
-            raise ValueError(f"{self.kind} {entry.name!r} is registered twice: {old!r} and {entry!r}")
+        if old is not None and _origin(old) != _origin(entry):
+            raise ValueError(f"{self.kind} {entry.name!r} is registered twice: by {_origin(old)} and {_origin(entry)}")
         self._entries[entry.name] = entry
         return entry
 
@@ -79,19 +94,12 @@ class Registry(Generic[T]):
         self.discover()
         return iter(sorted(self._entries.values(), key=lambda e: (e.order, e.name)))
 
-    def __contains__(self, name: str) -> bool:
-        try:
-            self.get(name)
-        except UnknownNameError:
-            return False
-        return True
-
     def discover(self, again: bool = False) -> None:
         """Import every module of the package, then the plugins (once, or ``again``)."""
         if self._discovered and not again:
             return
-        self._discovered = True
         package = importlib.import_module(self.package)
         for info in pkgutil.iter_modules(package.__path__, f"{self.package}."):
             importlib.import_module(info.name)
         load_plugins()
+        self._discovered = True  # only once everything imported: a failed import is retried, and raised again

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from uvav.cases import PromptMode
+from uvav.cases import NO_PROMPTS, PROMPTED_MODES, PromptMode
 from uvav.config import NoiseConfig
 from uvav.data.base import AVSplit
 from uvav.data.loading import EvalSet, LoaderOptions, TrainSet, epoch_order
@@ -37,9 +37,6 @@ from uvav.scenarios import sample_generator
 from uvav.token_cache import TokenCache, cache_dtype, encode_into
 
 log = logging.getLogger(__name__)
-
-
-PROMPTED_MODES = (PromptMode.UNCERTAIN.value, PromptMode.ORACLE.value)  # a prompted stage's scores; first selects
 
 
 class NonFiniteLossError(RuntimeError):
@@ -60,8 +57,8 @@ class Stage:
     model: AVClassifier
     train_cases: list[str]
     bank: PromptBank | None = None
-    train_mode: str = "none"
-    eval_modes: tuple[str, ...] = ("none",)
+    train_mode: str = PromptMode.NONE.value
+    eval_modes: tuple[str, ...] = NO_PROMPTS
     epochs: int = 0
     lr: float = 0.0
     weight_decay: float = 0.0
@@ -69,31 +66,31 @@ class Stage:
     orthogonality: float = 0.0  # weight of the prompt sets' orthogonality penalty in the loss
 
     @classmethod
-    def finetune(cls, model: AVClassifier, cases: list[str], epochs: int, lr: float, weight_decay: float) -> Stage:
+    def finetune(cls, model: AVClassifier, cases: list[str], *, epochs: int, lr: float, weight_decay: float) -> Stage:
         """Every weight of ``model`` trains, no prompts (the FT stage)."""
         return cls(name=FT, model=model, train_cases=list(cases), epochs=epochs, lr=lr, weight_decay=weight_decay)
 
     @classmethod
-    def frozen(cls, name: str, model: AVClassifier, cases: list[str], epochs: int, lr: float, weight_decay: float,
+    def frozen(cls, name: str, model: AVClassifier, cases: list[str], *, epochs: int, lr: float, weight_decay: float,
                cache_views: int = 0) -> Stage:
         """Only ``model``'s parameters that require grad train (head only, LoRA, adapters), no prompts."""
         return cls(name=name, model=model, train_cases=list(cases), epochs=epochs, lr=lr, weight_decay=weight_decay,
                    cache_views=cache_views)
 
     @classmethod
-    def prompted(cls, name: str, model: AVClassifier, bank: PromptBank, train_mode: str, cases: list[str],
-                 epochs: int, lr: float, weight_decay: float, cache_views: int = 0,
-                 orthogonality: float = 0.0) -> Stage:
-        """Prompts (and the parameters of ``model`` that require grad) train; scored uncertain, then oracle."""
-        return cls(name=name, model=model, bank=bank, train_mode=train_mode, eval_modes=PROMPTED_MODES,
+    def prompted(cls, name: str, model: AVClassifier, bank: PromptBank, cases: list[str], *, train_mode: str,
+                 epochs: int, lr: float, weight_decay: float, cache_views: int = 0, orthogonality: float = 0.0,
+                 eval_modes: tuple[str, ...] = PROMPTED_MODES) -> Stage:
+        """Prompts (and the parameters of ``model`` that require grad) train; scored in ``eval_modes``."""
+        return cls(name=name, model=model, bank=bank, train_mode=train_mode, eval_modes=tuple(eval_modes),
                    train_cases=list(cases), epochs=epochs, lr=lr, weight_decay=weight_decay,
                    cache_views=cache_views, orthogonality=orthogonality)
 
     @classmethod
-    def trained(cls, name: str, model: AVClassifier, bank: PromptBank | None, cases: list[str]) -> Stage:
-        """A trained model (with its prompts) to evaluate: nothing trains."""
-        modes = PROMPTED_MODES if bank is not None else (PromptMode.NONE.value,)
-        return cls(name=name, model=model, bank=bank, eval_modes=modes, train_cases=list(cases))
+    def trained(cls, name: str, model: AVClassifier, bank: PromptBank | None, cases: list[str], *,
+                eval_modes: tuple[str, ...] = NO_PROMPTS) -> Stage:
+        """A trained model (with its prompts) to evaluate in ``eval_modes``: nothing trains."""
+        return cls(name=name, model=model, bank=bank, eval_modes=tuple(eval_modes), train_cases=list(cases))
 
     def trainable(self) -> list[torch.nn.Parameter]:
         params = [p for p in self.model.parameters() if p.requires_grad]

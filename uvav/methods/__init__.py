@@ -49,7 +49,7 @@ class Method:
     name: ClassVar[str]
     schema: ClassVar[type[MethodConfig]]
     order: ClassVar[int] = 100  # position in tables (ft 0; built-in frozen-base methods 10, 20, 30)
-    frozen_base: ClassVar[bool] = True
+    frozen_base: ClassVar[bool] = False  # trains on the frozen FT model (FrozenBaseMethod); schema: FrozenBaseConfig
     uses_prompts: ClassVar[bool] = False  # its saved model has a prompt bank
     eval_modes: ClassVar[tuple[str, ...]] = ("none",)  # prompt modes its stage is scored in; the first selects
     title: ClassVar[str]  # its name in tables ("LoRA"): the defaults of the four table facts below derive from it
@@ -96,9 +96,8 @@ class Method:
         return model
 
     def build_stage(self, cfg: DictConfig, base: AVClassifier, device: torch.device) -> Stage:
-        """The training stage of a frozen-base method on ``device``, from ``base``: a frozen copy of the FT model on
-        the CPU (its head trains when ``method.train_head``). New parameters are made on the CPU, then moved, so
-        that their initial values do not depend on the device."""
+        """The training stage of a frozen-base method on ``device``, from ``base``: a frozen copy of the FT model,
+        already on ``device`` (its head trains when ``method.train_head``). Its stage scores :attr:`eval_modes`."""
         raise NotImplementedError(f"method {self.name} has no stage on a frozen base")
 
     def describe(self, key: str, case: str | None = None) -> str:
@@ -111,7 +110,9 @@ class Method:
 
 
 class FrozenBaseMethod(Method):
-    """Common checks of the frozen-base settings (:class:`FrozenBaseConfig`)."""
+    """A method on the frozen FT model, beside the head-only baseline; common checks of :class:`FrozenBaseConfig`."""
+
+    frozen_base = True
 
     def check(self, cfg: DictConfig) -> None:
         m = cfg.method
@@ -140,7 +141,7 @@ class PeftMethod(FrozenBaseMethod):
 
         epochs, lr = schedule(cfg)
         return Stage.frozen(self.name, self.prepare(base, cfg.method).to(device), list(cfg.scenario.train_cases),
-                            epochs, lr, cfg.trainer.weight_decay)
+                            epochs=epochs, lr=lr, weight_decay=cfg.trainer.weight_decay)
 
 
 @dataclass

@@ -18,7 +18,6 @@ class FineTuning(Method):
     name = FT
     schema = FtConfig
     order = 0
-    frozen_base = False
     title = "FT"
     labels = {FT: "FT"}
     improvements = {}

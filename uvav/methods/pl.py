@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from uvav.cases import PromptMode
+from uvav.cases import PROMPTED_MODES, PromptMode
 from uvav.config import require
 from uvav.methods import HEAD_ONLY, METHODS, Column, FrozenBaseConfig, FrozenBaseMethod, schedule
 from uvav.models.prompts import PromptBank
-from uvav.train import PROMPTED_MODES, Stage
+from uvav.train import Stage
 
 
 @dataclass
@@ -61,8 +61,9 @@ class PromptLearning(FrozenBaseMethod):
         per_scenario = cfg.method.prompt_training == "per_scenario"
         train_mode = (PromptMode.ORACLE if per_scenario else PromptMode.UNCERTAIN).value
         views = cfg.method.cached_views if cfg.method.cache_features != "off" else 0
-        return Stage.prompted(self.name, base.to(device), bank, train_mode, list(cfg.scenario.train_cases), epochs, lr,
-                              cfg.trainer.weight_decay, cache_views=views, orthogonality=cfg.method.orthogonality)
+        return Stage.prompted(self.name, base.to(device), bank, list(cfg.scenario.train_cases), train_mode=train_mode,
+                              epochs=epochs, lr=lr, weight_decay=cfg.trainer.weight_decay, cache_views=views,
+                              orthogonality=cfg.method.orthogonality, eval_modes=self.eval_modes)
 
     def describe(self, key: str, case: str | None = None) -> str:
         if key == "pl_uncertain":
