@@ -78,7 +78,10 @@ class BackboneConfig:
     """A CAV-MAE-style transformer. ``depth`` blocks per modality, then fusion, then ``shared_depth``."""
 
     name: str = MISSING
-    checkpoint: str | None = None  # CAV-MAE state dict to start from (cavmae_base only)
+    # CAV-MAE weights to start from: a path, an http(s):// or file:// URL, or a published name (cavmae_scale++,
+    # cavmae_scale+, cavmae_base, cavmae_vggsound_65.5; uvav/models/zoo.py); downloads are cached
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None  # verify the checkpoint file (a mismatch deletes a downloaded copy)
     embed_dim: int = 64
     num_heads: int = 4
     depth: int = 2

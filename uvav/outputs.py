@@ -20,6 +20,8 @@
   (median over epochs after the first), ``epoch_times_s``, ``peak_train_memory_bytes`` with ``memory_method``,
   ``device``; ``cached_features`` (cached frozen-encoder outputs: ``views``, ``bytes``, ``build_s``, and for
   ``train``/``val`` their ``rows``, ``dtype`` and ``where``: ``device`` or ``file``)
+- ``initial_weights``: where the FT model's starting weights came from (``kind``: random, name, url or path;
+  ``spec``, ``url``, ``path``, ``sha256``; ``loaded``, ``missing``, ``unexpected``, ``mismatched`` keys)
 - ``environment``: device name, library versions, host, CPU threads; ``wall_time_s``
 """
 

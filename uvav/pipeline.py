@@ -122,16 +122,23 @@ class Context:
         return {result_key(stage.name, mode): per_case for mode, per_case in scores.items()}
 
 
-def build_model(ctx: Context) -> AVClassifier:
+def build_model(ctx: Context, initial_weights: bool = True) -> tuple[AVClassifier, dict[str, Any]]:
+    """The job's AVClassifier on its device, with ``backbone.checkpoint`` loaded when ``initial_weights``; and where
+    its weights came from (source, sha256, keys loaded, missing and unexpected)."""
     model = AVClassifier.from_config(ctx.cfg.backbone, ctx.cfg.data, ctx.data.num_classes)
-    if ctx.cfg.backbone.checkpoint:
+    weights: dict[str, Any] = {"kind": "random", "spec": None}
+    if initial_weights and ctx.cfg.backbone.checkpoint:
         from uvav.models.checkpoints import load_cavmae_checkpoint
+        from uvav.models.zoo import resolve
 
-        report = load_cavmae_checkpoint(model, ctx.cfg.backbone.checkpoint)
+        source = resolve(ctx.cfg.backbone.checkpoint, ctx.cfg.backbone.checkpoint_sha256,
+                         progress=ctx.cfg.trainer.progress)
+        report = load_cavmae_checkpoint(model, source.path)
         log.info("CAV-MAE checkpoint: %s", report.summary())
+        weights = {**source.as_dict(), **report.record()}
     if ctx.cfg.trainer.compile:
         model.compile_blocks()
-    return model.to(ctx.device)
+    return model.to(ctx.device), weights
 
 
 def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
@@ -142,11 +149,11 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
     with file_lock(ctx.cache_dir / FT / f"{key}.lock"):
         info = read_json(folder / "info.json")
         if info is not None and (folder / "model.pt").exists():
-            model = build_model(ctx)
+            model, _ = build_model(ctx, initial_weights=False)  # the stored weights replace them all
             model.load_state_dict(torch.load(folder / "model.pt", map_location=ctx.device, weights_only=True))
             log.info("FT model %s reused from %s", key, folder)
             return model, {**info, "reused": True}
-        model = build_model(ctx)
+        model, weights = build_model(ctx)
         stage = Stage.finetune(model, spec["train_cases"], epochs=spec["epochs"], lr=spec["lr"],
                                weight_decay=ctx.cfg.trainer.weight_decay)
         log.info("training FT model %s on %s (%d epochs)", key, spec["train_cases"], spec["epochs"])
@@ -156,6 +163,7 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
             "key": key, "spec": spec, "best_epoch": result.best_epoch, "best_val": result.best_val,
             "history": result.history, "resources": result.resources,
             "params": {"trainable": count_parameters(model, True), "total": count_parameters(model)},
+            "initial_weights": weights,
         }
         atomic_torch_save(folder / "model.pt", model.state_dict())
         atomic_write_json(folder / "info.json", info)
@@ -210,7 +218,8 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
         "accuracy": accuracy, "val": val, "stages": stages, "main_mode": main_key,
         "objective": {"name": cfg.objective, "value": objective_value},
         "split": {**data.sizes(), "how": data.info.get("split")}, "data_info": data.info,
-        "class_names": data.class_names, "wall_time_s": round(time.perf_counter() - started, 2),
+        "class_names": data.class_names, "initial_weights": ft_info.get("initial_weights"),
+        "wall_time_s": round(time.perf_counter() - started, 2),
         "device": str(device),
     }
 

@@ -81,6 +81,12 @@ class ImportReport:
     def num_loaded(self) -> int:
         return len(self.loaded)
 
+    def record(self) -> dict[str, object]:
+        """What ``metrics.json`` keeps (``initial_weights``): counts, and the keys that did not load."""
+        return {"loaded": len(self.loaded), "missing": self.missing, "unexpected": self.unexpected,
+                "mismatched": [[key, list(theirs), list(ours)] for key, theirs, ours in self.mismatched],
+                "unused": len(self.unused), "ignored": len(self.ignored), "notes": self.notes}
+
     def summary(self) -> str:
         """A few lines for the log."""
         total = len(self.loaded) + len(self.missing)
