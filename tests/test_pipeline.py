@@ -60,3 +60,10 @@ def test_pl_on_other_base_scenario_gets_its_own_ft_model(tmp_path):
     c = compose_config("method=pl", "trainer.progress=true", "trainer.eval_batch_size=7")
     assert fingerprint(ft_config(a)) != fingerprint(ft_config(b))
     assert fingerprint(ft_config(a)) == fingerprint(ft_config(c))
+
+
+def test_the_default_ft_model_key_is_stable():
+    """FT models cached by earlier versions are found again: a new setting must not change the key of the default
+    config (add it to ``config.RUNTIME_KEYS`` when it cannot change the weights). Value: ``results/synthetic``'s
+    seed-0 FT model (``runs.csv``, ``ft_model_key``)."""
+    assert fingerprint(ft_config(compose_config("method=pl", "seed=0", tiny=False))) == "ee49ca55d3426461"

@@ -23,8 +23,9 @@ VISUAL_NOISES = ("black", "gaussian", "blur", "pixelate")
 # Settings that cannot change a result, in tiers by purpose (each adds to RUNTIME_KEYS or to the tier it names):
 # - RUNTIME_KEYS: how fast or where a job runs and how it reports; no number depends on them. Left out of the key
 #   that finds a finished job again (with reuse_finished, which only says whether to look).
+# (backbone.checkpoint_sha256 only verifies the file: it can fail a job, never change a number)
 RUNTIME_KEYS = ("trainer.progress", "trainer.num_threads", "trainer.checkpoint_every_epoch",
-                "data.num_workers", "data.verify_store", "method.cache_device_gb")
+                "data.num_workers", "data.verify_store", "method.cache_device_gb", "backbone.checkpoint_sha256")
 JOB_KEY_NEUTRAL = (*RUNTIME_KEYS, "reuse_finished")
 # - MODEL_KEY_NEUTRAL: cannot change a fine-tuned model's weights either (the key of a shared FT model).
 MODEL_KEY_NEUTRAL = (*RUNTIME_KEYS, "trainer.eval_batch_size")

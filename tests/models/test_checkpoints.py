@@ -331,3 +331,38 @@ def test_full_size_cavmae_base_on_meta_device() -> None:
     assert {key.split(".")[0] for key in report.missing} == {"fusion", "head"}
     assert set(report.missing) - {k for k in report.missing if k.startswith("fusion.")} == {
         "head.1.weight", "head.1.bias"}
+
+
+@pytest.mark.parametrize("preset", ["cavmae_tiny", "cavmae_small"])
+def test_each_preset_loads_a_checkpoint_of_its_own_shape_at_another_input_size(preset) -> None:
+    """A preset's weights saved at CAV-MAE's input size (1024 frames, 224 px), in uvav's own layout, load into the
+    same preset at av_mnist's size (128 frames, 32 px): every tensor but the head, position embeddings resized."""
+    from ..conftest import compose_config
+
+    cfg = compose_config(f"backbone={preset}", tiny=False)
+    b = cfg.backbone
+    torch.manual_seed(1)
+    source = AVClassifier(7, 1024, 128, 224, embed_dim=b.embed_dim, num_heads=b.num_heads, depth=b.depth,
+                          shared_depth=b.shared_depth, fusion_depth=b.fusion_depth, patch_size=b.patch_size,
+                          image_patch_size=b.image_patch_size)
+    target = AVClassifier.from_config(b, compose_config(f"backbone={preset}", "experiment=av_mnist",
+                                                        "backbone.image_patch_size=8", tiny=False).data, 10)
+    mapped, report = map_cavmae_state_dict(source.state_dict(), target)
+    assert not report.unexpected and {k for k, _, _ in report.mismatched} == {"head.1.weight", "head.1.bias"}
+    assert set(report.missing) == {"head.1.weight", "head.1.bias"}  # 7 vs 10 classes: the head stays new
+    assert sorted(report.notes) == ["audio.pos_embed: trimmed from grid 8x64 to 8x8",
+                                    "visual.pos_embed: interpolated from grid 28x28 to 4x4"]
+    target.load_state_dict(mapped, strict=False)
+    assert torch.equal(target.audio.blocks[0].attn.qkv.weight, source.audio.blocks[0].attn.qkv.weight)
+
+
+def test_audio_grid_rows_follow_the_checkpoints_patch_height() -> None:
+    """An 8 px audio patch gives 128 / 8 = 16 frequency rows (not CAV-MAE's 8): trimmed along time only."""
+    state = fake_cavmae(decoder=False)
+    state["module.patch_embed_a.proj.weight"] = torch.randn(DIM, 1, 8, 8)
+    state["module.pos_embed_a"] = sincos_2d(DIM, 16, 128)  # 1024 frames / 8
+    model = AVClassifier(5, 512, 128, 224, embed_dim=DIM, num_heads=HEADS, depth=11, shared_depth=1,
+                         patch_size=8, image_patch_size=16)
+    mapped, report = map_cavmae_state_dict(state, model)
+    assert "pos_embed_a: trimmed from grid 16x128 to 16x64" in report.notes
+    assert torch.equal(mapped["audio.pos_embed"], sincos_2d(DIM, 16, 64))

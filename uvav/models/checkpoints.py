@@ -16,8 +16,11 @@ final ``norm_a``/``norm_v`` they serve CAV-MAE's single-modality paths, have no 
 as ``unused``. Pre-training-only keys (``decoder_*``, ``mask_token``) are reported as ``ignored``.
 ``fusion.*`` has no CAV-MAE counterpart and stays as initialised (reported ``missing``).
 
-Audio position embeddings cover an (8 freq x T/16 time) grid, row-major over (freq, time), i.e. 8 x 64 for
-CAV-MAE's 1024 frames. A shorter ``target_length`` keeps the first time columns (the maintainers' advice,
+uvav's own layout (a uvav model's state dict, any preset) loads too: its keys are ours already.
+
+Audio position embeddings cover a (128 / patch height freq x T / patch width time) grid, row-major over (freq,
+time), i.e. 8 x 64 for CAV-MAE's 16 px patches and 1024 frames; the patch height is read from the checkpoint's
+patch-embedding kernel. A shorter ``target_length`` keeps the first time columns (the maintainers' advice,
 and identical to regenerating the fixed sin-cos table for the shorter grid); a longer one is bilinearly
 interpolated over the grid.
 """
@@ -35,7 +38,8 @@ import torch.nn.functional as F
 
 from uvav.models.classifier import AVClassifier
 
-CAVMAE_AUDIO_FREQ_ROWS = 8  # 128 mel bins / 16 px patches, fixed in CAV-MAE
+CAVMAE_MEL_BINS = 128  # CAV-MAE's fbank (docs/facts.md §2); a checkpoint's audio grid has 128 / patch rows
+CAVMAE_AUDIO_FREQ_ROWS = CAVMAE_MEL_BINS // 16
 _PREFIX = "module."
 
 _UNUSED = "<unused>"
@@ -173,13 +177,22 @@ def _describe_resize(src: tuple[int, int], dst: tuple[int, int], trim_cols: bool
     return f"{' + '.join(steps)} from grid {src[0]}x{src[1]} to {dst[0]}x{dst[1]}"
 
 
-def _source_grid(key: str, num_tokens: int) -> tuple[int, int] | None:
-    """Token grid of a CAV-MAE position embedding: audio 8 x N/8, visual square."""
-    if key == "pos_embed_a":
-        rows = CAVMAE_AUDIO_FREQ_ROWS
-        return (rows, num_tokens // rows) if num_tokens % rows == 0 else None
+def _source_grid(target: str, num_tokens: int, audio_patch: int | None) -> tuple[int, int] | None:
+    """Token grid of a checkpoint's position embedding: audio (128 mel bins / its patch height) x the rest (8 x N/8
+    for CAV-MAE's 16 px patches), visual square."""
+    if target == "audio.pos_embed":
+        rows = CAVMAE_MEL_BINS // audio_patch if audio_patch else CAVMAE_AUDIO_FREQ_ROWS
+        return (rows, num_tokens // rows) if rows and num_tokens % rows == 0 else None
     side = math.isqrt(num_tokens)
     return (side, side) if side * side == num_tokens else None
+
+
+def _audio_patch_height(state: dict[str, torch.Tensor]) -> int | None:
+    """The audio patch height of a checkpoint (CAV-MAE's or uvav's layout), from its patch-embedding kernel."""
+    for raw_key, value in state.items():
+        if strip_prefix(raw_key) in ("patch_embed_a.proj.weight", "audio.patch_embed.proj.weight") and value.dim() == 4:
+            return int(value.shape[2])
+    return None
 
 
 def map_cavmae_state_dict(
@@ -194,9 +207,12 @@ def map_cavmae_state_dict(
     grids = {"audio.pos_embed": tuple(model.audio.grid), "visual.pos_embed": tuple(model.visual.grid)}
     report = ImportReport()
     mapped: dict[str, torch.Tensor] = {}
+    audio_patch = _audio_patch_height(state)
     for raw_key, value in state.items():
         key = strip_prefix(raw_key)
         target = cavmae_key_to_ours(key)
+        if target is None and key in ours:  # uvav's own layout (a uvav model's state dict)
+            target = key
         if target == _IGNORED:
             report.ignored.append(key)
             continue
@@ -208,7 +224,7 @@ def map_cavmae_state_dict(
             continue
         expected = tuple(ours[target].shape)
         if target in grids and tuple(value.shape) != expected:
-            src_grid = _source_grid(key, value.shape[1]) if value.dim() == 3 else None
+            src_grid = _source_grid(target, value.shape[1], audio_patch) if value.dim() == 3 else None
             if src_grid is not None and value.shape[0] == 1 and value.shape[2] == expected[2]:
                 dst_grid = grids[target]
                 trim = target == "audio.pos_embed"
