@@ -67,3 +67,26 @@ def test_the_default_ft_model_key_is_stable():
     config (add it to ``config.RUNTIME_KEYS`` when it cannot change the weights). Value: ``results/synthetic``'s
     seed-0 FT model (``runs.csv``, ``ft_model_key``)."""
     assert fingerprint(ft_config(compose_config("method=pl", "seed=0", tiny=False))) == "ee49ca55d3426461"
+
+
+def test_label_fraction_keeps_a_stratified_share_of_the_training_split(tmp_path):
+    import pytest
+    from omegaconf import OmegaConf
+
+    from uvav.config import ConfigError, validate
+    from uvav.data import load_data
+
+    cfg = compose_config("method=ft", "data.label_fraction=0.25", f"paths.cache_dir={tmp_path / 'cache'}")
+    full_cfg = OmegaConf.merge(cfg.data, {"label_fraction": 1.0})
+    part, full = load_data(cfg.data), load_data(full_cfg)
+    for c in range(full.num_classes):
+        n = int((full.train.labels == c).sum())
+        assert int((part.train.labels == c).sum()) == max(1, round(0.25 * n))  # per class, at least one
+    assert len(part.val) == len(full.val) and len(part.test) == len(full.test)  # selection and test: all of them
+    assert torch.equal(load_data(cfg.data).train.labels, part.train.labels)  # the same subset every time
+    metrics = run_pipeline(cfg, tmp_path / "job")
+    assert metrics["split"]["train"] == len(part.train) and metrics["data_info"]["label_fraction"]["fraction"] == 0.25
+    assert fingerprint(ft_config(cfg)) != fingerprint(ft_config(compose_config("method=ft")))
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="data.label_fraction"):
+            validate(compose_config(f"data.label_fraction={bad}"))

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from uvav.cases import result_key
-from uvav.config import MODEL_KEY_NEUTRAL, NoiseConfig, without_keys
+from uvav.config import MODEL_KEY_NEUTRAL, NoiseConfig, key_content
 from uvav.data import AVData, load_data
 from uvav.data.loading import LoaderOptions
 from uvav.evaluation import SALTS, evaluate_split
@@ -74,7 +74,7 @@ def setup_runtime(cfg: DictConfig) -> torch.device:
 
 def ft_config(cfg: DictConfig) -> dict[str, Any]:
     """Everything that determines the fine-tuned model's weights."""
-    neutral = without_keys(OmegaConf.to_container(cfg, resolve=True), MODEL_KEY_NEUTRAL)
+    neutral = key_content(OmegaConf.to_container(cfg, resolve=True), MODEL_KEY_NEUTRAL)
     is_ft = cfg.method.name == FT
     return {
         "data": neutral["data"],

@@ -16,7 +16,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from uvav.config import JOB_KEY_NEUTRAL, ConfigError, config_dir, register_configs, validate, without_keys
+from uvav.config import JOB_KEY_NEUTRAL, ConfigError, config_dir, key_content, register_configs, validate
 from uvav.jobs import read_finished
 from uvav.methods import FT
 from uvav.outputs import (
@@ -77,7 +77,7 @@ def main(cfg: DictConfig) -> float:
 
 def job_key(cfg: DictConfig) -> str:
     """What identifies a job's result: the resolved config without settings that cannot change it."""
-    container = without_keys(OmegaConf.to_container(cfg, resolve=True), JOB_KEY_NEUTRAL)
+    container = key_content(OmegaConf.to_container(cfg, resolve=True), JOB_KEY_NEUTRAL)
     return fingerprint({"schema": SCHEMA_VERSION, "config": container})
 
 

@@ -30,8 +30,11 @@ DATASETS: Registry[Dataset] = Registry("dataset", __name__)
 
 
 def load_data(cfg: Any, cache_dir: str | None = None) -> AVData:
-    """Build the dataset named by ``cfg.name`` (a ``data`` config group node)."""
-    return DATASETS.get(cfg.name).load(cfg, cache_dir)
+    """Build the dataset named by ``cfg.name`` (a ``data`` config group node); with ``data.label_fraction`` < 1,
+    only that share of each class of the training split is kept."""
+    data = DATASETS.get(cfg.name).load(cfg, cache_dir)
+    fraction = cfg.get("label_fraction", 1.0)
+    return data if fraction >= 1.0 else data.with_label_fraction(float(fraction), int(cfg.seed))
 
 
 __all__ = ["DATASETS", "AVData", "AVSplit", "Dataset", "load_data"]

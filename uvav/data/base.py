@@ -75,6 +75,14 @@ class AVData:
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
+    def with_label_fraction(self, fraction: float, seed: int) -> AVData:
+        """Only ``fraction`` of each class of the training split keeps its pairs (labelled); validation and test
+        are unchanged. The subset depends on ``seed`` alone (the dataset's), not on the training seed."""
+        _, kept = stratified_split(self.train.labels, fraction, seed + 7919)  # not the validation split's draw
+        info = {**self.info, "label_fraction": {"fraction": fraction, "train_before": len(self.train),
+                                                 "train": int(kept.numel()), "seed": seed}}
+        return AVData(self.train.subset(kept), self.val, self.test, self.class_names, info)
+
 
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split indices per class: about ``fraction`` of each class goes to the second part (at least one)."""
