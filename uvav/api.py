@@ -113,11 +113,16 @@ class Run(Predicting):
 
     def __init__(self, path: Path, config: DictConfig, metrics: dict[str, Any], checkpoint: dict[str, Any],
                  device: str | None = None) -> None:
+        from uvav.data import DATASETS
         from uvav.methods import METHODS
         from uvav.models.classifier import AVClassifier
         from uvav.models.prompts import PromptBank
         from uvav.pipeline import select_device
 
+        try:  # the registry entries of the run's dataset and method
+            self.dataset, self._entry = DATASETS.get(config.data.name), METHODS.get(config.method.name)
+        except UnknownNameError as exc:
+            raise RunError(f"{path}: {exc}") from exc
         self.path = path
         self.config = config
         OmegaConf.set_readonly(self.config, True)
@@ -127,20 +132,17 @@ class Run(Predicting):
         self.device = select_device(device or config.trainer.device)
         self.normalization = self._normalization()
         try:
-            method = self._entry = METHODS.get(self.method)
             self.model = AVClassifier.from_config(config.backbone, config.data, len(self.class_names))
-            self.model = method.prepare(self.model, config.method)  # the method's own layers (LoRA, ...)
+            self.model = self._entry.prepare(self.model, config.method)  # the method's own layers (LoRA, ...)
             self.model.load_state_dict(checkpoint["model"])
             self.bank = None
             if checkpoint["bank"] is not None:
                 self.bank = PromptBank.from_config(config)
                 self.bank.load_state_dict(checkpoint["bank"])
-        except UnknownNameError as exc:
-            raise RunError(f"{path}: {exc}") from exc
         except (ImportError, RuntimeError, ValueError, KeyError, OmegaConfBaseException) as exc:
             raise RunError(f"{path / 'model.pt'} does not fit the model described by the run's config: "
                            f"{exc}") from exc
-        if (self.bank is None) == method.uses_prompts:
+        if (self.bank is None) == self._entry.uses_prompts:
             has = "lacks" if self.bank is None else "has"
             raise RunError(f"{path}: method {self.method!r} but the checkpoint {has} a prompt bank")
         for module in (self.model, self.bank):
@@ -159,13 +161,8 @@ class Run(Predicting):
 
     def _normalization(self) -> dict[str, Any] | None:
         """The training split's audio statistics; None for generated data (already normalised)."""
-        from uvav.data import DATASETS
-
-        try:
-            if not DATASETS.get(self.config.data.name).decoded:
-                return None
-        except UnknownNameError as exc:
-            raise RunError(f"{self.path}: {exc}") from exc
+        if not self.dataset.decoded:
+            return None
         norm = (self.metrics.get("data_info") or {}).get("normalization") or {}
         if not {"audio_mean", "audio_std"} <= set(norm):
             raise RunError(f"{self.path / 'metrics.json'}: data_info has no normalisation statistics "

@@ -23,7 +23,7 @@ from uvav.config import MODEL_KEY_NEUTRAL, NoiseConfig, key_content
 from uvav.data import AVData, load_data
 from uvav.data.loading import LoaderOptions
 from uvav.evaluation import SALTS, evaluate_split
-from uvav.methods import FT, HEAD_ONLY, METHODS, schedule
+from uvav.methods import FT, HEAD_ONLY, METHODS, cache_views, schedule
 from uvav.models.classifier import AVClassifier, count_parameters
 from uvav.outputs import atomic_torch_save, atomic_write_json, file_lock, fingerprint, read_json
 from uvav.train import Feed, Stage, fit, freeze_for_prompts
@@ -197,9 +197,8 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
         cases = list(cfg.scenario.train_cases)
         epochs, lr = schedule(cfg)
         if cfg.method.head_only_baseline:
-            views = cfg.method.cached_views if cfg.method.cache_features != "off" else 0
             head = Stage.frozen(HEAD_ONLY, freeze_for_prompts(ft_model, True).to(device), cases, epochs=epochs, lr=lr,
-                                weight_decay=cfg.trainer.weight_decay, cache_views=views)
+                                weight_decay=cfg.trainer.weight_decay, cache_views=cache_views(cfg))
             _train_and_eval(ctx, head, cfg.seed + 1, accuracy, val, stages)
         final = method.build_stage(cfg, freeze_for_prompts(ft_model, cfg.method.train_head).to(device), device)
         if tuple(final.eval_modes) != tuple(method.eval_modes):

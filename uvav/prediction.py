@@ -25,6 +25,7 @@ from uvav.errors import InputError, RunError
 from uvav.methods import describe_result
 
 if TYPE_CHECKING:
+    from uvav.data import Dataset
     from uvav.models.prompts import PromptBank
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class Predicting:
     bank: PromptBank | None
     normalization: dict[str, Any] | None
     device: torch.device
+    dataset: Dataset  # the run's dataset (its registry entry)
 
     def features(self, audio: Any = None, image: Any = None, sample_rate: int | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
@@ -174,7 +176,7 @@ class Predicting:
         from uvav.data import DATASETS
 
         name = self.config.data.name
-        if not DATASETS.get(name).decoded:
+        if not self.dataset.decoded:
             decoded = [d.name for d in DATASETS if d.decoded]
             raise RunError(f"{self.path} was trained on the {name} dataset, whose features are generated in "
                            "code, not decoded from audio or image files: predicting from files makes no sense "

@@ -165,6 +165,11 @@ def schedule(cfg: DictConfig) -> tuple[int, float]:
     return cfg.method.epochs or cfg.trainer.epochs, cfg.method.lr or cfg.trainer.lr
 
 
+def cache_views(cfg: DictConfig) -> int:
+    """Corrupted views of the frozen encoders' outputs a frozen-base stage precomputes (0: no cache)."""
+    return cfg.method.cached_views if cfg.method.cache_features != "off" else 0
+
+
 def result_labels() -> dict[str, str]:
     """Every result key -> its accuracy-table column, in table order (FT, head only, then each method's)."""
     labels: dict[str, str] = {}
@@ -207,4 +212,5 @@ def describe_result(key: str, case: str | None = None) -> str:
 
 
 __all__ = ["FT", "HEAD_ONLY", "METHODS", "Column", "FrozenBaseConfig", "FrozenBaseMethod", "Method", "PeftMethod",
-           "comparison_columns", "describe_result", "improvements", "result_labels", "schedule", "stage_labels"]
+           "cache_views", "comparison_columns", "describe_result", "improvements", "result_labels", "schedule",
+           "stage_labels"]

@@ -12,7 +12,7 @@ from typing import Any
 
 from uvav.cases import PROMPTED_MODES, PromptMode
 from uvav.config import require
-from uvav.methods import HEAD_ONLY, METHODS, Column, FrozenBaseConfig, FrozenBaseMethod, schedule
+from uvav.methods import HEAD_ONLY, METHODS, Column, FrozenBaseConfig, FrozenBaseMethod, cache_views, schedule
 from uvav.models.prompts import PromptBank
 from uvav.train import Stage
 
@@ -60,9 +60,8 @@ class PromptLearning(FrozenBaseMethod):
         epochs, lr = schedule(cfg)
         per_scenario = cfg.method.prompt_training == "per_scenario"
         train_mode = (PromptMode.ORACLE if per_scenario else PromptMode.UNCERTAIN).value
-        views = cfg.method.cached_views if cfg.method.cache_features != "off" else 0
         return Stage.prompted(self.name, base.to(device), bank, list(cfg.scenario.train_cases), train_mode=train_mode,
-                              epochs=epochs, lr=lr, weight_decay=cfg.trainer.weight_decay, cache_views=views,
+                              epochs=epochs, lr=lr, weight_decay=cfg.trainer.weight_decay, cache_views=cache_views(cfg),
                               orthogonality=cfg.method.orthogonality, eval_modes=self.eval_modes)
 
     def describe(self, key: str, case: str | None = None) -> str:
