@@ -90,3 +90,27 @@ def test_label_fraction_keeps_a_stratified_share_of_the_training_split(tmp_path)
     for bad in (0.0, 1.5):
         with pytest.raises(ConfigError, match="data.label_fraction"):
             validate(compose_config(f"data.label_fraction={bad}"))
+
+
+def test_head_lr_scale_speeds_up_only_the_ft_head():
+    """``trainer.head_lr_scale`` (CAV-MAE's head x10): the FT optimizer's head group has lr x scale; the default
+    keeps the FT-model key; other values give their own FT model."""
+    import pytest
+
+    from uvav.config import ConfigError, validate
+    from uvav.train import Stage
+
+    from .conftest import tiny_model
+
+    model = tiny_model()
+    stage = Stage.finetune(model, ["complete"], epochs=1, lr=1e-4, weight_decay=0.0, head_lr_scale=10.0)
+    groups = stage.param_groups()
+    head = {id(p) for p in model.head.parameters()}
+    assert [g["lr"] for g in groups] == [1e-4, 1e-3]
+    assert {id(p) for p in groups[1]["params"]} == head and not head & {id(p) for p in groups[0]["params"]}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    default = fingerprint(ft_config(compose_config("method=ft")))
+    assert fingerprint(ft_config(compose_config("method=ft", "trainer.head_lr_scale=1.0"))) == default
+    assert fingerprint(ft_config(compose_config("method=ft", "trainer.head_lr_scale=10"))) != default
+    with pytest.raises(ConfigError, match="trainer.head_lr_scale"):
+        validate(compose_config("trainer.head_lr_scale=0"))

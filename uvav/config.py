@@ -38,7 +38,7 @@ GROUPING_NEUTRAL = (*EVALUATION_NEUTRAL, "seed", "paths", "reuse_finished", "obj
 
 # Settings added after job and FT-model keys were in use: left out of those keys while at their default, so that
 # the jobs and FT models of earlier versions are found again (tests/test_pipeline.py pins the default FT key).
-KEYED_OFF_DEFAULT_ONLY = {"data.label_fraction": 1.0}
+KEYED_OFF_DEFAULT_ONLY = {"data.label_fraction": 1.0, "trainer.head_lr_scale": 1.0}
 
 
 def key_content(container: dict[str, Any], neutral: tuple[str, ...]) -> dict[str, Any]:
@@ -134,6 +134,7 @@ class TrainerConfig:
     batch_size: int = 64
     eval_batch_size: int = 256
     lr: float = 1e-3
+    head_lr_scale: float = 1.0  # FT only: the classifier head learns at lr x this (CAV-MAE: 10, docs/facts.md §2)
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0
@@ -275,6 +276,7 @@ def validate(cfg: DictConfig) -> None:
     for key in ("epochs", "batch_size", "eval_batch_size"):
         require(cfg.trainer[key] > 0, f"trainer.{key}", cfg.trainer[key], "a positive integer")
     require(cfg.trainer.lr > 0, "trainer.lr", cfg.trainer.lr, "> 0")
+    require(cfg.trainer.head_lr_scale > 0, "trainer.head_lr_scale", cfg.trainer.head_lr_scale, "> 0")
     require(cfg.trainer.precision in ("auto", "fp32", "bf16"), "trainer.precision", cfg.trainer.precision,
             "auto, fp32 or bf16")
     device = cfg.trainer.device

@@ -65,10 +65,11 @@ def read_job(path: Path) -> Job:
     return job
 
 
-def read_finished(folder: Path, overrides: list[str] | None = None, need_model: bool = False
-                  ) -> tuple[dict[str, Any] | None, str | None]:
+def read_finished(folder: Path, overrides: list[str] | None = None, need_model: bool = False,
+                  pretraining_ok: bool = False) -> tuple[dict[str, Any] | None, str | None]:
     """``(metrics, None)`` for a usable finished job, ``(None, why not)`` otherwise. ``overrides``: the folder's own
-    (a ``metrics.json`` with others is stale); ``need_model``: ``model.pt`` must be there too."""
+    (a ``metrics.json`` with others is stale); ``need_model``: ``model.pt`` must be there too; ``pretraining_ok``:
+    a pretraining job (no accuracy, a backbone checkpoint) is usable too (job reuse)."""
     file = folder / "metrics.json"
     if not file.exists():
         partial = sorted(folder.glob(".metrics.json.*.tmp"))
@@ -80,14 +81,15 @@ def read_finished(folder: Path, overrides: list[str] | None = None, need_model: 
         return None, f"metrics.json unreadable: {error}"
     except ValueError as error:
         return None, f"metrics.json is not valid JSON (half-written or corrupt): {error}"
-    problem = metrics_problem(metrics, overrides)
+    problem = metrics_problem(metrics, overrides, pretraining_ok)
     if problem is None and need_model and not (folder / "model.pt").is_file():
         problem = "no model.pt beside metrics.json (the saved model is missing)"
     return (None, problem) if problem else (metrics, None)
 
 
-def metrics_problem(metrics: Any, overrides: list[str] | None = None) -> str | None:
-    """Why a ``metrics.json`` content is not a usable finished job's (``None`` when it is)."""
+def metrics_problem(metrics: Any, overrides: list[str] | None = None, pretraining_ok: bool = False) -> str | None:
+    """Why a ``metrics.json`` content is not a usable finished job's (``None`` when it is); a pretraining job's is
+    usable only with ``pretraining_ok``."""
     if not isinstance(metrics, dict):
         return "metrics.json is not a JSON object"
     if metrics.get("status") != "completed":
@@ -96,7 +98,11 @@ def metrics_problem(metrics: Any, overrides: list[str] | None = None) -> str | N
     if version != SCHEMA_VERSION:
         return f"schema_version {version!r}: this uvav reads version {SCHEMA_VERSION}"
     accuracy = metrics.get("accuracy")
-    if not isinstance(accuracy, dict) or not isinstance(accuracy.get(FT), dict):
+    if isinstance(metrics.get("pretraining"), dict):
+        if not pretraining_ok:
+            return ("a pretraining job: no classifier and no accuracy; its model.pt is a backbone checkpoint "
+                    "(backbone.checkpoint=<job>/model.pt)")
+    elif not isinstance(accuracy, dict) or not isinstance(accuracy.get(FT), dict):
         return f"metrics.json has no accuracy.{FT} table"
     objective = (metrics.get("objective") or {}).get("value")
     if not isinstance(objective, (int, float)) or not math.isfinite(objective):

@@ -155,7 +155,8 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
             return model, {**info, "reused": True}
         model, weights = build_model(ctx)
         stage = Stage.finetune(model, spec["train_cases"], epochs=spec["epochs"], lr=spec["lr"],
-                               weight_decay=ctx.cfg.trainer.weight_decay)
+                               weight_decay=ctx.cfg.trainer.weight_decay,
+                               head_lr_scale=ctx.cfg.trainer.head_lr_scale)
         log.info("training FT model %s on %s (%d epochs)", key, spec["train_cases"], spec["epochs"])
         result = fit(stage, ctx.feed(), ctx.cfg.trainer, ctx.device, seed=ctx.cfg.seed, autocast=ctx.autocast,
                      checkpoint_path=folder / "last.pt")
@@ -184,6 +185,8 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
     ctx = Context(cfg, data, NoiseConfig.of(cfg.noise), device, autocast_for(device, cfg.trainer.precision),
                   job_dir, resume_dir or job_dir)
     log.info("data: %s, device: %s, loader workers: %d", data.sizes(), device, ctx.options.workers)
+    if not method.classifies:
+        return method.run_job(ctx)
 
     ft_model, ft_info = ensure_ft_model(ctx)
     ft_stage = Stage.trained(FT, ft_model, None, ft_info["spec"]["train_cases"])

@@ -54,7 +54,7 @@ def main(cfg: DictConfig) -> float:
     key = job_key(cfg)
     finished = Path(cfg.paths.cache_dir).expanduser() / "jobs" / key
     with file_lock(finished.with_suffix(".lock")):  # the same job twice at once: the second waits, then reuses
-        metrics = read_finished(finished, need_model=True)[0] if cfg.reuse_finished else None
+        metrics = read_finished(finished, need_model=True, pretraining_ok=True)[0] if cfg.reuse_finished else None
         if metrics is not None:
             log.info("reusing the finished job with the same config (%s)", finished)
             metrics = {**metrics, "reused_from": metrics.get("job_dir"),
@@ -95,6 +95,10 @@ def _run_fresh(cfg: DictConfig, job_dir: Path, choices: dict, key: str, resume_d
 
 
 def _log_table(metrics: dict) -> None:
+    if "pretraining" in metrics:
+        final = metrics["pretraining"]["final"]
+        log.info("pretraining, last epoch: %s", ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "epoch"))
+        return
     modes = list(metrics["accuracy"])
     cases = list(metrics["accuracy"][FT])
     lines = ["test accuracy", f"{'case':<14}" + "".join(f"{m:>14}" for m in modes)]

@@ -64,11 +64,14 @@ class Stage:
     weight_decay: float = 0.0
     cache_views: int = 0  # > 0: precompute this many corrupted views of the frozen encoders' outputs
     orthogonality: float = 0.0  # weight of the prompt sets' orthogonality penalty in the loss
+    head_lr_scale: float = 1.0  # the classifier head's learning rate is lr x this
 
     @classmethod
-    def finetune(cls, model: AVClassifier, cases: list[str], *, epochs: int, lr: float, weight_decay: float) -> Stage:
-        """Every weight of ``model`` trains, no prompts (the FT stage)."""
-        return cls(name=FT, model=model, train_cases=list(cases), epochs=epochs, lr=lr, weight_decay=weight_decay)
+    def finetune(cls, model: AVClassifier, cases: list[str], *, epochs: int, lr: float, weight_decay: float,
+                 head_lr_scale: float = 1.0) -> Stage:
+        """Every weight of ``model`` trains, no prompts (the FT stage); the head at ``lr x head_lr_scale``."""
+        return cls(name=FT, model=model, train_cases=list(cases), epochs=epochs, lr=lr, weight_decay=weight_decay,
+                   head_lr_scale=head_lr_scale)
 
     @classmethod
     def frozen(cls, name: str, model: AVClassifier, cases: list[str], *, epochs: int, lr: float, weight_decay: float,
@@ -97,6 +100,14 @@ class Stage:
         if self.bank is not None:
             params += [p for p in self.bank.parameters() if p.requires_grad]
         return params
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups: the trainable head at ``lr x head_lr_scale``, the rest at ``lr``."""
+        head = {id(p) for p in self.model.head.parameters()}
+        params = self.trainable()
+        groups = [{"params": [p for p in params if id(p) not in head], "lr": self.lr},
+                  {"params": [p for p in params if id(p) in head], "lr": self.lr * self.head_lr_scale}]
+        return [group for group in groups if group["params"]]
 
     def modules(self) -> list[torch.nn.Module]:
         return [m for m in (self.model, self.bank) if m is not None]
@@ -150,7 +161,7 @@ class FitResult:
     resources: dict[str, Any]
 
 
-def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+def lr_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
@@ -169,10 +180,10 @@ def fit(
     ``checkpoint_path`` is given, and resumes from it when it exists (every draw is fixed by seed, epoch and
     sample, so a resumed run ends where an uninterrupted one would)."""
     params = stage.trainable()
-    optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
+    optimizer = torch.optim.AdamW(stage.param_groups(), lr=stage.lr, weight_decay=stage.weight_decay)
     steps_per_epoch = math.ceil(len(feed.train) / trainer.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(steps_per_epoch * stage.epochs, max(1, int(trainer.warmup_epochs * steps_per_epoch)))
+        optimizer, lr_schedule(steps_per_epoch * stage.epochs, max(1, int(trainer.warmup_epochs * steps_per_epoch)))
     )
     meter = ResourceMeter(device)
     history: list[dict[str, float]] = []

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
     from uvav.models.classifier import AVClassifier
+    from uvav.pipeline import Context
     from uvav.train import Stage
 
 FT = "ft"  # the fine-tuned model's stage and result key
@@ -50,6 +51,7 @@ class Method:
     schema: ClassVar[type[MethodConfig]]
     order: ClassVar[int] = 100  # position in tables (ft 0; built-in frozen-base methods 10, 20, 30)
     frozen_base: ClassVar[bool] = False  # trains on the frozen FT model (FrozenBaseMethod); schema: FrozenBaseConfig
+    classifies: ClassVar[bool] = True  # False: its job trains no classifier (run_job) and is in no accuracy table
     uses_prompts: ClassVar[bool] = False  # its saved model has a prompt bank
     eval_modes: ClassVar[tuple[str, ...]] = ("none",)  # prompt modes its stage is scored in; the first selects
     title: ClassVar[str]  # its name in tables ("LoRA"): the defaults of the four table facts below derive from it
@@ -99,6 +101,10 @@ class Method:
         """The training stage of a frozen-base method on ``device``, from ``base``: a frozen copy of the FT model,
         already on ``device`` (its head trains when ``method.train_head``). Its stage scores :attr:`eval_modes`."""
         raise NotImplementedError(f"method {self.name} has no stage on a frozen base")
+
+    def run_job(self, ctx: Context) -> dict[str, Any]:
+        """The whole job of a method that trains no classifier (:attr:`classifies` False): its metrics."""
+        raise NotImplementedError(f"method {self.name} classifies: the pipeline runs its job")
 
     def describe(self, key: str, case: str | None = None) -> str:
         """One line saying what result ``key`` (one of :attr:`result_keys`) means."""
@@ -160,6 +166,11 @@ class FrozenBaseConfig(MethodConfig):
 METHODS: Registry[Method] = Registry("method", __name__)
 
 
+def classifying() -> list[Method]:
+    """The methods whose jobs report accuracy (every one but pretraining), in table order."""
+    return [method for method in METHODS if method.classifies]
+
+
 def schedule(cfg: DictConfig) -> tuple[int, float]:
     """(epochs, lr) of the method's stage: its own, else the trainer's."""
     return cfg.method.epochs or cfg.trainer.epochs, cfg.method.lr or cfg.trainer.lr
@@ -173,7 +184,7 @@ def cache_views(cfg: DictConfig) -> int:
 def result_labels() -> dict[str, str]:
     """Every result key -> its accuracy-table column, in table order (FT, head only, then each method's)."""
     labels: dict[str, str] = {}
-    for method in METHODS:
+    for method in classifying():
         if method.frozen_base:
             labels.setdefault(HEAD_ONLY, HEAD_ONLY_LABEL)
         labels.update(method.labels)
@@ -183,7 +194,7 @@ def result_labels() -> dict[str, str]:
 def stage_labels() -> dict[str, str]:
     """Every stage -> its resource-table row, in table order."""
     labels: dict[str, str] = {}
-    for method in METHODS:
+    for method in classifying():
         if method.frozen_base:
             labels.setdefault(HEAD_ONLY, HEAD_ONLY_LABEL)
         labels[method.name] = method.stage_label
@@ -192,12 +203,12 @@ def stage_labels() -> dict[str, str]:
 
 def improvements() -> dict[str, tuple[str, str]]:
     """Improvement column -> (minuend, subtrahend) result keys, paired per job."""
-    return {name: pair for method in METHODS for name, pair in method.improvements.items()}
+    return {name: pair for method in classifying() for name, pair in method.improvements.items()}
 
 
 def comparison_columns() -> list[tuple[Method, Column]]:
     """The comparison's columns in order, each with the method whose jobs fill it."""
-    pairs = [(method, column) for method in METHODS for column in method.comparison]
+    pairs = [(method, column) for method in classifying() for column in method.comparison]
     return sorted(pairs, key=lambda pair: pair[1].order)
 
 
@@ -205,12 +216,13 @@ def describe_result(key: str, case: str | None = None) -> str:
     """One line saying what result ``key`` means (``ft``, ``pl_uncertain``, ``lora``, ...)."""
     if key == HEAD_ONLY:
         return f"{HEAD_ONLY}: the frozen FT model with only its head retrained, no prompts"
-    for method in METHODS:
+    for method in classifying():
         if key in method.result_keys:
             return method.describe(key, case)
     return key
 
 
 __all__ = ["FT", "HEAD_ONLY", "METHODS", "Column", "FrozenBaseConfig", "FrozenBaseMethod", "Method", "PeftMethod",
+           "classifying",
            "cache_views", "comparison_columns", "describe_result", "improvements", "result_labels", "schedule",
            "stage_labels"]

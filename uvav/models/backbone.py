@@ -65,8 +65,12 @@ class ModalityEncoder(nn.Module):
     def num_tokens(self) -> int:
         return self.grid[0] * self.grid[1]
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens with position and modality embeddings ``[B, N, D]``, before any block."""
+        return self.patch_embed(x) + self.pos_embed + self.modality
+
     def forward(self, x: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
-        tokens = self.patch_embed(x) + self.pos_embed + self.modality
+        tokens = self.embed(x)
         if prompts is not None:
             tokens = torch.cat([tokens, prompts.to(tokens.dtype)], dim=1)
         for block in self.blocks:
