@@ -1,6 +1,13 @@
 # Sourced by the recipes in experiments/: what a results folder records about the run that made it.
-# provenance_start sets $start, $commit, $dirty and $load_start; provenance_lines PYTHON prints Markdown list
-# items: commit, machine and load, device, library versions.
+# recipe_setup installs and starts the clock; provenance_start sets $start, $commit, $dirty and $load_start;
+# provenance_lines PYTHON prints Markdown list items: commit, machine and load, device, library versions.
+
+# recipe_setup: install what the recipe needs (scripts/setup.sh), set $PY, start the provenance clock.
+recipe_setup() {
+  bash scripts/setup.sh
+  PY=.venv/bin/python
+  provenance_start
+}
 
 provenance_start() {
   start=$(date +%s)

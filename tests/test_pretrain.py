@@ -15,6 +15,7 @@ import torch
 
 from uvav.api import RunError, load_run
 from uvav.config import ConfigError, validate
+from uvav.jobs import read_finished
 from uvav.models.pretraining import AVPretrainer, _masked_mse
 from uvav.pipeline import run_pipeline
 
@@ -82,6 +83,10 @@ def test_pretrain_checkpoint_starts_ft_pl_lora_and_adapter(tmp_path):
 
     with pytest.raises(RunError, match="a pretraining job"):
         load_run(job)
+    assert "a pretraining job" in read_finished(job)[1]  # aggregation and comparison skip it, saying why
+    again = run_cli(tmp_path, *TINY, *PRETRAIN_ARGS)  # the same command again: the finished job is reused
+    assert "reusing the finished job" in again.stdout + again.stderr
+    assert _metrics(job)["pretraining"]["history"] == history
 
 
 def test_pretrain_rejects_settings_it_cannot_run():
@@ -119,3 +124,20 @@ def test_pretrain_killed_resumes_to_the_same_losses(tmp_path):
            [{k: v for k, v in h.items() if k != "time_s"} for h in theirs]
     assert torch.equal(*(torch.load(d / "run" / "model.pt", weights_only=True)["model"]["norm.weight"]
                          for d in (killed, reference)))
+
+
+def test_a_local_checkpoint_is_keyed_by_its_content(tmp_path):
+    """A pretraining job run again into the same folder changes model.pt under the same path: FT models and finished
+    jobs built on the old file must not be reused."""
+    from uvav.outputs import fingerprint
+    from uvav.pipeline import ft_config
+    from uvav.run import job_key
+
+    path = tmp_path / "model.pt"
+    torch.save({"model": {"norm.weight": torch.zeros(2)}}, path)
+    cfg = compose_config(f"backbone.checkpoint={path}")
+    before = fingerprint(ft_config(cfg)), job_key(cfg)
+    torch.save({"model": {"norm.weight": torch.ones(2)}}, path)
+    after = fingerprint(ft_config(cfg)), job_key(cfg)
+    assert before[0] != after[0] and before[1] != after[1]
+    assert "checkpoint_content" not in ft_config(compose_config("backbone.checkpoint=cavmae_scale++"))

@@ -53,6 +53,12 @@ def _load_yaml(path: Path) -> Any:
         return None
 
 
+def group_choices(choices: dict[str, Any]) -> dict[str, Any]:
+    """A job's config-group choices without Hydra's own and without ``method_recipe`` (derived from the experiment
+    and method choices)."""
+    return {k: v for k, v in choices.items() if not str(k).startswith(("hydra", "method_recipe"))}
+
+
 def read_job(path: Path) -> Job:
     """Read one job folder; ``reason`` says why it cannot be used (``None`` when it can)."""
     job = Job(path)
@@ -60,7 +66,7 @@ def read_job(path: Path) -> Job:
     job.overrides = [str(o) for o in overrides] if isinstance(overrides, list) else []
     hydra_cfg = _load_yaml(path / ".hydra" / "hydra.yaml")
     choices = (((hydra_cfg or {}).get("hydra") or {}).get("runtime") or {}).get("choices") or {}
-    job.choices = {k: v for k, v in choices.items() if not str(k).startswith("hydra")}
+    job.choices = group_choices(choices)
     job.metrics, job.reason = read_finished(path, job.overrides)
     return job
 

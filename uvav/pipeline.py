@@ -25,6 +25,7 @@ from uvav.data.loading import LoaderOptions
 from uvav.evaluation import SALTS, evaluate_split
 from uvav.methods import FT, HEAD_ONLY, METHODS, cache_views, schedule
 from uvav.models.classifier import AVClassifier, count_parameters
+from uvav.models.zoo import content_key
 from uvav.outputs import atomic_torch_save, atomic_write_json, file_lock, fingerprint, read_json
 from uvav.train import Feed, Stage, fit, freeze_for_prompts
 
@@ -73,7 +74,7 @@ def setup_runtime(cfg: DictConfig) -> torch.device:
 
 
 def ft_config(cfg: DictConfig) -> dict[str, Any]:
-    """Everything that determines the fine-tuned model's weights."""
+    """Everything that determines the fine-tuned model's weights (a local checkpoint file by its content)."""
     neutral = key_content(OmegaConf.to_container(cfg, resolve=True), MODEL_KEY_NEUTRAL)
     is_ft = cfg.method.name == FT
     return {
@@ -85,6 +86,7 @@ def ft_config(cfg: DictConfig) -> dict[str, Any]:
         "train_cases": list(cfg.scenario.train_cases) if is_ft else [cfg.method.base_scenario],
         "epochs": (cfg.method.epochs if is_ft and cfg.method.epochs else cfg.trainer.epochs),
         "lr": (cfg.method.lr if is_ft and cfg.method.lr else cfg.trainer.lr),
+        **content_key(cfg.backbone.checkpoint),
     }
 
 

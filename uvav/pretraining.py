@@ -40,7 +40,7 @@ def pretrain(ctx: Context) -> dict[str, Any]:
     backbone, weights = build_model(ctx)
     m = cfg.method
     model = AVPretrainer(backbone, m.mask_ratio, m.contrastive_weight, m.temperature, m.decoder_dim or None,
-                         m.decoder_depth, cfg.backbone.num_heads).to(device)
+                         m.decoder_depth, cfg.backbone.num_heads, m.contrastive_masked).to(device)
     model.backbone.head.requires_grad_(False)  # not part of the objective, and not saved
     params = [p for p in model.parameters() if p.requires_grad]
     epochs, lr = schedule(cfg)

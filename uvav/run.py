@@ -17,8 +17,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from uvav.config import JOB_KEY_NEUTRAL, ConfigError, config_dir, key_content, register_configs, validate
-from uvav.jobs import read_finished
+from uvav.jobs import group_choices, read_finished
 from uvav.methods import FT
+from uvav.models.zoo import content_key
 from uvav.outputs import (
     SCHEMA_VERSION,
     atomic_write_json,
@@ -50,7 +51,7 @@ def main(cfg: DictConfig) -> float:
         _remove_if_only_hydra_files(job_dir)
         log.error("%s", error)
         raise
-    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")}
+    choices = group_choices(hydra_cfg.runtime.choices)
     key = job_key(cfg)
     finished = Path(cfg.paths.cache_dir).expanduser() / "jobs" / key
     with file_lock(finished.with_suffix(".lock")):  # the same job twice at once: the second waits, then reuses
@@ -76,9 +77,10 @@ def main(cfg: DictConfig) -> float:
 
 
 def job_key(cfg: DictConfig) -> str:
-    """What identifies a job's result: the resolved config without settings that cannot change it."""
+    """What identifies a job's result: the resolved config without settings that cannot change it (and a local
+    checkpoint file by its content)."""
     container = key_content(OmegaConf.to_container(cfg, resolve=True), JOB_KEY_NEUTRAL)
-    return fingerprint({"schema": SCHEMA_VERSION, "config": container})
+    return fingerprint({"schema": SCHEMA_VERSION, "config": container, **content_key(cfg.backbone.checkpoint)})
 
 
 def _run_fresh(cfg: DictConfig, job_dir: Path, choices: dict, key: str, resume_dir: Path) -> dict:

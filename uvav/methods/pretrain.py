@@ -25,6 +25,7 @@ class PretrainConfig(MethodConfig):
     mask_ratio: float = 0.75  # share of each modality's patches hidden from the encoders (CAV-MAE: 0.75)
     contrastive_weight: float = 0.01  # lambda_c, weight of the contrastive term (CAV-MAE: 0.01)
     temperature: float = 0.05  # of the InfoNCE logits (CAV-MAE: 0.05)
+    contrastive_masked: bool = True  # contrastive on the visible tokens (CAV-MAE); false: a second, unmasked pass
     decoder_dim: int = 0  # width of the light decoder; 0: the backbone's
     decoder_depth: int = 1  # transformer blocks of the decoder
 

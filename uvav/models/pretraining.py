@@ -4,7 +4,8 @@ Read top to bottom:
 
 1. Each modality's patch tokens (with position and modality embeddings) lose ``mask_ratio`` of their patches,
    chosen at random per sample; the visible ones pass the modality encoder.
-2. **Contrastive**: each encoder's visible tokens, mean-pooled, go through a projection head (BatchNorm ->
+2. **Contrastive**: each encoder's visible tokens (or, with ``contrastive_masked=False``, all its tokens in a
+   second pass), normalised and mean-pooled, go through a projection head (BatchNorm ->
    Linear -> GELU -> Linear; without the BatchNorm the loss stays at ln(batch), docs/facts.md §9); a symmetric
    InfoNCE pulls a clip's audio and image together and pushes the other clips of the batch away.
 3. **Masked autoencoding**: the visible tokens of both modalities pass the fusion (each attends to the other),
@@ -84,10 +85,11 @@ class AVPretrainer(nn.Module):
 
     def __init__(self, backbone: AVClassifier, mask_ratio: float = 0.75, contrastive_weight: float = 0.01,
                  temperature: float = 0.05, decoder_dim: int | None = None, decoder_depth: int = 1,
-                 decoder_heads: int = 4) -> None:
+                 decoder_heads: int = 4, contrastive_masked: bool = True) -> None:
         super().__init__()
         self.backbone = backbone
         self.mask_ratio, self.contrastive_weight, self.temperature = mask_ratio, contrastive_weight, temperature
+        self.contrastive_masked = contrastive_masked
         dim = backbone.norm.normalized_shape[0]
         decoder_dim = decoder_dim or dim
         self.patch_a = backbone.audio.patch_embed.proj.kernel_size[0]
@@ -117,7 +119,11 @@ class AVPretrainer(nn.Module):
         audio = audio.transpose(1, 2).unsqueeze(1)  # [B, 1, F, T], the encoder's layout
         a, keep_a = self._visible(model.audio, audio, generator)
         v, keep_v = self._visible(model.visual, visual, generator)
-        contrastive = self._contrastive(model.norm(a).mean(dim=1), model.norm(v).mean(dim=1))
+        if self.contrastive_masked:  # CAV-MAE: the visible tokens of the same pass
+            contrastive = self._contrastive(model.norm(a).mean(dim=1), model.norm(v).mean(dim=1))
+        else:  # a second pass of the encoders over every patch
+            contrastive = self._contrastive(model.norm(model.audio(audio)).mean(dim=1),
+                                            model.norm(model.visual(visual)).mean(dim=1))
         for layer in model.fusion:
             a, v = layer(a, v, None)
         x = torch.cat([a, v], dim=1)

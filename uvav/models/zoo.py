@@ -71,7 +71,7 @@ def resolve(spec: str, sha256: str | None = None, folder: Path | None = None, pr
         key = hashlib.sha256(spec.encode()).hexdigest()[:12]
         source = WeightsSource(spec, "url", str(folder / f"{key}-{name}"), spec)
     else:
-        path = Path(unquote(urlparse(spec).path) if spec.startswith("file://") else spec).expanduser()
+        path = _local_path(spec)
         if not path.is_file():
             known = ", ".join(PUBLISHED)
             raise WeightsError(f"backbone.checkpoint={spec}: no such file (a path, an http(s):// or file:// URL, or "
@@ -85,6 +85,20 @@ def resolve(spec: str, sha256: str | None = None, folder: Path | None = None, pr
     else:
         source.sha256 = _verified(Path(source.path), sha256, delete=False)
     return source
+
+
+def _local_path(spec: str) -> Path:
+    return Path(unquote(urlparse(spec).path) if spec.startswith("file://") else spec).expanduser()
+
+
+def content_key(spec: str | None) -> dict[str, str]:
+    """What a result key adds for ``backbone.checkpoint``: the sha256 of a local file, whose content can change under
+    the same path (a pretraining job run again); nothing for no checkpoint, a published name or a URL, which the
+    spec itself identifies."""
+    if not spec or spec in PUBLISHED or spec.startswith(("http://", "https://")):
+        return {}
+    path = _local_path(spec)
+    return {"checkpoint_content": file_sha256(path)} if path.is_file() else {}
 
 
 def _verified(path: Path, expected: str | None, delete: bool) -> str:
