@@ -10,6 +10,7 @@ resumed job ends where an uninterrupted one would. The job writes ``model.pt``: 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -26,7 +27,7 @@ from uvav.outputs import atomic_torch_save
 from uvav.pipeline import Context, build_model
 from uvav.resources import ResourceMeter
 from uvav.scenarios import sample_generator
-from uvav.train import NonFiniteLossError, lr_schedule
+from uvav.train import optimizer_step, warmup_cosine
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last_pretrain.pt"
@@ -45,9 +46,9 @@ def pretrain(ctx: Context) -> dict[str, Any]:
     params = [p for p in model.parameters() if p.requires_grad]
     epochs, lr = schedule(cfg)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.trainer.weight_decay)
-    steps = len(ctx.data.train) // cfg.trainer.batch_size + (len(ctx.data.train) % cfg.trainer.batch_size > 1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_schedule(steps * epochs, max(1, int(cfg.trainer.warmup_epochs * steps))))
+    pairs = _pairs_per_epoch(len(ctx.data.train), cfg.trainer.batch_size)
+    steps = math.ceil(pairs / cfg.trainer.batch_size)
+    scheduler = warmup_cosine(optimizer, steps, epochs, cfg.trainer.warmup_epochs)
     meter, history, start = ResourceMeter(device), [], 0
     checkpoint = ctx.resume_dir / CHECKPOINT
     if checkpoint.exists():
@@ -65,20 +66,13 @@ def pretrain(ctx: Context) -> dict[str, Any]:
         sums: dict[str, float] = {}
         with meter.epoch():
             masks = sample_generator("pretrain-masks", cfg.seed, epoch)
-            batches = tqdm(_loader(ctx, epoch), desc=f"epoch {epoch}", total=steps, leave=False,
+            batches = tqdm(_loader(ctx, epoch, pairs), desc=f"epoch {epoch}", total=steps, leave=False,
                            disable=not cfg.trainer.progress)
             for step, (audio, visual, *_) in enumerate(batches):
                 with ctx.autocast():
                     losses = model(audio.to(device, non_blocking=True), visual.to(device, non_blocking=True), masks)
-                if not torch.isfinite(losses.total):
-                    raise NonFiniteLossError(f"pretrain: loss is {losses.total.item()} at epoch {epoch}, step "
-                                             f"{step}; last good checkpoint: {checkpoint}")
-                optimizer.zero_grad(set_to_none=True)
-                losses.total.backward()
-                if cfg.trainer.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.trainer.grad_clip)
-                optimizer.step()
-                scheduler.step()
+                optimizer_step(losses.total, optimizer, scheduler, params, cfg.trainer.grad_clip, "pretrain",
+                               f"epoch {epoch}, step {step}; last good checkpoint: {checkpoint}")
                 for name, value in losses.as_floats().items():
                     sums[name] = sums.get(name, 0.0) + value
         record = {"epoch": epoch, **{f"train_{k}": v / steps for k, v in sums.items()},
@@ -111,13 +105,15 @@ def pretrain(ctx: Context) -> dict[str, Any]:
     }
 
 
-def _loader(ctx: Context, epoch: int):
-    """The training pairs of one epoch, uncorrupted and unaugmented, in the epoch's order; a last batch of one pair
-    is left out (BatchNorm and the contrastive loss need two)."""
+def _pairs_per_epoch(n: int, batch_size: int) -> int:
+    """Pairs an epoch uses: all but a last batch of one pair (BatchNorm and the contrastive loss need two)."""
+    return n - (n % batch_size == 1)
+
+
+def _loader(ctx: Context, epoch: int, pairs: int):
+    """The first ``pairs`` training pairs of the epoch's order, uncorrupted and unaugmented."""
     dataset = TrainSet(ctx.data.train, ctx.noise, COMPLETE, ctx.cfg.seed, epoch)
-    order = epoch_order(len(dataset), ctx.cfg.seed, epoch)
-    if len(order) % ctx.cfg.trainer.batch_size == 1:
-        order = order[:-1]
+    order = epoch_order(len(dataset), ctx.cfg.seed, epoch)[:pairs]
     return ctx.options.loader(dataset, ctx.cfg.trainer.batch_size, order)
 
 

@@ -161,7 +161,7 @@ class FitResult:
     resources: dict[str, Any]
 
 
-def lr_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
@@ -169,6 +169,28 @@ def lr_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: float
+                  ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Every stage's schedule: linear warm-up over ``warmup_epochs`` (at least one step), then cosine to zero."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(steps_per_epoch * epochs, max(1, int(warmup_epochs * steps_per_epoch))))
+
+
+def optimizer_step(loss: torch.Tensor, optimizer, scheduler, params, grad_clip: float, name: str, where: str
+                   ) -> float:
+    """Backward and one optimizer and schedule step; raises :class:`NonFiniteLossError` before touching the
+    weights on a NaN/inf loss (``name``/``where`` say whose and when)."""
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"{name}: loss is {loss.item()} at {where}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
 
 
 def fit(
@@ -182,9 +204,7 @@ def fit(
     params = stage.trainable()
     optimizer = torch.optim.AdamW(stage.param_groups(), lr=stage.lr, weight_decay=stage.weight_decay)
     steps_per_epoch = math.ceil(len(feed.train) / trainer.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_schedule(steps_per_epoch * stage.epochs, max(1, int(trainer.warmup_epochs * steps_per_epoch)))
-    )
+    scheduler = warmup_cosine(optimizer, steps_per_epoch, stage.epochs, trainer.warmup_epochs)
     meter = ResourceMeter(device)
     history: list[dict[str, float]] = []
     best_val, best_epoch, best_state = -1.0, -1, None
@@ -314,15 +334,7 @@ def _train_step(
         loss = F.cross_entropy(logits.float(), labels)
         if stage.orthogonality and stage.bank is not None:
             loss = loss + stage.orthogonality * stage.bank.orthogonality_penalty()
-    if not torch.isfinite(loss):
-        raise NonFiniteLossError(f"{stage.name}: loss is {loss.item()} at {where}")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip:
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    optimizer.step()
-    scheduler.step()
-    return loss.item()
+    return optimizer_step(loss, optimizer, scheduler, params, grad_clip, stage.name, where)
 
 
 def _validate(stage: Stage, feed: Feed, batch_size: int, device, autocast, tokens: TokenCache | None) -> float:
