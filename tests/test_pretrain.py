@@ -10,12 +10,14 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 import torch
 
 from uvav.api import RunError, load_run
 from uvav.config import ConfigError, validate
 from uvav.jobs import read_finished
+from uvav.loggers import read_curves
 from uvav.models.pretraining import AVPretrainer, _masked_mse
 from uvav.pipeline import run_pipeline
 
@@ -122,6 +124,12 @@ def test_pretrain_killed_resumes_to_the_same_losses(tmp_path):
     ours, theirs = (_metrics(d / "run")["pretraining"]["history"] for d in (killed, reference))
     assert [{k: v for k, v in h.items() if k != "time_s"} for h in ours] == \
            [{k: v for k, v in h.items() if k != "time_s"} for h in theirs]
+    # training curves in the same folder: the steps re-run after the kill counted once, as in the uninterrupted run
+    pd.testing.assert_frame_equal(*(read_curves(d / "run", steps=True) for d in (killed, reference)))
+    curves = read_curves(killed / "run")
+    for record in ours:
+        logged = curves[curves["epoch"] == record["epoch"]].set_index("metric")["value"]
+        assert {k: logged[k] for k in record if k != "epoch"} == {k: v for k, v in record.items() if k != "epoch"}
     assert torch.equal(*(torch.load(d / "run" / "model.pt", weights_only=True)["model"]["norm.weight"]
                          for d in (killed, reference)))
 

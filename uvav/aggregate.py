@@ -6,7 +6,8 @@ single job folders). Every job is either read (``metrics.json`` with ``status: c
 without the seed (and without settings that cannot change a result); each group gets an accuracy and a resource
 table. Outputs (all in ``--out``): ``runs.csv`` (tidy: one row per job x mode x case), ``accuracy.{md,csv,tex}``,
 ``accuracy_values.csv``, ``resources.{md,csv,tex}``, ``groups.csv``, ``failed_jobs.{csv,md}``,
-``optuna_trials.csv`` (when a sweep holds an Optuna SQLite db), PNG plots and ``README.md``.
+``optuna_trials.csv`` (when a sweep holds an Optuna SQLite db), ``curves.csv`` (when jobs logged training curves:
+tidy, one row per job x stage x epoch x metric), PNG plots (``curves_<stage>.png`` among them) and ``README.md``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pandas as pd
 
 from uvav.config import GROUPING_NEUTRAL
 from uvav.jobs import Job, find_job_dirs, read_job
+from uvav.loggers import read_curves
 from uvav.methods import FT, result_labels
 from uvav.outputs import fingerprint
 from uvav.tables import (
@@ -45,6 +47,10 @@ ACCURACY_NOTE = (
     "Improvements are differences within each job (same seed), then averaged over seeds.")
 FASTEST_NOTE = ("'Fastest epoch' is the shortest single training epoch over the group's jobs: less sensitive than the "
                 "median to other work on a shared machine.")
+CURVES_NOTE = ("Training curves (`curves.csv`, `curves_<stage>.png`): {have} of {jobs} jobs have them. Absent: "
+               "jobs that reused a finished job (its curves are in that job's folder), ran before uvav logged curves "
+               "or with logger=none (logger=tensorboard: read when tensorboard is installed). An FT stage appears "
+               "only for the job that trained its FT model (the others found it in the cache).")
 TOTAL_MEMORY_NOTE = ("The paper's 'total memory' column is not reproduced: no job measures it (peak training memory "
                      "counts training tensors only, see the memory methods).")
 
@@ -166,6 +172,19 @@ def collect(jobs: list[Job]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     return frame, tidy, notes
 
 
+def collect_curves(frame: pd.DataFrame) -> pd.DataFrame:
+    """The training curves of the jobs in ``frame`` (:func:`uvav.loggers.read_curves`), tidy: ``group, group_label,
+    seed, job_dir, method, stage, epoch, metric, value``; jobs without curves are absent."""
+    parts = []
+    for rec in frame.itertuples() if len(frame) else []:
+        curves = read_curves(Path(rec.job_dir))
+        if len(curves):
+            parts.append(curves.assign(group=rec.group, group_label=rec.group_label, seed=rec.seed,
+                                       job_dir=rec.job_dir, method=rec.method))
+    columns = ["group", "group_label", "seed", "job_dir", "method", "stage", "epoch", "metric", "value"]
+    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
+
+
 # ----------------------------------------------------------------------------------------------- optuna
 
 
@@ -230,13 +249,19 @@ def aggregate(inputs: list[Path], out: Path, plots: bool = True, notes: list[str
     if len(frame):
         groups, files = _write_tables(frame, tidy, out)
         written += files
+    curves = collect_curves(frame)
+    if len(curves):
+        curves.to_csv(out / "curves.csv", index=False)
+        written.append("curves.csv")
+    if len(frame):
+        notes = [*(notes or []), CURVES_NOTE.format(have=curves["job_dir"].nunique(), jobs=len(frame))]
     if plots and (len(frame) or len(studies)):
         from uvav import plots as plotting
 
-        written += plotting.make_all(frame, tidy, studies, out, max_group_plots=MAX_GROUP_PLOTS)
+        written += plotting.make_all(frame, tidy, studies, out, max_group_plots=MAX_GROUP_PLOTS, curves=curves)
         if len(groups) > MAX_GROUP_PLOTS:
             notes = [*(notes or []), f"No per-group plots: {len(groups)} groups (more than {MAX_GROUP_PLOTS}); "
-                     "groups.csv and accuracy_values.csv hold their numbers."]
+                     "groups.csv, accuracy_values.csv and curves.csv hold their numbers."]
     _write_readme(out, inputs, jobs, frame, groups, failed, duplicates, studies, written, notes or [],
                   command or shlex.join(["python", "-m", "uvav.aggregate", *map(str, inputs), "--out", str(out)]))
     return {"jobs": len(jobs), "completed": len(frame), "failed": len(failed), "groups": len(groups)}

@@ -25,7 +25,8 @@ VISUAL_NOISES = ("black", "gaussian", "blur", "pixelate")
 #   that finds a finished job again (with reuse_finished, which only says whether to look).
 # (backbone.checkpoint_sha256 only verifies the file: it can fail a job, never change a number)
 RUNTIME_KEYS = ("trainer.progress", "trainer.num_threads", "trainer.checkpoint_every_epoch",
-                "data.num_workers", "data.verify_store", "method.cache_device_gb", "backbone.checkpoint_sha256")
+                "data.num_workers", "data.verify_store", "method.cache_device_gb", "backbone.checkpoint_sha256",
+                "logger")  # a whole section: where the training curves go
 JOB_KEY_NEUTRAL = (*RUNTIME_KEYS, "reuse_finished")
 # - MODEL_KEY_NEUTRAL: cannot change a fine-tuned model's weights either (the key of a shared FT model).
 MODEL_KEY_NEUTRAL = (*RUNTIME_KEYS, "trainer.eval_batch_size")
@@ -171,6 +172,14 @@ class NoiseConfig:
 
 
 @dataclass
+class LoggerConfig:
+    """Training curves (:mod:`uvav.loggers`) in ``<run>/curves/``: ``csv`` | ``tensorboard`` | ``none``."""
+
+    name: str = "csv"
+    log_steps: bool = True  # also a row (csv) or point (tensorboard) per optimiser step, not only per epoch
+
+
+@dataclass
 class PathsConfig:
     cache_dir: str = ".cache/uvav"  # fine-tuned models and feature caches shared between jobs
 
@@ -185,6 +194,7 @@ class Config:
     trainer: TrainerConfig = MISSING
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # runs without the section: the default
     seed: int = 0
     objective: str = "val_acc"  # value returned to sweepers: val_acc (selection metric) or val_<case>
     reuse_finished: bool = True  # a job whose exact config already finished returns that result at once
@@ -192,9 +202,14 @@ class Config:
 
 def register_configs() -> None:
     """Register the schemas so that ``conf/<group>/<option>.yaml`` can extend them via their defaults list: the
-    common ones, and ``<name>_schema`` of every registered dataset (group ``data``) and method (group ``method``)."""
+    common ones, and ``<name>_schema`` of every registered dataset (group ``data``) and method (group ``method``);
+    and the ``uvav_now`` resolver of run folders."""
     from uvav.data import DATASETS
+    from uvav.distributed import launch_time
     from uvav.methods import METHODS
+
+    # run and sweep folders: Hydra's `now`, but one time for every rank of a distributed launch
+    OmegaConf.register_new_resolver("uvav_now", launch_time, use_cache=True, replace=True)
 
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
@@ -206,6 +221,7 @@ def register_configs() -> None:
     cs.store(group="prompt", name="prompt_schema", node=PromptConfig)
     cs.store(group="scenario", name="scenario_schema", node=ScenarioConfig)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
 
 
 def config_dir() -> str:
@@ -234,6 +250,20 @@ def _check_known_keys(node: DictConfig, path: str) -> None:
         child = node._get_node(key)
         if isinstance(child, DictConfig):
             _check_known_keys(child, where)
+
+
+def _check_logger(cfg: DictConfig) -> None:
+    """A known logger, and for ``tensorboard`` the package installed (checked before any work). A config without
+    the section (an evaluation's, a run's from before it existed) logs nothing."""
+    from uvav.loggers import LOGGERS, tensorboard_problem
+
+    if cfg.get("logger") is None:
+        return
+    name = cfg.logger.name
+    require(name in LOGGERS, "logger.name", name, f"one of {list(LOGGERS)}")
+    problem = tensorboard_problem() if name == "tensorboard" else None
+    if problem:
+        raise ConfigError(problem)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -282,6 +312,7 @@ def validate(cfg: DictConfig) -> None:
     device = cfg.trainer.device
     require(device in ("auto", "cpu", "cuda") or device.startswith("cuda:"), "trainer.device", device,
             "auto, cpu, cuda or cuda:N")
+    _check_logger(cfg)
     objective = cfg.objective
     allowed = ["val_acc", *(f"val_{case}" for case in EVAL_CASES)]
     require(objective in allowed, "objective", objective, f"one of {allowed} (validation only: never test)")

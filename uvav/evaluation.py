@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from uvav import distributed
 from uvav.cases import CASES, EVAL_CASES
 from uvav.config import NoiseConfig
 from uvav.data.base import AVSplit
@@ -63,6 +64,8 @@ def score(stage: Stage, batches: Iterable[Sequence[torch.Tensor]], cases: Sequen
                           else stage.model(a, v, prompts))
                 hit = (logits.argmax(dim=1).cpu() == labels[keep]).long()
                 correct[mode] += torch.bincount(positions[keep], weights=hit, minlength=len(cases)).long()
+    for counts in (total, *correct.values()):  # a distributed job's ranks each scored a shard
+        distributed.sum_(counts)
     return {m: {c: int(correct[m][j]) / max(1, int(total[j])) for j, c in enumerate(cases) if allowed[m][j]}
             for m in modes}
 
@@ -70,6 +73,9 @@ def score(stage: Stage, batches: Iterable[Sequence[torch.Tensor]], cases: Sequen
 def evaluate_split(stage: Stage, split: AVSplit, noise: NoiseConfig, salt: int, modes: Sequence[str],
                    device: torch.device, batch_size: int, autocast, options: LoaderOptions,
                    cases: Sequence[str] = EVAL_CASES) -> dict[str, dict[str, float]]:
-    """Stream ``split`` under each of ``cases`` and score every mode (the final test and validation numbers)."""
-    loader = options.loader(EvalSet(split, noise, cases, salt), batch_size)
+    """Stream ``split`` under each of ``cases`` and score every mode (the final test and validation numbers); in a
+    distributed job each rank streams its shard and the counts are summed."""
+    dataset = EvalSet(split, noise, cases, salt)
+    order = distributed.shard(range(len(dataset))) if distributed.world_size() > 1 else None
+    loader = options.loader(dataset, batch_size, order)
     return score(stage, loader, list(cases), modes, device, autocast)

@@ -63,7 +63,8 @@ def evaluation_config(run_config: DictConfig, path: Path, overrides: Mapping[str
         if sections["data"][key] != run_config.data[key]:
             raise InputError(f"data.{key}={sections['data'][key]}: the model was built for "
                              f"data.{key}={run_config.data[key]} and cannot take other features")
-    out = OmegaConf.create({**cfg, **{k: OmegaConf.to_container(v, resolve=True) for k, v in sections.items()}})
+    kept = {k: v for k, v in cfg.items() if k != "logger"}  # nothing trains: no training curves (or their package)
+    out = OmegaConf.create({**kept, **{k: OmegaConf.to_container(v, resolve=True) for k, v in sections.items()}})
     try:
         validate(out)
     except ConfigError as exc:

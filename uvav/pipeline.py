@@ -11,18 +11,20 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from uvav import distributed
 from uvav.cases import result_key
 from uvav.config import MODEL_KEY_NEUTRAL, NoiseConfig, key_content
 from uvav.data import AVData, load_data
-from uvav.data.loading import LoaderOptions
+from uvav.data.loading import LoaderOptions, available_cores
 from uvav.evaluation import SALTS, evaluate_split
+from uvav.loggers import TrainingLogger, open_logger
 from uvav.methods import FT, HEAD_ONLY, METHODS, cache_views, schedule
 from uvav.models.classifier import AVClassifier, count_parameters
 from uvav.models.zoo import content_key
@@ -36,7 +38,11 @@ def select_device(name: str) -> torch.device:
     """``auto``: CUDA when available, else CPU. With several visible GPUs inside a Hydra multirun, job ``n`` gets
     ``cuda:{n % device_count}``, so that a local parallel launcher (joblib, submitit_local) spreads its jobs over
     the GPUs. Slurm jobs (submitit_slurm) see only the GPUs Slurm gave them (CUDA_VISIBLE_DEVICES), so one GPU per
-    job comes from ``hydra.launcher.gpus_per_node=1``."""
+    job comes from ``hydra.launcher.gpus_per_node=1``. A rank of a distributed job takes its local rank's GPU."""
+    if distributed.active() and name in ("auto", "cuda") and torch.cuda.is_available():
+        device = torch.device("cuda", distributed.local_rank() % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+        return device
     if name == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
@@ -66,6 +72,8 @@ def setup_runtime(cfg: DictConfig) -> torch.device:
     torch.manual_seed(cfg.seed)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
+    elif distributed.local_world_size() > 1:  # the ranks on this machine share its cores
+        torch.set_num_threads(max(1, available_cores() // distributed.local_world_size()))
     torch.set_flush_denormal(True)  # denormal floats made CPU steps ~2.7x slower (docs/facts.md §7)
     if cfg.trainer.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -99,6 +107,7 @@ class Context:
     autocast: Any
     job_dir: Path
     resume_dir: Path  # where this job's resumable stage checkpoints live (found again by a relaunch)
+    logger: TrainingLogger = field(default_factory=TrainingLogger)  # the training curves (logger group)
 
     @property
     def cache_dir(self) -> Path:
@@ -148,9 +157,10 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
     spec = ft_config(ctx.cfg)
     key = fingerprint(spec)
     folder = ctx.cache_dir / FT / key
-    with file_lock(ctx.cache_dir / FT / f"{key}.lock"):
-        info = read_json(folder / "info.json")
-        if info is not None and (folder / "model.pt").exists():
+    main_rank = distributed.is_main()  # rank 0 alone locks, decides and writes; every rank trains
+    with file_lock(ctx.cache_dir / FT / f"{key}.lock") if main_rank else contextlib.nullcontext():
+        info = distributed.from_main(read_json(folder / "info.json") if main_rank else None)
+        if info is not None and distributed.from_main((folder / "model.pt").exists()):
             model, _ = build_model(ctx, initial_weights=False)  # the stored weights replace them all
             model.load_state_dict(torch.load(folder / "model.pt", map_location=ctx.device, weights_only=True))
             log.info("FT model %s reused from %s", key, folder)
@@ -161,16 +171,17 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
                                head_lr_scale=ctx.cfg.trainer.head_lr_scale)
         log.info("training FT model %s on %s (%d epochs)", key, spec["train_cases"], spec["epochs"])
         result = fit(stage, ctx.feed(), ctx.cfg.trainer, ctx.device, seed=ctx.cfg.seed, autocast=ctx.autocast,
-                     checkpoint_path=folder / "last.pt")
+                     checkpoint_path=folder / "last.pt", logger=ctx.logger)
         info = {
             "key": key, "spec": spec, "best_epoch": result.best_epoch, "best_val": result.best_val,
             "history": result.history, "resources": result.resources,
             "params": {"trainable": count_parameters(model, True), "total": count_parameters(model)},
             "initial_weights": weights,
         }
-        atomic_torch_save(folder / "model.pt", model.state_dict())
-        atomic_write_json(folder / "info.json", info)
-        (folder / "last.pt").unlink(missing_ok=True)
+        if main_rank:
+            atomic_torch_save(folder / "model.pt", model.state_dict())
+            atomic_write_json(folder / "info.json", info)
+            (folder / "last.pt").unlink(missing_ok=True)
         return model, {**info, "reused": False}
 
 
@@ -183,12 +194,20 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
     started = time.perf_counter()
     method = METHODS.get(cfg.method.name)
     device = setup_runtime(cfg)
-    data = load_data(cfg.data, str(cfg.data.cache_dir or Path(cfg.paths.cache_dir) / "features"))
+    with distributed.main_first():  # rank 0 builds the feature store; the others open it
+        data = load_data(cfg.data, str(cfg.data.cache_dir or Path(cfg.paths.cache_dir) / "features"))
     ctx = Context(cfg, data, NoiseConfig.of(cfg.noise), device, autocast_for(device, cfg.trainer.precision),
-                  job_dir, resume_dir or job_dir)
+                  job_dir, resume_dir or job_dir, open_logger(cfg, job_dir, enabled=distributed.is_main()))
     log.info("data: %s, device: %s, loader workers: %d", data.sizes(), device, ctx.options.workers)
-    if not method.classifies:
-        return method.run_job(ctx)
+    try:
+        return method.run_job(ctx) if not method.classifies else _classify_job(ctx, method, started)
+    finally:
+        ctx.logger.close()
+
+
+def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
+    """FT (found or trained), then the frozen-base method's stages; the job's metrics."""
+    cfg, device, data = ctx.cfg, ctx.device, ctx.data
 
     ft_model, ft_info = ensure_ft_model(ctx)
     ft_stage = Stage.trained(FT, ft_model, None, ft_info["spec"]["train_cases"])
@@ -211,10 +230,11 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
                                f"reports {method.eval_modes}")
         _train_and_eval(ctx, final, cfg.seed + 2, accuracy, val, stages)
 
-    atomic_torch_save(job_dir / "model.pt", {
-        "model": final.model.state_dict(), "bank": final.bank.state_dict() if final.bank else None,
-        "class_names": data.class_names, "ft_key": ft_info["key"],
-    })
+    if distributed.is_main():
+        atomic_torch_save(ctx.job_dir / "model.pt", {
+            "model": final.model.state_dict(), "bank": final.bank.state_dict() if final.bank else None,
+            "class_names": data.class_names, "ft_key": ft_info["key"],
+        })
     main_key = method.main_key
     objective_value = (stages[method.name]["best_val"] if cfg.objective == "val_acc"
                        else val[main_key][cfg.objective.removeprefix("val_")])
@@ -233,7 +253,7 @@ def _train_and_eval(ctx: Context, stage: Stage, seed: int, accuracy: dict[str, A
     """Fit a frozen-model stage with a resumable checkpoint in ``ctx.resume_dir``; add its test and validation
     accuracy (``{result key: {case: accuracy}}``) and its stage record to the job's."""
     result = fit(stage, ctx.feed(), ctx.cfg.trainer, ctx.device, seed=seed, autocast=ctx.autocast,
-                 checkpoint_path=ctx.resume_dir / f"last_{stage.name}.pt")
+                 checkpoint_path=ctx.resume_dir / f"last_{stage.name}.pt", logger=ctx.logger)
     accuracy.update(ctx.evaluate(stage, "test"))
     val.update(ctx.evaluate(stage, "val"))
     trainable = sum(p.numel() for p in stage.trainable())

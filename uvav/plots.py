@@ -1,7 +1,9 @@
-"""PNG plots of aggregated results (matplotlib, Agg): accuracy per case, accuracy vs prompt length, resources."""
+"""PNG plots of aggregated results (matplotlib, Agg): accuracy per case, accuracy vs prompt length, resources,
+training curves."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from uvav.cases import CASE_LABELS  # noqa: E402
 from uvav.methods import FT, METHODS, result_labels, stage_labels  # noqa: E402
@@ -108,11 +111,55 @@ def plot_resources(frame: pd.DataFrame, group: str, label: str, path: Path) -> b
     return True
 
 
+CURVE_METRICS = ("train_loss", "val_acc")  # the panels of a stage's curves, when the stage has them
+
+
+def plot_curves(curves: pd.DataFrame, stage: str, path: Path) -> bool:
+    """Train loss and validation accuracy against epoch for one stage: a line per group (mean over its seeds) and a
+    band from the lowest to the highest seed. ``curves``: aggregate's ``curves.csv``. False if no data."""
+    part = curves[curves["stage"] == stage]
+    metrics = [m for m in CURVE_METRICS if m in set(part["metric"])]
+    if not metrics:
+        return False
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics) + 1, 3.6), squeeze=False)
+    groups = part[["group", "group_label"]].drop_duplicates()
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for i, (group, label) in enumerate(groups.itertuples(index=False)):
+            rows = part[(part["group"] == group) & (part["metric"] == metric)]
+            per_seed = rows.pivot_table(index="epoch", columns="job_dir", values="value", aggfunc="last")
+            if per_seed.empty:
+                continue
+            epochs = per_seed.index.to_numpy()
+            ax.plot(epochs, per_seed.mean(axis=1), color=f"C{i % 10}", marker="o", markersize=3,
+                    label=f"{textwrap.shorten(str(label), 60)} (n={per_seed.shape[1]})")
+            if per_seed.shape[1] > 1:
+                ax.fill_between(epochs, per_seed.min(axis=1), per_seed.max(axis=1), color=f"C{i % 10}", alpha=0.2)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(metric.replace("_", " ") + (" (validation, mean over training cases)" if metric == "val_acc"
+                                                  else " (mean over the epoch)"), fontsize=8)
+        ax.legend(fontsize=6)
+    title = f"{stage_labels().get(stage, stage)} ({stage}): mean over seeds, band = lowest to highest seed"
+    if stage == FT:
+        title += ("\nan FT model is trained once and shared by the jobs that need it: its curve is under the group of "
+                  "the job that trained it")
+    fig.suptitle(title, fontsize=8)
+    _save(fig, path)
+    return True
+
+
 def make_all(frame: pd.DataFrame, tidy: pd.DataFrame, studies: pd.DataFrame, out: Path,
-             max_group_plots: int = 6) -> list[str]:
-    """Every plot for the aggregated jobs; returns the file names written into ``out``. Per-group plots only when
-    there are at most ``max_group_plots`` groups (a search has one group per trial configuration)."""
+             max_group_plots: int = 6, curves: pd.DataFrame | None = None) -> list[str]:
+    """Every plot for the aggregated jobs; returns the file names written into ``out``. Per-group plots and training
+    curves (``curves_<stage>.png``, from ``curves``) only when there are at most ``max_group_plots`` groups (a search
+    has one group per trial configuration)."""
     written = []
+    if curves is not None and len(curves) and frame["group"].nunique() <= max_group_plots:
+        known = list(stage_labels())
+        for stage in sorted(set(curves["stage"]), key=lambda s: (known.index(s) if s in known else len(known), s)):
+            name = f"curves_{stage}.png"
+            if plot_curves(curves, stage, out / name):
+                written.append(name)
     if len(tidy) and frame["group"].nunique() <= max_group_plots:
         stats = accuracy_values(tidy)
         for group, label in frame[["group", "group_label"]].drop_duplicates().itertuples(index=False):

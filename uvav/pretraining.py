@@ -3,7 +3,8 @@
 Pairs stream from the training split like every stage's samples (uncorrupted, no augmentation). After every
 epoch the whole state (weights, optimizer, schedule, history) goes to a resumable checkpoint, so a job killed at
 any point restarts from its last finished epoch; masks are drawn from generators fixed by (seed, epoch), so a
-resumed job ends where an uninterrupted one would. The job writes ``model.pt``: the backbone's weights under
+resumed job ends where an uninterrupted one would. Losses per step and per epoch also go to the training curves
+(``ctx.logger``, stage ``pretrain``). The job writes ``model.pt``: the backbone's weights under
 ``"model"`` in AVClassifier's layout (no head), which ``backbone.checkpoint=<job>/model.pt`` loads.
 """
 
@@ -31,6 +32,7 @@ from uvav.train import optimizer_step, warmup_cosine
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last_pretrain.pt"
+STAGE = "pretrain"  # its name in logs and training curves
 COMPLETE = [Case.COMPLETE.value]
 
 
@@ -60,7 +62,7 @@ def pretrain(ctx: Context) -> dict[str, Any]:
         log.info("pretrain: resumed from %s at epoch %d", checkpoint, start)
 
     meter.begin_training()
-    bar = tqdm(range(start, epochs), desc="pretrain", disable=not cfg.trainer.progress, initial=start, total=epochs)
+    bar = tqdm(range(start, epochs), desc=STAGE, disable=not cfg.trainer.progress, initial=start, total=epochs)
     for epoch in bar:
         model.train()
         sums: dict[str, float] = {}
@@ -71,14 +73,17 @@ def pretrain(ctx: Context) -> dict[str, Any]:
             for step, (audio, visual, *_) in enumerate(batches):
                 with ctx.autocast():
                     losses = model(audio.to(device, non_blocking=True), visual.to(device, non_blocking=True), masks)
-                optimizer_step(losses.total, optimizer, scheduler, params, cfg.trainer.grad_clip, "pretrain",
-                               f"epoch {epoch}, step {step}; last good checkpoint: {checkpoint}")
+                lr = scheduler.get_last_lr()[0]  # the rate this step uses
+                total = optimizer_step(losses.total, optimizer, scheduler, params, cfg.trainer.grad_clip, STAGE,
+                                       f"epoch {epoch}, step {step}; last good checkpoint: {checkpoint}")
+                ctx.logger.step(STAGE, epoch, step, {"train_loss": total, "lr": lr})
                 for name, value in losses.as_floats().items():
                     sums[name] = sums.get(name, 0.0) + value
         record = {"epoch": epoch, **{f"train_{k}": v / steps for k, v in sums.items()},
                   **{f"val_{k}": v for k, v in _validation_losses(ctx, model).items()},
                   "time_s": meter.epoch_times[-1]}
         history.append(record)
+        ctx.logger.epoch(STAGE, epoch, {**{k: v for k, v in record.items() if k != "epoch"}, "lr": lr})
         log.info("pretrain epoch %d: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in record.items()
                                                           if k != "epoch"))
         bar.set_postfix(loss=f"{record['train_total']:.3f}", val=f"{record['val_total']:.3f}")

@@ -6,9 +6,12 @@ objective for sweepers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import hydra
@@ -16,6 +19,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from uvav import distributed
 from uvav.config import JOB_KEY_NEUTRAL, ConfigError, config_dir, key_content, register_configs, validate
 from uvav.jobs import group_choices, read_finished
 from uvav.methods import FT
@@ -43,37 +47,63 @@ def _remove_if_only_hydra_files(job_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def main(cfg: DictConfig) -> float:
+    distributed.setup()  # a no-op unless torchrun or a multi-task Slurm job started this process
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         validate(cfg)
+        _check_distributed(cfg, hydra_cfg)
     except ConfigError as error:
-        _remove_if_only_hydra_files(job_dir)
+        if distributed.is_main():
+            _remove_if_only_hydra_files(job_dir)
         log.error("%s", error)
         raise
+    main_rank = distributed.is_main()  # rank 0 alone takes the lock, decides on reuse and writes
     choices = group_choices(hydra_cfg.runtime.choices)
     key = job_key(cfg)
     finished = Path(cfg.paths.cache_dir).expanduser() / "jobs" / key
-    with file_lock(finished.with_suffix(".lock")):  # the same job twice at once: the second waits, then reuses
-        metrics = read_finished(finished, need_model=True, pretraining_ok=True)[0] if cfg.reuse_finished else None
-        if metrics is not None:
-            log.info("reusing the finished job with the same config (%s)", finished)
-            metrics = {**metrics, "reused_from": metrics.get("job_dir"),
-                       "overrides": list(hydra_cfg.overrides.task)}
-            link_or_copy(finished / "model.pt", job_dir / "model.pt")
+    # the same job twice at once: the second waits, then reuses
+    with file_lock(finished.with_suffix(".lock")) if main_rank else contextlib.nullcontext():
+        metrics = None
+        if cfg.reuse_finished and main_rank:
+            metrics = read_finished(finished, need_model=True, pretraining_ok=True)[0]
+        if distributed.from_main(metrics is not None):
+            if main_rank:
+                log.info("reusing the finished job with the same config (%s)", finished)
+                metrics = {**metrics, "reused_from": metrics.get("job_dir"),
+                           "overrides": list(hydra_cfg.overrides.task)}
+                link_or_copy(finished / "model.pt", job_dir / "model.pt")
         else:
             metrics = _run_fresh(cfg, job_dir, choices, key, finished)
-            link_or_copy(job_dir / "model.pt", finished / "model.pt")
-            atomic_write_json(finished / "metrics.json", metrics)
-            for partial in finished.glob("last_*.pt"):
-                partial.unlink()
-    metrics["job_dir"] = str(job_dir.resolve())
-    atomic_write_json(job_dir / "metrics.json", metrics)
-    _log_table(metrics)
-    value = float(metrics["objective"]["value"])
+            if main_rank:
+                link_or_copy(job_dir / "model.pt", finished / "model.pt")
+                atomic_write_json(finished / "metrics.json", metrics)
+                for partial in finished.glob("last_*.pt"):
+                    partial.unlink()
+    if main_rank:
+        metrics["job_dir"] = str(job_dir.resolve())
+        atomic_write_json(job_dir / "metrics.json", metrics)
+        _log_table(metrics)
+    value = float(distributed.from_main(metrics["objective"]["value"] if main_rank else None))
     if not math.isfinite(value):
         raise FloatingPointError(f"objective {cfg.objective} is {value}: reported as a failed job")
     return value
+
+
+def _check_distributed(cfg: DictConfig, hydra_cfg) -> None:
+    """A distributed launch runs jobs whose sequence every rank knows in advance: a sweeper that picks each next
+    trial itself (Optuna) would send the ranks different configs."""
+    if distributed.world_size() == 1:
+        return
+    if "optuna" in str(hydra_cfg.sweeper.get("_target_", "")).lower():
+        raise ConfigError("an Optuna search cannot run inside a distributed launch (each rank would ask the study "
+                          "for its own trials): run the search without torchrun, or one torchrun per trial")
+    if cfg.method.get("cache_features") == "on":
+        raise ConfigError("method.cache_features=on: a distributed job streams every stage (each rank would need "
+                          "the whole cache of encoder outputs); use auto or off")
+    if cfg.method.name == "pretrain":
+        raise ConfigError("method=pretrain runs in one process (its contrastive loss and BatchNorm heads would see "
+                          "only each rank's part of a batch); launch it without torchrun")
 
 
 def job_key(cfg: DictConfig) -> str:
@@ -90,7 +120,8 @@ def _run_fresh(cfg: DictConfig, job_dir: Path, choices: dict, key: str, resume_d
         "schema_version": SCHEMA_VERSION, "status": "completed", "choices": choices,
         "overrides": list(hydra_cfg.overrides.task), "seed": cfg.seed, "method": cfg.method.name,
         "train_cases": list(cfg.scenario.train_cases), "config": OmegaConf.to_container(cfg, resolve=True),
-        "environment": environment(torch.device(metrics["device"])), "job_key": key,
+        "environment": environment(torch.device(metrics["device"])), "distributed": distributed.describe(),
+        "job_key": key,
         "job_dir": str(job_dir.resolve()),
     })
     return metrics
@@ -110,5 +141,12 @@ def _log_table(metrics: dict) -> None:
     log.info("\n".join(lines))
 
 
+def _quiet_other_ranks() -> None:
+    """Under torchrun, ranks but 0 write no ``.hydra`` folder or log file and print only warnings (rank 0 does)."""
+    if int(os.environ.get("RANK", "0")) > 0:
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=none"]
+
+
 if __name__ == "__main__":
+    _quiet_other_ranks()
     main()

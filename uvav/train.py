@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import logging
 import math
 import time
@@ -21,13 +22,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from uvav import distributed
 from uvav.cases import NO_PROMPTS, PROMPTED_MODES, PromptMode
 from uvav.config import NoiseConfig
 from uvav.data.base import AVSplit
 from uvav.data.loading import EvalSet, LoaderOptions, TrainSet, epoch_order
 from uvav.evaluation import SALTS, evaluate_split, score
+from uvav.loggers import TrainingLogger
 from uvav.methods import FT
 from uvav.models.classifier import AVClassifier
 from uvav.models.prompts import PromptBank
@@ -139,6 +143,33 @@ def classify_tokens(stage: Stage, tokens_a, tokens_v, case_ids: torch.Tensor, mo
     return stage.model.classify_encoded(tokens_a, tokens_v, stage.select(mode, tokens_a.shape[0], case_ids))
 
 
+class TrainingForward(torch.nn.Module):
+    """A stage's training forward pass as one module (its model and prompt bank), the unit that
+    ``DistributedDataParallel`` wraps: gradients of everything that trains are averaged over the ranks."""
+
+    def __init__(self, stage: Stage) -> None:
+        super().__init__()
+        self.stage = stage
+        self.model = stage.model
+        self.bank = stage.bank
+
+    def forward(self, audio: torch.Tensor, visual: torch.Tensor, case_ids: torch.Tensor, encoded: bool
+                ) -> torch.Tensor:
+        """Logits in the stage's training mode; ``encoded``: the inputs are (cached) encoder outputs."""
+        forward = classify_tokens if encoded else logits_for
+        return forward(self.stage, audio, visual, case_ids, self.stage.train_mode)
+
+
+def training_forward(stage: Stage, device: torch.device) -> torch.nn.Module:
+    """:class:`TrainingForward`, wrapped in DDP in a distributed job (NCCL on GPUs, gloo on CPU). Every trainable
+    tensor gets a gradient at every step (a case's prompt set is a slice of one tensor per place, so a case absent
+    from a batch gets zeros), hence no search for unused parameters."""
+    forward = TrainingForward(stage)
+    if not distributed.active():
+        return forward
+    return DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 @dataclass
 class Feed:
     """Where a stage's samples come from and how they are batched; where file-backed token caches go."""
@@ -182,25 +213,27 @@ def optimizer_step(loss: torch.Tensor, optimizer, scheduler, params, grad_clip: 
                    ) -> float:
     """Backward and one optimizer and schedule step; raises :class:`NonFiniteLossError` before touching the
     weights on a NaN/inf loss (``name``/``where`` say whose and when)."""
-    if not torch.isfinite(loss):
-        raise NonFiniteLossError(f"{name}: loss is {loss.item()} at {where}")
+    value = distributed.mean(loss.detach())  # every rank sees the global loss (and stops together on NaN)
+    if not torch.isfinite(value):
+        raise NonFiniteLossError(f"{name}: loss is {value.item()} at {where}")
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    loss.backward()  # under DDP: gradients averaged over the ranks
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
     scheduler.step()
-    return loss.item()
+    return value.item()
 
 
 def fit(
     stage: Stage, feed: Feed, trainer, device: torch.device, seed: int, autocast,
-    checkpoint_path: Path | None = None,
+    checkpoint_path: Path | None = None, logger: TrainingLogger | None = None,
 ) -> FitResult:
     """Train ``stage`` and keep the weights of the epoch with the best validation accuracy (mean over the
     stage's training cases, first eval mode). Writes a resumable checkpoint after every epoch when
     ``checkpoint_path`` is given, and resumes from it when it exists (every draw is fixed by seed, epoch and
-    sample, so a resumed run ends where an uninterrupted one would)."""
+    sample, so a resumed run ends where an uninterrupted one would). ``logger`` receives the curves."""
+    logger = logger or TrainingLogger()
     params = stage.trainable()
     optimizer = torch.optim.AdamW(stage.param_groups(), lr=stage.lr, weight_decay=stage.weight_decay)
     steps_per_epoch = math.ceil(len(feed.train) / trainer.batch_size)
@@ -209,7 +242,7 @@ def fit(
     history: list[dict[str, float]] = []
     best_val, best_epoch, best_state = -1.0, -1, None
     start_epoch = 0
-    if checkpoint_path is not None and checkpoint_path.exists():
+    if checkpoint_path is not None and distributed.from_main(checkpoint_path.exists()):
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         _load_trainable(stage, state["trainable"])
         optimizer.load_state_dict(state["optimizer"])
@@ -219,11 +252,15 @@ def fit(
         meter.epoch_times = list(state["epoch_times"])
         log.info("%s: resumed from %s at epoch %d", stage.name, checkpoint_path, start_epoch)
 
+    # a distributed job streams every stage (each rank would need the whole cache)
     caches = _build_caches(stage, feed, trainer, device, seed, autocast, meter) if (
-        stage.cache_views > 0 and stage.encoders_frozen() and start_epoch < stage.epochs) else None
+        stage.cache_views > 0 and stage.encoders_frozen() and start_epoch < stage.epochs
+        and distributed.world_size() == 1) else None
+    net = training_forward(stage, device)
+    progress = trainer.progress and distributed.is_main()
     try:
         meter.begin_training(sum(c.nbytes for c in caches if c.on_device) if caches else 0)
-        bar = tqdm(range(start_epoch, stage.epochs), desc=stage.name, disable=not trainer.progress,
+        bar = tqdm(range(start_epoch, stage.epochs), desc=stage.name, disable=not progress,
                    initial=start_epoch, total=stage.epochs)
         for epoch in bar:
             for module in stage.modules():
@@ -231,25 +268,31 @@ def fit(
             losses: list[float] = []
             with meter.epoch():
                 batches = tqdm(_train_batches(stage, feed, trainer.batch_size, device, seed, epoch, caches),
-                               desc=f"epoch {epoch}", total=steps_per_epoch, leave=False, disable=not trainer.progress)
-                for step, (inputs, case_ids, labels) in enumerate(batches):
-                    forward = functools.partial(classify_tokens if caches else logits_for, stage, *inputs, case_ids,
-                                                stage.train_mode)
+                               desc=f"epoch {epoch}", total=steps_per_epoch, leave=False, disable=not progress)
+                for step, (inputs, case_ids, labels, weight) in enumerate(batches):
+                    forward = functools.partial(net, *inputs, case_ids, caches is not None)
                     train_step = functools.partial(
-                        _train_step, stage, optimizer, scheduler, params, forward, labels.to(device), autocast,
-                        trainer.grad_clip, f"epoch {epoch}, step {step}; last good checkpoint: {checkpoint_path}",
+                        _train_step, stage, optimizer, scheduler, params, forward, labels.to(device), weight,
+                        autocast, trainer.grad_clip,
+                        f"epoch {epoch}, step {step}; last good checkpoint: {checkpoint_path}",
                     )
+                    lr = scheduler.get_last_lr()[0]  # the rate this step uses (first group: all but the head)
                     if meter.wants_step_measurement(epoch, step, stage.epochs):
                         losses.append(meter.measure_step(train_step, stage.modules(), optimizer, inputs))
                     else:
                         losses.append(train_step())
-            val = _validate(stage, feed, trainer.eval_batch_size, device, autocast, caches[1] if caches else None)
+                    logger.step(stage.name, epoch, step, {"train_loss": losses[-1], "lr": lr})
+            per_case = _validate(stage, feed, trainer.eval_batch_size, device, autocast,
+                                 caches[1] if caches else None)
+            val = sum(per_case.values()) / len(per_case)
             history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses), "val_acc": val,
                             "time_s": meter.epoch_times[-1]})
+            logger.epoch(stage.name, epoch, {**{k: v for k, v in history[-1].items() if k != "epoch"}, "lr": lr,
+                                             **{f"val_{case}": acc for case, acc in per_case.items()}})
             bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", val=f"{val:.3f}")
             if val > best_val:
                 best_val, best_epoch, best_state = val, epoch, _trainable_state(stage)
-            if checkpoint_path is not None:
+            if checkpoint_path is not None and distributed.is_main():
                 atomic_torch_save(checkpoint_path, {
                     "trainable": _trainable_state(stage), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "history": history, "best_val": best_val,
@@ -269,18 +312,26 @@ def fit(
 
 def _train_batches(stage: Stage, feed: Feed, batch_size: int, device: torch.device, seed: int, epoch: int,
                    caches: tuple[TokenCache, TokenCache] | None):
-    """``((audio, visual) or (tokens_a, tokens_v) on the device, case_ids, labels)`` for one epoch."""
+    """``((audio, visual) or (tokens_a, tokens_v) on the device, case_ids, labels, loss weight)`` for one epoch.
+    In a distributed job each rank gets its part of every global batch of ``batch_size`` samples, and a loss
+    weight that makes the mean over the ranks the global batch's mean (:func:`uvav.distributed.batch_parts`)."""
     n = len(feed.train)
     order = epoch_order(n, seed, epoch)
     if caches is None:
         dataset = TrainSet(feed.train, feed.noise, stage.train_cases, seed, epoch, feed.augmentation)
-        for audio, visual, labels, case_ids in feed.options.loader(dataset, batch_size, order):
-            yield (audio.to(device, non_blocking=True), visual.to(device, non_blocking=True)), case_ids, labels
+        if distributed.world_size() > 1:
+            parts = distributed.batch_parts(order, batch_size)
+            loader, weights = feed.options.batch_loader(dataset, [rows for rows, _ in parts]), [w for _, w in parts]
+        else:
+            loader, weights = feed.options.loader(dataset, batch_size, order), itertools.repeat(1.0)
+        for (audio, visual, labels, case_ids), weight in zip(loader, weights, strict=False):
+            yield ((audio.to(device, non_blocking=True), visual.to(device, non_blocking=True)), case_ids, labels,
+                   weight)
         return
     views = torch.randint(stage.cache_views, (n,), generator=sample_generator("pick-view", seed, epoch))
     rows = [int(views[i]) * n + i for i in order]  # one of its views per sample
     for tokens_a, tokens_v, labels, case_ids, _ in caches[0].batches(rows, batch_size, feed.options):
-        yield (tokens_a, tokens_v), case_ids, labels
+        yield (tokens_a, tokens_v), case_ids, labels, 1.0
 
 
 def _build_caches(stage: Stage, feed: Feed, trainer, device: torch.device, seed: int, autocast,
@@ -325,20 +376,22 @@ def _place_encoders(stage: Stage, device: torch.device) -> None:
 
 
 def _train_step(
-    stage: Stage, optimizer, scheduler, params, forward: Callable[[], torch.Tensor], labels, autocast,
+    stage: Stage, optimizer, scheduler, params, forward: Callable[[], torch.Tensor], labels, weight: float, autocast,
     grad_clip: float, where: str,
 ) -> float:
-    """One optimisation step; raises :class:`NonFiniteLossError` before touching the weights on a NaN/inf loss."""
+    """One optimisation step on the loss x ``weight`` (1 in one process); returns the (global) loss; raises
+    :class:`NonFiniteLossError` before touching the weights on a NaN/inf loss."""
     with autocast():
         logits = forward()
         loss = F.cross_entropy(logits.float(), labels)
         if stage.orthogonality and stage.bank is not None:
             loss = loss + stage.orthogonality * stage.bank.orthogonality_penalty()
-    return optimizer_step(loss, optimizer, scheduler, params, grad_clip, stage.name, where)
+    return optimizer_step(loss * weight, optimizer, scheduler, params, grad_clip, stage.name, where)
 
 
-def _validate(stage: Stage, feed: Feed, batch_size: int, device, autocast, tokens: TokenCache | None) -> float:
-    """Mean validation accuracy over the stage's training cases in its first eval mode."""
+def _validate(stage: Stage, feed: Feed, batch_size: int, device, autocast, tokens: TokenCache | None
+              ) -> dict[str, float]:
+    """Validation accuracy per training case of the stage, in its first eval mode."""
     mode, cases = stage.eval_modes[0], list(stage.train_cases)
     if tokens is not None:
         accs = score(stage, tokens.batches(range(tokens.rows), batch_size, feed.options), cases, [mode], device,
@@ -346,7 +399,7 @@ def _validate(stage: Stage, feed: Feed, batch_size: int, device, autocast, token
     else:
         accs = evaluate_split(stage, feed.val, feed.noise, SALTS["val"], [mode], device, batch_size, autocast,
                               feed.options, cases)[mode]
-    return sum(accs.values()) / len(accs)
+    return accs
 
 
 def _trainable_state(stage: Stage) -> dict[str, torch.Tensor]:

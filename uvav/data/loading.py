@@ -43,8 +43,12 @@ def loader_workers(num_workers: int | None, device: torch.device) -> int:
     """DataLoader workers: the number given, else every available core when a GPU computes, and none when the
     CPU does. A CPU job's math already uses every core, and workers beside it made epochs 2-15x slower on
     2 cores (threads spinning at their barriers while the workers ran)."""
-    if num_workers is not None or device.type == "cuda":
+    if num_workers is not None:
         return resolve_workers(num_workers)
+    if device.type == "cuda":  # the ranks of a distributed job on this machine share its cores
+        from uvav import distributed
+
+        return max(1, available_cores() // distributed.local_world_size())
     return 0
 
 
@@ -62,12 +66,18 @@ class LoaderOptions:
 
     def loader(self, dataset: Dataset, batch_size: int, order: Sequence[int] | None = None) -> DataLoader:
         """Batches of ``dataset`` in ``order`` (default: index order); fewer workers than batches are not started."""
-        batches = -(-len(dataset) // batch_size)
-        workers = min(self.workers, batches)
-        return DataLoader(
-            dataset, batch_size=batch_size, sampler=order, num_workers=workers, pin_memory=self.pin_memory,
-            prefetch_factor=self.prefetch_factor if workers else None, persistent_workers=False,
-        )
+        count = -(-len(order if order is not None else dataset) // batch_size)
+        return self._loader(dataset, count, batch_size=batch_size, sampler=order)
+
+    def batch_loader(self, dataset: Dataset, batches: Sequence[Sequence[int]]) -> DataLoader:
+        """The given ``batches`` of ``dataset`` (lists of indices: a rank's parts of the global batches)."""
+        return self._loader(dataset, len(batches), batch_sampler=batches)
+
+    def _loader(self, dataset: Dataset, count: int, **batching) -> DataLoader:
+        workers = min(self.workers, count)
+        return DataLoader(dataset, num_workers=workers, pin_memory=self.pin_memory,
+                          prefetch_factor=self.prefetch_factor if workers else None, persistent_workers=False,
+                          **batching)
 
 
 class TrainSet(Dataset):
