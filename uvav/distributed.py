@@ -4,10 +4,10 @@ A job runs distributed when a launcher started its processes: ``torchrun`` (also
 Slurm) exports ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT``; a Slurm job with several
 tasks started by submitit (``hydra/launcher=slurm_ddp``) gets them from
 ``submitit.helpers.TorchDistributedEnvironment``. Backends: NCCL for CUDA tensors, gloo for CPU tensors.
-Training is ``DistributedDataParallel`` (:mod:`uvav.train`); every rank reads its share of each global batch
-and of each evaluation set; rank 0 alone writes files, logs and takes locks, and decides what all ranks do
-next where a file could change between two looks (:func:`from_main`). Without a launcher every function here
-is a no-op for one process.
+Training is ``DistributedDataParallel`` when there are several ranks (:mod:`uvav.train`); every rank reads
+its share of each global batch and of each evaluation set; rank 0 alone writes files, logs and takes locks, and
+decides what all ranks do next where a file could change between two looks (:func:`from_main`). Without a
+launcher every function here is a no-op for one process.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def rank() -> int:
 
 
 def active() -> bool:
-    """Training goes through DistributedDataParallel (a launched job, even of one process)."""
+    """This process joined a process group (a launched job, even of one process)."""
     return dist.is_initialized()
 
 
