@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from uvav.jobs import metrics_problem, read_finished
+from uvav.jobs import group_choices, metrics_problem, read_finished
 from uvav.outputs import SCHEMA_VERSION
 
 GOOD = {"schema_version": SCHEMA_VERSION, "status": "completed", "accuracy": {"ft": {"complete": 0.5}},
@@ -32,3 +32,9 @@ def test_read_finished_needs_the_file_and_optionally_the_model(tmp_path):
     assert "no model.pt" in read_finished(tmp_path, need_model=True)[1]
     (tmp_path / "model.pt").write_bytes(b"")
     assert read_finished(tmp_path, need_model=True)[0] == GOOD
+
+
+def test_group_choices_keep_only_what_makes_an_experiment():
+    choices = {"data": "synthetic", "method": "pl", "logger": "tensorboard", "method_recipe@_global_": "x/pl",
+               "hydra/launcher": "slurm_ddp"}
+    assert group_choices(choices) == {"data": "synthetic", "method": "pl"}

@@ -6,7 +6,9 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -23,11 +25,16 @@ from .conftest import TINY
 
 STUDY = "uvav_prompt_length"  # conf/hparams_search/prompt_length.yaml
 SUBDIR = "hydra.sweep.subdir=${now:%Y%m%d-%H%M%S}_${hydra.job.num}"
+N_TRIALS = 3  # per sweep process
+SEEDS = {"a": 123, "b": 124}  # sweep folder -> sampler seed (one per machine, as the README says)
 
 
 def _server_bin() -> Path | None:
-    """Debian's PostgreSQL server programs (initdb, pg_ctl), newest version first."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    """Debian's PostgreSQL server programs (initdb, pg_ctl), newest version first; else initdb on PATH."""
+    def version(initdb: str) -> list[int]:
+        return [int(n) for n in re.findall(r"\d+", Path(initdb).parts[-3])]
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=version)
     if found:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
@@ -42,78 +49,110 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    """A throw-away server (trust authentication, 127.0.0.1 only) with a database ``uvav``; stopped afterwards."""
+    """A throw-away server (trust authentication, 127.0.0.1 only) with an empty database ``uvav``; stopped
+    afterwards, also when the test fails."""
     bindir = _server_bin()
     if bindir is None:
         if os.environ.get("CI") == "true":
             pytest.fail("PostgreSQL server programs not found: .ci/run installs Debian's postgresql package")
         pytest.skip("PostgreSQL server programs not found (Debian: apt-get install postgresql)")
+    import psycopg2  # the dev extra's driver (uvav[postgres] for users)
+
     # the server refuses to run as root: then it runs as the postgres system user, in a folder it owns (outside
     # pytest's root-only temporary folders)
     folder = Path(tempfile.mkdtemp(prefix="uvav-postgres-"))
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_user:
-        shutil.chown(folder, "postgres")
     data, port = folder / "data", _free_port()
 
     def pg(*args: str) -> None:
         proc = subprocess.run([*as_user, *args], capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, f"{args[0]} failed:\n{proc.stdout}\n{proc.stderr}"
+        log = folder / "server.log"
+        assert proc.returncode == 0, (f"{Path(args[0]).name} failed:\n{proc.stdout}\n{proc.stderr}\n"
+                                      f"{log.read_text()[-2000:] if log.exists() else ''}")
 
-    pg(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-    pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w", "start", "-o",
-       f"-p {port} -c listen_addresses=127.0.0.1 -k {folder} -c fsync=off")
     try:
-        import psycopg2
-
+        if as_user:
+            shutil.chown(folder, "postgres")
+        pg(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w", "-t", "60", "start",
+           "-o", f"-p {port} -c listen_addresses=127.0.0.1 -k {folder} -c fsync=off")
         connection = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
         connection.autocommit = True
         connection.cursor().execute("CREATE DATABASE uvav")
         connection.close()
         yield f"postgresql://postgres@127.0.0.1:{port}/uvav"
     finally:
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        if (data / "postmaster.pid").exists():
+            pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _sweep(tmp_path: Path, url: str, name: str, sampler_seed: int) -> subprocess.Popen:
-    """One machine's sweep process: its own sweep folder and sampler seed, the shared study and job cache."""
+def _sweep(tmp_path: Path, url: str, name: str) -> subprocess.Popen:
+    """One machine's sweep process: its own sweep folder and sampler seed; the shared study and job cache (a shared
+    file system on a cluster: a configuration both draw is trained once, and reused by the other)."""
     cmd = [sys.executable, "-m", "uvav.run", "-m", "hparams_search=prompt_length", f"hydra.sweeper.storage={url}",
-           "hydra.sweeper.n_trials=3", f"hydra.sweeper.sampler.seed={sampler_seed}", SUBDIR, *TINY,
+           f"hydra.sweeper.n_trials={N_TRIALS}", f"hydra.sweeper.sampler.seed={SEEDS[name]}", SUBDIR, *TINY,
            "trainer.num_threads=1", f"hydra.sweep.dir={tmp_path / name}", f"paths.cache_dir={tmp_path / 'cache'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
-    return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with open(tmp_path / f"{name}.log", "w") as log:  # a file, not a pipe: a full pipe would block the sweep
+        return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _job(folder: Path) -> tuple[tuple[int, float, float], dict]:
+    """A job folder's (prompt length, lr, objective): the parameters from the overrides the sweeper gave it."""
+    overrides = dict(o.split("=", 1) for o in yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()))
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return (int(overrides["prompt.length"]), float(overrides["method.lr"]), metrics["objective"]["value"]), metrics
+
+
+def _params_value(params: dict, value: float) -> tuple[int, float, float]:
+    return int(params["prompt.length"]), float(params["method.lr"]), value
 
 
 @pytest.mark.slow
 def test_two_sweeps_at_once_share_one_postgresql_study(tmp_path, postgres_url):
-    # nothing is created beforehand: both sweeps start on an empty database (uvav.hydra_callbacks makes its tables)
-    sweeps = {name: _sweep(tmp_path, postgres_url, name, seed) for name, seed in (("a", 123), ("b", 124))}
-    finished = []
-    while len(finished) < len(sweeps):
-        for name, proc in sweeps.items():
-            if name not in finished and proc.poll() is not None:
-                finished.append(name)
-        time.sleep(0.1)
+    # nothing is created beforehand: both sweeps start on an empty database (OptunaStorageCallback makes the tables)
+    sweeps = {name: _sweep(tmp_path, postgres_url, name) for name in SEEDS}
+    try:
+        deadline = time.monotonic() + 300
+        while any(proc.poll() is None for proc in sweeps.values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        for proc in sweeps.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     for name, proc in sweeps.items():
-        out = proc.stdout.read()
-        assert proc.returncode == 0, f"sweep {name} failed:\n{out[-3000:]}"
+        assert proc.returncode == 0, f"sweep {name} failed ({proc.returncode}):\n" + (
+            (tmp_path / f"{name}.log").read_text()[-4000:])
 
-    study = optuna.load_study(study_name=STUDY, storage=postgres_url)  # a reader on another machine
+    study = optuna.load_study(study_name=STUDY, storage=postgres_url)  # a fresh reader, as on another machine
     trials = study.trials
-    assert len(trials) == 6 and sorted(t.number for t in trials) == list(range(6))  # each once, none lost
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    # every trial recorded once, none lost, none left running or failed
+    assert sorted(t.number for t in trials) == list(range(2 * N_TRIALS)), [t.number for t in trials]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), [t.state for t in trials]
+    # the two sweeps worked on the study at the same time: both had asked for a trial before the first one ended
+    first_end = min(t.datetime_complete for t in trials)
+    assert sum(t.datetime_start < first_end for t in trials) >= 2, "the sweeps ran one after the other"
 
-    jobs = [json.loads(p.read_text()) for p in tmp_path.glob("[ab]/*/metrics.json")]
-    assert len(jobs) == 6
-    def key(length, lr, value):
-        return (int(length), float(lr), round(float(value), 12))
+    jobs = {name: [_job(p.parent) for p in sorted((tmp_path / name).glob("*/metrics.json"))] for name in SEEDS}
+    assert {name: len(found) for name, found in jobs.items()} == {name: N_TRIALS for name in SEEDS}
+    every_job = [key for found in jobs.values() for key, _ in found]
+    # one to one: each job folder's parameters and objective are one trial's, and each trial is one job folder's
+    assert Counter(_params_value(t.params, t.value) for t in trials) == Counter(every_job)
 
-    assert Counter(key(t.params["prompt.length"], t.params["method.lr"], t.value) for t in trials) == Counter(
-        key(m["config"]["prompt"]["length"], m["config"]["method"]["lr"], m["objective"]["value"]) for m in jobs)
+    best = max(value for *_, value in every_job)
+    assert study.best_value == best
+    assert _params_value(study.best_params, study.best_value) in every_job  # one of the best jobs (ties possible)
 
-    assert study.best_value == max(m["objective"]["value"] for m in jobs)
-    last = yaml.safe_load((tmp_path / finished[-1] / "optimization_results.yaml").read_text())
-    assert last["best_value"] == study.best_value  # what the last sweep to finish reported is what a reader sees
-    assert {k: float(v) for k, v in last["best_params"].items()} == {
-        k: float(v) for k, v in study.best_params.items()}
+    # What each sweep reported when it ended. It read the study after its own last trial: its best is a trial of the
+    # study, at least as good as its own jobs. The sweep that wrote its report last read the study after every trial
+    # had ended (unless the other one's last trial, read and write all fell between its read and its write, a
+    # sub-millisecond window), so it names the best trial a reader sees (any of the best when they tie).
+    reports = {name: yaml.safe_load((tmp_path / name / "optimization_results.yaml").read_text()) for name in SEEDS}
+    for name, report in reports.items():
+        assert _params_value(report["best_params"], report["best_value"]) in every_job, (name, report)
+        assert report["best_value"] >= max(value for (*_, value), _ in jobs[name]), (name, report)
+    last = max(SEEDS, key=lambda name: (tmp_path / name / "optimization_results.yaml").stat().st_mtime_ns)
+    assert reports[last]["best_value"] == study.best_value, (last, reports)

@@ -54,9 +54,9 @@ def _load_yaml(path: Path) -> Any:
 
 
 def group_choices(choices: dict[str, Any]) -> dict[str, Any]:
-    """A job's config-group choices without Hydra's own and without ``method_recipe`` (derived from the experiment
-    and method choices)."""
-    return {k: v for k, v in choices.items() if not str(k).startswith(("hydra", "method_recipe"))}
+    """A job's config-group choices without Hydra's own, without ``method_recipe`` (derived from the experiment
+    and method choices) and without ``logger`` (where curves go cannot make another experiment)."""
+    return {k: v for k, v in choices.items() if not str(k).startswith(("hydra", "method_recipe", "logger"))}
 
 
 def read_job(path: Path) -> Job:
