@@ -22,7 +22,7 @@ from uvav import distributed
 from uvav.cases import result_key
 from uvav.config import MODEL_KEY_NEUTRAL, NoiseConfig, key_content
 from uvav.data import AVData, load_data
-from uvav.data.loading import LoaderOptions, available_cores
+from uvav.data.loading import LoaderOptions, cores_per_rank
 from uvav.evaluation import SALTS, evaluate_split
 from uvav.loggers import TrainingLogger, open_logger
 from uvav.methods import FT, HEAD_ONLY, METHODS, cache_views, schedule
@@ -73,7 +73,7 @@ def setup_runtime(cfg: DictConfig) -> torch.device:
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     elif distributed.local_world_size() > 1:  # the ranks on this machine share its cores
-        torch.set_num_threads(max(1, available_cores() // distributed.local_world_size()))
+        torch.set_num_threads(cores_per_rank())
     torch.set_flush_denormal(True)  # denormal floats made CPU steps ~2.7x slower (docs/facts.md §7)
     if cfg.trainer.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -159,8 +159,9 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
     folder = ctx.cache_dir / FT / key
     main_rank = distributed.is_main()  # rank 0 alone locks, decides and writes; every rank trains
     with file_lock(ctx.cache_dir / FT / f"{key}.lock") if main_rank else contextlib.nullcontext():
-        info = distributed.from_main(read_json(folder / "info.json") if main_rank else None)
-        if info is not None and distributed.from_main((folder / "model.pt").exists()):
+        stored = main_rank and (folder / "model.pt").exists()
+        info = distributed.from_main(read_json(folder / "info.json") if stored else None)
+        if info is not None:
             model, _ = build_model(ctx, initial_weights=False)  # the stored weights replace them all
             model.load_state_dict(torch.load(folder / "model.pt", map_location=ctx.device, weights_only=True))
             log.info("FT model %s reused from %s", key, folder)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from uvav import distributed
 from uvav.config import NoiseConfig
 from uvav.data.base import AVSplit
 from uvav.scenarios import augment_sample, corrupt_sample, draw_case, eval_sample, sample_generator
@@ -30,6 +31,11 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def cores_per_rank() -> int:
+    """This process's share of the available cores: the ranks of a distributed job on one machine split them."""
+    return max(1, available_cores() // distributed.local_world_size())
+
+
 def resolve_workers(num_workers: int | None) -> int:
     """``data.num_workers`` for decoding: None -> every available core; otherwise the number given."""
     if num_workers is None:
@@ -40,16 +46,12 @@ def resolve_workers(num_workers: int | None) -> int:
 
 
 def loader_workers(num_workers: int | None, device: torch.device) -> int:
-    """DataLoader workers: the number given, else every available core when a GPU computes, and none when the
-    CPU does. A CPU job's math already uses every core, and workers beside it made epochs 2-15x slower on
-    2 cores (threads spinning at their barriers while the workers ran)."""
+    """DataLoader workers: the number given, else this rank's share of the cores (every core in one process) when
+    a GPU computes, and none when the CPU does. A CPU job's math already uses every core, and workers beside it
+    made epochs 2-15x slower on 2 cores (threads spinning at their barriers while the workers ran)."""
     if num_workers is not None:
         return resolve_workers(num_workers)
-    if device.type == "cuda":  # the ranks of a distributed job on this machine share its cores
-        from uvav import distributed
-
-        return max(1, available_cores() // distributed.local_world_size())
-    return 0
+    return cores_per_rank() if device.type == "cuda" else 0
 
 
 @dataclass(frozen=True)
