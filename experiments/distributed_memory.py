@@ -1,0 +1,71 @@
+"""Peak held memory of a distributed job against dataset size: the default PL job (cavmae_tiny, 512 fbank frames,
+224 px, 1 epoch per stage, batch 8, seed 0) on generated UrbanSound8K-AV-layout data of two sizes, as one process
+and as `torchrun --nproc_per_node=2` (gloo, 1 thread per rank). Held = Pss_Anon + Pss_Shmem summed over the
+launcher's process tree (both ranks and their workers; uvav.resources.PeakMemory), RSS beside it.
+
+    .venv/bin/python experiments/distributed_memory.py [--sizes 60 300] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from uvav.resources import PeakMemory
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_data(out: Path, clips: int) -> Path:
+    spec = importlib.util.spec_from_file_location("make_us8k_av", REPO / "experiments" / "make_us8k_av.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_us8k_av(out, clips, seed=0, seconds=1.0, workers=1)
+
+
+def peak(work: Path, root: Path, launcher: list[str], name: str, threads: int) -> dict:
+    cmd = [*launcher, "-m", "uvav.run", "data=urbansound8k_av", f"data.root={root}", "backbone=cavmae_tiny",
+           "data.target_length=512", "data.image_size=224", "trainer.epochs=1", "method.epochs=1",
+           "trainer.batch_size=8", "trainer.eval_batch_size=8", "trainer.progress=false",
+           f"trainer.num_threads={threads}", f"paths.cache_dir={work / ('cache_' + name)}",
+           f"hydra.run.dir={work / ('run_' + name)}"]
+    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with PeakMemory(proc.pid, interval=0.1) as meter:
+        out, _ = proc.communicate(timeout=1800)
+    if proc.returncode:
+        raise SystemExit(out[-3000:])
+    return meter.summary()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs=2, default=[60, 300])
+    parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here too")
+    args = parser.parse_args()
+    python = [sys.executable]
+    launchers = {"1 process": (python, 2),
+                 "torchrun, 2 processes": ([*python, "-m", "torch.distributed.run", "--standalone",
+                                            "--nproc_per_node=2"], 1)}
+    rows = ["| job | clips | peak held (Pss_Anon + Pss_Shmem, process tree) | peak RSS (sum) |", "|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for clips in args.sizes:
+            root = make_data(work / f"data_{clips}", clips)
+            for label, (launcher, threads) in launchers.items():
+                summary = peak(work, root, launcher, f"{clips}_{threads}", threads)
+                rows.append(f"| {label} | {clips} | {summary['peak_held_bytes'] / 2**20:.0f} MiB | "
+                            f"{summary['peak_rss_bytes'] / 2**20:.0f} MiB |")
+                print(rows[-1], flush=True)
+    table = "\n".join(rows) + "\n"
+    print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table)
+
+
+if __name__ == "__main__":
+    main()
