@@ -17,6 +17,7 @@ def test_each_rule_names_what_is_wrong():
     assert "status is 'running'" in metrics_problem({**GOOD, "status": "running"})
     assert "schema_version 99" in metrics_problem({**GOOD, "schema_version": 99})
     assert "accuracy.ft" in metrics_problem({**GOOD, "accuracy": {"pl_uncertain": {}}})
+    assert metrics_problem({**GOOD, "accuracy": {"cpl_conditioned": {}}, "main_mode": "cpl_conditioned"}) is None
     assert "objective is nan" in metrics_problem({**GOOD, "objective": {"value": float("nan")}})
     assert "stale" in metrics_problem(GOOD, overrides=["seed=1"])
     assert metrics_problem(GOOD, overrides=["seed=0"]) is None

@@ -38,7 +38,7 @@ from uvav.registry import UnknownNameError
 log = logging.getLogger(__name__)
 
 RUN_FILES = ("model.pt", "metrics.json", ".hydra/config.yaml")
-PROMPT_CHOICES = ("uncertain", "oracle", "all")
+PROMPT_CHOICES = ("uncertain", "oracle", "conditioned", "all")
 SPLITS = ("test", "val")
 
 
@@ -116,7 +116,6 @@ class Run(Predicting):
         from uvav.data import DATASETS
         from uvav.methods import METHODS
         from uvav.models.classifier import AVClassifier
-        from uvav.models.prompts import PromptBank
         from uvav.pipeline import select_device
 
         try:  # the registry entries of the run's dataset and method
@@ -137,7 +136,7 @@ class Run(Predicting):
             self.model.load_state_dict(checkpoint["model"])
             self.bank = None
             if checkpoint["bank"] is not None:
-                self.bank = PromptBank.from_config(config)
+                self.bank = self._entry.bank(config)
                 self.bank.load_state_dict(checkpoint["bank"])
         except (ImportError, RuntimeError, ValueError, KeyError, OmegaConfBaseException) as exc:
             raise RunError(f"{path / 'model.pt'} does not fit the model described by the run's config: "
@@ -188,9 +187,14 @@ class Run(Predicting):
             raise InputError(f"prompts={prompts!r}: one of {list(PROMPT_CHOICES)}")
         if self.bank is None:
             return ["none"]  # FT (and LoRA/adapter) runs have no prompts
-        if prompts == "none":
-            raise InputError("prompts=none: a PL run is evaluated with prompts (uncertain, oracle or all)")
-        return ["uncertain", "oracle"] if prompts == "all" else [prompts]
+        modes = list(self._entry.eval_modes)
+        if prompts == "all":
+            return modes
+        if prompts == "uncertain" and modes == ["conditioned"]:
+            return modes  # input-conditioned prompts are the case-unknown setting by construction
+        if prompts not in modes:
+            raise InputError(f"prompts={prompts!r}: this {self.method} run has prompt modes {modes} (or all)")
+        return [prompts]
 
     # ------------------------------------------------------------ evaluation
     def eval_config(self, **overrides: Any) -> DictConfig:

@@ -3,7 +3,8 @@ mode names its result.
 
 A *case* says which modalities a sample has corrupted (:data:`CASE_EFFECTS`); ``mixed`` is evaluation only
 (each sample gets one of the four at random). A *prompt mode* says how a stage picks prompts: ``none`` (no
-prompts), ``oracle`` (each sample the set of its own case) or ``uncertain`` (all sets, the case unknown). A result
+prompts), ``oracle`` (each sample the set of its own case), ``uncertain`` (all sets, the case unknown) or
+``conditioned`` (a mixture of the sets weighted from the sample's own input, the case unknown). A result
 (``metrics.json``'s ``accuracy`` keys, the tables' columns) is named by :func:`result_key`.
 """
 
@@ -28,6 +29,7 @@ class PromptMode(str, Enum):
     NONE = "none"
     ORACLE = "oracle"
     UNCERTAIN = "uncertain"
+    CONDITIONED = "conditioned"  # each sample a mixture of the sets, weighted from its own input
 
 
 CASES: tuple[str, ...] = tuple(c.value for c in Case if c is not Case.MIXED)  # training cases, in case-id order

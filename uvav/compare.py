@@ -23,9 +23,10 @@ from uvav.outputs import atomic_write_bytes
 from uvav.tables import to_markdown
 
 
-def load(roots: list[Path]) -> tuple[list[dict[str, Any]], list[str]]:
+def load(roots: list[Path], every_config: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
     """Usable finished jobs' metrics (:func:`uvav.jobs.read_finished`), one per method, seed and the method
-    settings its comparison columns tell apart; and the paths of the jobs that are not usable."""
+    settings its comparison columns tell apart (``every_config``: one per job config, the same job reused in
+    several folders once); and the paths of the jobs that are not usable."""
     wanted = {(method.name, key) for method, column in comparison_columns() for key in column.where}
     jobs: dict[tuple, dict[str, Any]] = {}
     skipped = []
@@ -36,7 +37,7 @@ def load(roots: list[Path]) -> tuple[list[dict[str, Any]], list[str]]:
             continue
         m = job.metrics
         variant = tuple(sorted((k, str(m["config"]["method"].get(k))) for name, k in wanted if name == m["method"]))
-        jobs.setdefault((m["method"], variant, m["seed"]), m)
+        jobs.setdefault((m.get("job_key", str(folder)),) if every_config else (m["method"], variant, m["seed"]), m)
     return list(jobs.values()), skipped
 
 
@@ -107,9 +108,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--variants", action="store_true",
+                        help="the variant table instead (uvav.variants): every method setting on every base")
     args = parser.parse_args(argv)
-    jobs, skipped = load(args.inputs)
-    print(write(jobs, skipped, args.out, args.inputs))
+    jobs, skipped = load(args.inputs, every_config=args.variants)
+    if args.variants:
+        from uvav import variants
+
+        print(variants.write(jobs, skipped, args.out, args.inputs))
+    else:
+        print(write(jobs, skipped, args.out, args.inputs))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ GROUPING_NEUTRAL = (*EVALUATION_NEUTRAL, "seed", "paths", "reuse_finished", "obj
 
 # Settings added after job and FT-model keys were in use: left out of those keys while at their default, so that
 # the jobs and FT models of earlier versions are found again (tests/test_pipeline.py pins the default FT key).
-KEYED_OFF_DEFAULT_ONLY = {"data.label_fraction": 1.0, "trainer.head_lr_scale": 1.0}
+KEYED_OFF_DEFAULT_ONLY = {"data.label_fraction": 1.0, "trainer.head_lr_scale": 1.0, "prompt.depth": 1,
+                          "prompt.shared_depth": 0, "scenario.missing_rate": None, "method.base": "finetuned"}
 
 
 def key_content(container: dict[str, Any], neutral: tuple[str, ...]) -> dict[str, Any]:
@@ -112,12 +113,16 @@ class BackboneConfig:
 class PromptConfig:
     kind: str = "attention"  # none | input | attention | both
     length: int = 4
+    depth: int = 1  # encoder blocks with input-level prompts of their own (1: before the encoders only)
+    shared_depth: int = 0  # shared blocks with input-level prompts of their own
 
 
 @dataclass
 class ScenarioConfig:
     name: str = MISSING
     train_cases: list[str] = field(default_factory=lambda: ["complete"])
+    # share of training samples given a corrupted case (the rest complete); None: uniform over train_cases
+    missing_rate: float | None = None
 
 
 @dataclass
@@ -266,6 +271,27 @@ def _check_logger(cfg: DictConfig) -> None:
         raise ConfigError(problem)
 
 
+def _check_prompt_depth(cfg: DictConfig) -> None:
+    prompt, backbone = cfg.prompt, cfg.backbone
+    require(1 <= prompt.depth <= backbone.depth, "prompt.depth", prompt.depth,
+            f"1 .. backbone.depth ({backbone.depth}): the encoder blocks with prompts of their own")
+    require(0 <= prompt.shared_depth <= backbone.shared_depth, "prompt.shared_depth", prompt.shared_depth,
+            f"0 .. backbone.shared_depth ({backbone.shared_depth})")
+    if prompt.depth > 1 or prompt.shared_depth:
+        require(prompt.kind in ("input", "both"), "prompt.kind", prompt.kind,
+                "input or both with prompt.depth > 1 or prompt.shared_depth > 0 (deep prompts are input-level)")
+
+
+def _check_missing_rate(scenario: DictConfig) -> None:
+    rate = scenario.missing_rate
+    if rate is None:
+        return
+    require(0.0 <= rate <= 1.0, "scenario.missing_rate", rate, "in [0, 1], or null for a uniform draw over the cases")
+    cases = set(scenario.train_cases)
+    require("complete" in cases and len(cases) > 1, "scenario.train_cases", sorted(cases),
+            "complete and at least one corrupted case when scenario.missing_rate is set (e.g. scenario=all)")
+
+
 def validate(cfg: DictConfig) -> None:
     """Reject combinations that compose but cannot run. Raises :class:`ConfigError` naming key and allowed values.
     The checks of one method's own fields are that method's (:meth:`uvav.methods.Method.check`)."""
@@ -282,6 +308,8 @@ def validate(cfg: DictConfig) -> None:
     for case in cfg.scenario.train_cases:
         require(case in CASES, "scenario.train_cases", case, f"each one of {list(CASES)}")
     require(len(cfg.scenario.train_cases) > 0, "scenario.train_cases", [], "at least one case")
+    _check_prompt_depth(cfg)
+    _check_missing_rate(cfg.scenario)
     require(cfg.data.num_workers is None or cfg.data.num_workers >= 0, "data.num_workers", cfg.data.num_workers,
             ">= 0 (0: in the main process), or null for every core")
     patch_a = cfg.backbone.patch_size

@@ -51,15 +51,17 @@ def score(stage: Stage, batches: Iterable[Sequence[torch.Tensor]], cases: Sequen
         audio, visual = audio.to(device, non_blocking=True), visual.to(device, non_blocking=True)
         total += torch.bincount(positions, minlength=len(cases))
         with autocast():
+            query = None if encoded else stage.query(audio, visual)
             if reuse and not encoded:
                 audio, visual = stage.model.encode(audio, visual)
             for mode in modes:
                 keep = allowed[mode][positions]
                 if not keep.any():
                     continue
-                a, v, ids = (audio, visual, case_ids) if keep.all() else (
-                    audio[keep.to(device)], visual[keep.to(device)], case_ids[keep])
-                prompts = stage.select(mode, a.shape[0], ids)
+                kept = keep.to(device)
+                a, v, ids, q = (audio, visual, case_ids, query) if keep.all() else (
+                    audio[kept], visual[kept], case_ids[keep], None if query is None else query[kept])
+                prompts = stage.select(mode, a.shape[0], ids, q)
                 logits = (stage.model.classify_encoded(a, v, prompts) if reuse
                           else stage.model(a, v, prompts))
                 hit = (logits.argmax(dim=1).cpu() == labels[keep]).long()

@@ -108,8 +108,8 @@ def metrics_problem(metrics: Any, overrides: list[str] | None = None, pretrainin
         if not pretraining_ok:
             return ("a pretraining job: no classifier and no accuracy; its model.pt is a backbone checkpoint "
                     "(backbone.checkpoint=<job>/model.pt)")
-    elif not isinstance(accuracy, dict) or not isinstance(accuracy.get(FT), dict):
-        return f"metrics.json has no accuracy.{FT} table"
+    elif not isinstance(accuracy, dict) or not isinstance(accuracy.get(metrics.get("main_mode", FT)), dict):
+        return f"metrics.json has no accuracy.{metrics.get('main_mode', FT)} table (its main_mode)"
     objective = (metrics.get("objective") or {}).get("value")
     if not isinstance(objective, (int, float)) or not math.isfinite(objective):
         return f"objective is {objective!r} (the job raised: a failed job / Optuna trial)"

@@ -92,6 +92,9 @@ def ft_config(cfg: DictConfig) -> dict[str, Any]:
         "noise": neutral["noise"],
         "seed": cfg.seed,
         "train_cases": list(cfg.scenario.train_cases) if is_ft else [cfg.method.base_scenario],
+        # the rate of method=ft's own training cases (the FT base of other methods trains on one case)
+        **({"missing_rate": cfg.scenario.missing_rate} if is_ft and cfg.scenario.get("missing_rate") is not None
+           else {}),
         "epochs": (cfg.method.epochs if is_ft and cfg.method.epochs else cfg.trainer.epochs),
         "lr": (cfg.method.lr if is_ft and cfg.method.lr else cfg.trainer.lr),
         **content_key(cfg.backbone.checkpoint),
@@ -123,7 +126,7 @@ class Context:
         cache = {k: method[k] for k in ("cache_dtype", "cache_device_gb") if k in method}  # else Feed's defaults
         return Feed(self.data.train, self.data.val, self.noise, self.options,
                     (self.cfg.data.freq_mask, self.cfg.data.time_mask, self.cfg.data.image_shift),
-                    token_dir=self.resume_dir, **cache)
+                    missing_rate=self.cfg.scenario.get("missing_rate"), token_dir=self.resume_dir, **cache)
 
     def evaluate(self, stage: Stage, split: str) -> dict[str, dict[str, float]]:
         """``{result key: {case: accuracy}}`` of ``stage`` on ``split`` (test or val) under every evaluation case,
@@ -207,15 +210,20 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
 
 
 def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
-    """FT (found or trained), then the frozen-base method's stages; the job's metrics."""
+    """FT (found or trained) or, with ``method.base=pretrained``, the pretrained model; then the frozen-base
+    method's stages; the job's metrics."""
     cfg, device, data = ctx.cfg, ctx.device, ctx.data
 
-    ft_model, ft_info = ensure_ft_model(ctx)
-    ft_stage = Stage.trained(FT, ft_model, None, ft_info["spec"]["train_cases"])
-    accuracy, val = ctx.evaluate(ft_stage, "test"), ctx.evaluate(ft_stage, "val")
-    stages: dict[str, Any] = {FT: {**{k: ft_info[k] for k in ("key", "best_epoch", "best_val", "reused")},
-                                   "params": ft_info["params"], "resources": ft_info["resources"]}}
-    final = ft_stage
+    if method.frozen_base and cfg.method.base == "pretrained":
+        ft_model, weights = build_model(ctx)  # the pretrained backbone with a new head: nothing is fine-tuned
+        ft_info = {"key": None, "initial_weights": weights}
+        accuracy, val, stages, final = {}, {}, {}, None
+    else:
+        ft_model, ft_info = ensure_ft_model(ctx)
+        final = Stage.trained(FT, ft_model, None, ft_info["spec"]["train_cases"])
+        accuracy, val = ctx.evaluate(final, "test"), ctx.evaluate(final, "val")
+        stages = {FT: {**{k: ft_info[k] for k in ("key", "best_epoch", "best_val", "reused")},
+                       "params": ft_info["params"], "resources": ft_info["resources"]}}
     ft_model.cpu()  # each later stage trains its own copy on the device; this one is only copied from
 
     if method.frozen_base:

@@ -164,6 +164,8 @@ class Predicting:
         corruptions include making it missing: audio -> noisy_audio, image -> noisy_visual."""
         if self.bank is None:
             return "none", None, (f"a {self.method} run has no prompts" if prompts == "oracle" else None)
+        if self.bank.router is not None:  # method=cpl: mixed from the input, no case needed
+            return "conditioned", None, ("input-conditioned prompts need no case" if prompts == "oracle" else None)
         if prompts == "uncertain":
             return "uncertain", None, None
         lost = ("audio" in missing, "image" in missing)  # (audio corrupted, visual corrupted), as CASE_EFFECTS

@@ -22,7 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 from uvav import distributed
 from uvav.config import JOB_KEY_NEUTRAL, ConfigError, config_dir, key_content, register_configs, validate
 from uvav.jobs import group_choices, read_finished
-from uvav.methods import FT
 from uvav.models.zoo import content_key
 from uvav.outputs import (
     SCHEMA_VERSION,
@@ -133,7 +132,7 @@ def _log_table(metrics: dict) -> None:
         log.info("pretraining, last epoch: %s", ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k != "epoch"))
         return
     modes = list(metrics["accuracy"])
-    cases = list(metrics["accuracy"][FT])
+    cases = list(next(iter(metrics["accuracy"].values())))
     lines = ["test accuracy", f"{'case':<14}" + "".join(f"{m:>14}" for m in modes)]
     for case in cases:
         cells = "".join(f"{metrics['accuracy'][m].get(case, float('nan')):>14.3f}" for m in modes)

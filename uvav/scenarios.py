@@ -14,7 +14,7 @@ import hashlib
 import torch
 import torch.nn.functional as F
 
-from uvav.cases import CASE_EFFECTS, CASE_INDEX, CASES
+from uvav.cases import CASE_EFFECTS, CASE_INDEX, CASES, Case
 from uvav.config import NoiseConfig
 
 
@@ -102,6 +102,18 @@ def draw_case(choices: tuple[str, ...] | list[str], gen: torch.Generator) -> int
     """A case index (into ``CASES``) drawn uniformly over ``choices``: a training sample's case among the stage's
     training cases, an evaluation sample's case under ``mixed``."""
     return CASE_INDEX[choices[int(torch.randint(len(choices), (1,), generator=gen))]]
+
+
+def draw_training_case(cases: tuple[str, ...] | list[str], missing_rate: float | None, gen: torch.Generator) -> int:
+    """A training sample's case: uniform over ``cases`` when ``missing_rate`` is None (with all four cases, 3 in 4
+    samples are corrupted); else ``complete`` with probability 1 - ``missing_rate`` and otherwise one of the
+    corrupted cases among ``cases``, uniformly (``scenario.missing_rate``). Cases without both kinds: uniform."""
+    corrupted = [c for c in cases if c != Case.COMPLETE.value]
+    if missing_rate is None or not corrupted or len(corrupted) == len(cases):
+        return draw_case(cases, gen)
+    if float(torch.rand((), generator=gen)) >= missing_rate:
+        return CASE_INDEX[Case.COMPLETE.value]
+    return draw_case(corrupted, gen)
 
 
 def sample_seed(*parts: object) -> int:

@@ -122,15 +122,30 @@ class Stage:
         input_prompts = self.bank is not None and self.bank.input_audio is not None
         return not input_prompts and not any(p.requires_grad for p in encoder_params)
 
-    def select(self, mode: str, batch: int, case_ids: torch.Tensor):
-        return None if mode == "none" else self.bank.select(mode, batch, case_ids)
+    def conditioned(self) -> bool:
+        """True when the prompts are mixed per sample from its input (they need the input, not only tokens)."""
+        return self.bank is not None and self.bank.router is not None
+
+    def cacheable(self) -> bool:
+        """True when the stage can train on cached encoder outputs."""
+        return self.encoders_frozen() and not self.conditioned()
+
+    def query(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor | None:
+        """The input summaries conditioned prompts are mixed from; None for every other stage."""
+        if not self.conditioned():
+            return None
+        with torch.no_grad():
+            return self.model.input_summary(audio, visual)
+
+    def select(self, mode: str, batch: int, case_ids: torch.Tensor, query: torch.Tensor | None = None):
+        return None if mode == "none" else self.bank.select(mode, batch, case_ids, query)
 
 
 def logits_for(
     stage: Stage, audio: torch.Tensor, visual: torch.Tensor, case_ids: torch.Tensor, mode: str
 ) -> torch.Tensor:
     """Forward pass; the encoders run without autograd when no gradient has to pass through them."""
-    prompts = stage.select(mode, audio.shape[0], case_ids)
+    prompts = stage.select(mode, audio.shape[0], case_ids, stage.query(audio, visual))
     if stage.encoders_frozen():
         with torch.no_grad():
             a, v = stage.model.encode(audio, visual, prompts)
@@ -180,6 +195,7 @@ class Feed:
     noise: NoiseConfig
     options: LoaderOptions
     augmentation: tuple[int, int, int] = (0, 0, 0)  # (freq_mask, time_mask, image_shift), training only
+    missing_rate: float | None = None  # share of training samples given a corrupted case (None: uniform draw)
     token_dir: Path | None = None
     cache_dtype: str = "auto"
     cache_device_gb: float = 16.0
@@ -255,7 +271,7 @@ def fit(
 
     # a distributed job streams every stage (each rank would need the whole cache)
     caches = _build_caches(stage, feed, trainer, device, seed, autocast, meter) if (
-        stage.cache_views > 0 and stage.encoders_frozen() and start_epoch < stage.epochs
+        stage.cache_views > 0 and stage.cacheable() and start_epoch < stage.epochs
         and distributed.world_size() == 1) else None
     net = training_forward(stage, device)
     progress = trainer.progress and distributed.is_main()
@@ -319,7 +335,8 @@ def _train_batches(stage: Stage, feed: Feed, batch_size: int, device: torch.devi
     n = len(feed.train)
     order = epoch_order(n, seed, epoch)
     if caches is None:
-        dataset = TrainSet(feed.train, feed.noise, stage.train_cases, seed, epoch, feed.augmentation)
+        dataset = TrainSet(feed.train, feed.noise, stage.train_cases, seed, epoch, feed.augmentation,
+                           missing_rate=feed.missing_rate)
         if distributed.world_size() > 1:
             parts = distributed.batch_parts(order, batch_size)
             loader, weights = feed.options.batch_loader(dataset, [rows for rows, _ in parts]), [w for _, w in parts]
@@ -356,7 +373,8 @@ def _build_caches(stage: Stage, feed: Feed, trainer, device: torch.device, seed:
         return tqdm(loader, desc=f"{stage.name}: caching {what}", leave=False, disable=not trainer.progress)
 
     for view in range(stage.cache_views):
-        dataset = TrainSet(feed.train, feed.noise, stage.train_cases, seed, view, feed.augmentation, stream="view")
+        dataset = TrainSet(feed.train, feed.noise, stage.train_cases, seed, view, feed.augmentation, stream="view",
+                           missing_rate=feed.missing_rate)
         encode_into(views, model.encode, progress(feed.options.loader(dataset, bs), f"view {view + 1}"), device,
                     autocast, start=view * n)
     val_set = EvalSet(feed.val, feed.noise, stage.train_cases, SALTS["val"])

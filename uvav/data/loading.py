@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from uvav import distributed
 from uvav.config import NoiseConfig
 from uvav.data.base import AVSplit
-from uvav.scenarios import augment_sample, corrupt_sample, draw_case, eval_sample, sample_generator
+from uvav.scenarios import augment_sample, corrupt_sample, draw_training_case, eval_sample, sample_generator
 
 
 def available_cores() -> int:
@@ -83,22 +83,25 @@ class LoaderOptions:
 
 
 class TrainSet(Dataset):
-    """Training samples of one epoch: sample ``i`` gets a case drawn from ``cases``, then augmentation and
-    corruption, with draws from a generator seeded by ``(seed, epoch, i)``. Items: ``(audio, visual, label,
-    case_id)``. ``stream`` names the use (``train``; ``view`` for cached views) so that uses never share draws."""
+    """Training samples of one epoch: sample ``i`` gets a case drawn from ``cases`` (at ``missing_rate``, see
+    :func:`uvav.scenarios.draw_training_case`), then augmentation and corruption, with draws from a generator
+    seeded by ``(seed, epoch, i)``. Items: ``(audio, visual, label, case_id)``. ``stream`` names the use
+    (``train``; ``view`` for cached views) so that uses never share draws."""
 
     def __init__(self, split: AVSplit, noise: NoiseConfig, cases: Sequence[str], seed: int, epoch: int = 0,
-                 augmentation: tuple[int, int, int] = (0, 0, 0), stream: str = "train") -> None:
+                 augmentation: tuple[int, int, int] = (0, 0, 0), stream: str = "train",
+                 missing_rate: float | None = None) -> None:
         self.split, self.noise, self.seed, self.epoch, self.stream = split, noise, seed, epoch, stream
         self.cases = tuple(cases)
         self.augmentation = augmentation
+        self.missing_rate = missing_rate
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         gen = sample_generator(self.stream, self.seed, self.epoch, i)
-        case_id = draw_case(self.cases, gen)
+        case_id = draw_training_case(self.cases, self.missing_rate, gen)
         audio, visual = self.split.sample(i)
         audio, visual = augment_sample(audio, visual, *self.augmentation, gen)
         audio, visual = corrupt_sample(audio, visual, case_id, self.noise, gen)

@@ -6,8 +6,9 @@ config schema (extending :class:`~uvav.config.MethodConfig`) and registers a :cl
 (:mod:`uvav.compare`), robustness curves and ``load_run`` read everything they need from here.
 
 Two kinds: ``ft`` trains every weight; every other method is *frozen-base*: it starts from the fine-tuned model
-of the same data, backbone and seed (trained first when absent), and is reported beside the head-only baseline
-trained on that same frozen model.
+of the same data, backbone and seed (trained first when absent), or with ``method.base=pretrained`` from the
+``backbone.checkpoint`` itself (a ``method=pretrain`` checkpoint, not fine-tuned, with a new head), and is reported
+beside the head-only baseline trained on that same frozen model.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
     from uvav.models.classifier import AVClassifier
+    from uvav.models.prompts import PromptBank
     from uvav.pipeline import Context
     from uvav.train import Stage
 
 FT = "ft"  # the fine-tuned model's stage and result key
 HEAD_ONLY = "head_only"  # the baseline of every frozen-base method: the frozen model with its head retrained
 HEAD_ONLY_LABEL = "Head only"
+BASES = ("finetuned", "pretrained")  # method.base: what a frozen-base method trains on
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,14 @@ class Method:
         """The whole job of a method that trains no classifier (:attr:`classifies` False): its metrics."""
         raise NotImplementedError(f"method {self.name} classifies: the pipeline runs its job")
 
+    def bank(self, cfg: DictConfig) -> PromptBank:
+        """The prompt bank of a job of this method (:attr:`uses_prompts` methods)."""
+        raise NotImplementedError(f"method {self.name} has no prompts")
+
+    def settings(self, method: Any, prompt: Any) -> str:
+        """Its job's settings that tell variants apart in the comparison's variant table (``r=4``); '' by default."""
+        return ""
+
     def describe(self, key: str, case: str | None = None) -> str:
         """One line saying what result ``key`` (one of :attr:`result_keys`) means."""
         return f"{key}: {self.summary}"
@@ -129,6 +140,12 @@ class FrozenBaseMethod(Method):
         require(m.cache_dtype in ("auto", "bf16", "fp16", "fp32"), "method.cache_dtype", m.cache_dtype,
                 "auto, bf16, fp16 or fp32")
         require(m.cache_device_gb >= 0, "method.cache_device_gb", m.cache_device_gb, ">= 0")
+        require(m.base in BASES, "method.base", m.base, f"one of {list(BASES)}")
+        if m.base == "pretrained":
+            require(bool(cfg.backbone.checkpoint), "backbone.checkpoint", cfg.backbone.checkpoint,
+                    "a checkpoint (e.g. a method=pretrain job's model.pt) with method.base=pretrained")
+            require(m.train_head, "method.train_head", m.train_head,
+                    "true with method.base=pretrained (the pretrained model has no trained head)")
 
 
 class PeftMethod(FrozenBaseMethod):
@@ -154,6 +171,7 @@ class PeftMethod(FrozenBaseMethod):
 class FrozenBaseConfig(MethodConfig):
     """Settings of every method that trains on the frozen FT model (and of its head-only baseline)."""
 
+    base: str = "finetuned"  # the frozen model: finetuned (the FT model) | pretrained (backbone.checkpoint, new head)
     train_head: bool = True  # the classifier head trains with the method's own parameters
     head_only_baseline: bool = True  # also train the head alone (no prompts, no new layers): the honest baseline
     base_scenario: str = "complete"  # training case of the FT model that is frozen
@@ -222,7 +240,7 @@ def describe_result(key: str, case: str | None = None) -> str:
     return key
 
 
-__all__ = ["FT", "HEAD_ONLY", "METHODS", "Column", "FrozenBaseConfig", "FrozenBaseMethod", "Method", "PeftMethod",
-           "classifying",
+__all__ = ["BASES", "FT", "HEAD_ONLY", "METHODS", "Column", "FrozenBaseConfig", "FrozenBaseMethod", "Method",
+           "PeftMethod", "classifying",
            "cache_views", "comparison_columns", "describe_result", "improvements", "result_labels", "schedule",
            "stage_labels"]

@@ -93,6 +93,9 @@ class Adapters(PeftMethod):
         require(cfg.method.adapter_bottleneck > 0, "method.adapter_bottleneck", cfg.method.adapter_bottleneck,
                 "a positive integer")
 
+    def settings(self, method: Any, prompt: Any) -> str:
+        return f"bottleneck={method.get('adapter_bottleneck')}"
+
     def prepare(self, model: AVClassifier, method: Any) -> AVClassifier:
         add_adapters(model, int(method.adapter_bottleneck))
         return model

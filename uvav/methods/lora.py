@@ -110,6 +110,9 @@ class LoRA(PeftMethod):
         for target in m.lora_targets:
             require(target in LORA_TARGETS, "method.lora_targets", target, f"each one of {list(LORA_TARGETS)}")
 
+    def settings(self, method: Any, prompt: Any) -> str:
+        return f"r={method.get('lora_rank')}"
+
     def prepare(self, model: AVClassifier, method: Any) -> AVClassifier:
         add_lora(model, int(method.lora_rank), lora_alpha(method), list(method.lora_targets))
         return model

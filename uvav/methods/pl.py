@@ -55,8 +55,11 @@ class PromptLearning(FrozenBaseMethod):
             require(cfg.prompt.kind == "attention", "method.cache_features", "on",
                     "'on' only with prompt=attention (input prompts change the encoders' outputs); use auto")
 
+    def bank(self, cfg) -> PromptBank:
+        return PromptBank.from_config(cfg)
+
     def build_stage(self, cfg, base, device) -> Stage:
-        bank = PromptBank.from_config(cfg).to(device)
+        bank = self.bank(cfg).to(device)
         epochs, lr = schedule(cfg)
         per_scenario = cfg.method.prompt_training == "per_scenario"
         train_mode = (PromptMode.ORACLE if per_scenario else PromptMode.UNCERTAIN).value
@@ -69,8 +72,20 @@ class PromptLearning(FrozenBaseMethod):
             return "pl_uncertain: all prompt sets concatenated (the case is unknown)"
         return f"pl_oracle: the prompt set of case {case}" if case else "pl_oracle: each case its own prompt set"
 
+    def settings(self, method: Any, prompt: Any) -> str:
+        joint = ", trained as used" if method.get("prompt_training") == "joint" else ""
+        return prompt_settings(prompt) + joint
+
     def variant(self, method: Any) -> str:
         return "_joint" if method.get("prompt_training") == "joint" else ""
+
+
+def prompt_settings(prompt: Any) -> str:
+    """The prompt group's settings in a few words: ``input L=4 depth=2``."""
+    words = [str(prompt.get("kind")), f"L={prompt.get('length')}"]
+    words += [f"{k}={prompt.get(k)}" for k, default in (("depth", 1), ("shared_depth", 0))
+              if prompt.get(k, default) != default]
+    return " ".join(words)
 
 
 METHODS.register(PromptLearning())

@@ -43,8 +43,10 @@ class PatchEmbed(nn.Module):
 class ModalityEncoder(nn.Module):
     """Tokens + position + modality embedding, optional prompt tokens, then ``depth`` transformer blocks.
 
-    Input-level prompts ``[B, P, D]`` are concatenated after the patch tokens, pass through every block,
-    and are dropped from the output, so the output always has one token per patch.
+    Input-level prompts, one ``[B, P, D]`` tensor per block from block 0: block 0's are concatenated after the patch
+    tokens; a later block's replace the prompt tokens' outputs of the block before (deep prompts); after the last
+    prompted block the prompt tokens pass through the remaining blocks. They are dropped from the output, so the
+    output always has one token per patch.
     """
 
     def __init__(
@@ -69,11 +71,14 @@ class ModalityEncoder(nn.Module):
         """Patch tokens with position and modality embeddings ``[B, N, D]``, before any block."""
         return self.patch_embed(x) + self.pos_embed + self.modality
 
-    def forward(self, x: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, prompts: list[torch.Tensor] | None = None) -> torch.Tensor:
+        prompts = prompts or []
+        if len(prompts) > len(self.blocks):
+            raise ValueError(f"prompts for {len(prompts)} blocks, but the encoder has {len(self.blocks)}")
         tokens = self.embed(x)
-        if prompts is not None:
-            tokens = torch.cat([tokens, prompts.to(tokens.dtype)], dim=1)
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            if i < len(prompts):
+                tokens = torch.cat([tokens[:, : self.num_tokens], prompts[i].to(tokens.dtype)], dim=1)
             tokens = block(tokens)
         return tokens[:, : self.num_tokens]
 

@@ -69,14 +69,25 @@ class AVClassifier(nn.Module):
     def classify_encoded(
         self, a: torch.Tensor, v: torch.Tensor, prompts: Prompts | None = None
     ) -> torch.Tensor:
-        """Fusion (with attention-level prompts), shared blocks, mean pool over all tokens, head -> logits."""
+        """Fusion (with attention-level prompts), shared blocks (with shared-block prompts, deep like the encoders'),
+        mean pool over the modality tokens, head -> logits."""
         prompts = prompts or Prompts()
         for i, layer in enumerate(self.fusion):
             a, v = layer(a, v, prompts.fusion_layer(i))
         x = torch.cat([a, v], dim=1)
-        for block in self.shared:
+        tokens = x.shape[1]
+        for i, block in enumerate(self.shared):
+            if i < len(prompts.shared):
+                x = torch.cat([x[:, :tokens], prompts.shared[i].to(x.dtype)], dim=1)
             x = block(x)
-        return self.head(self.norm(x).mean(dim=1))
+        return self.head(self.norm(x[:, :tokens]).mean(dim=1))
+
+    def input_summary(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """Per sample, the mean and std over tokens of each modality's patch embeddings ``[B, 4D]``: what the router
+        of input-conditioned prompts sees (a missing modality has std 0, a noisy one a larger std)."""
+        a = self.audio.patch_embed(audio.transpose(1, 2).unsqueeze(1))
+        v = self.visual.patch_embed(visual)
+        return torch.cat([a.mean(1), a.std(1), v.mean(1), v.std(1)], dim=1)
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor, prompts: Prompts | None = None) -> torch.Tensor:
         a, v = self.encode(audio, visual, prompts)

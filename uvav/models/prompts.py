@@ -1,16 +1,23 @@
-"""Per-scenario prompt banks and how a batch picks its prompts.
+"""Prompt banks and how a batch picks its prompts.
 
-A bank holds, for every training case, ``length`` learnable tokens per place:
-- input level: ``input_audio`` and ``input_visual``, concatenated to each modality's tokens before its encoder;
-- attention level: ``key`` and ``value`` tokens for each fusion layer and direction.
+A bank holds ``S`` sets of ``length`` learnable tokens per place:
+- input level (``prompt.kind`` input or both): ``input_audio`` / ``input_visual``, concatenated to each
+  modality's tokens before its first block; with ``prompt.depth`` d > 1 also ``deep_audio`` / ``deep_visual``
+  for blocks 1..d-1, which replace the prompt tokens' outputs of the block before (deep prompts, as VPT-deep and
+  Missing-Aware Prompts); with ``prompt.shared_depth`` n, ``shared`` sets for the first n shared blocks;
+- attention level (attention or both): ``key`` and ``value`` tokens for each fusion layer and direction.
 
+The sets are either one per training case (``method=pl``) or a pool mixed per sample (``method=cpl``).
 Selection:
 - ``oracle``: each sample gets the set of its own case (``case_ids``), as when the case is known;
-- ``uncertain``: every sample gets all sets concatenated, so nobody needs to know the case.
+- ``uncertain``: every sample gets all sets concatenated, so nobody needs to know the case;
+- ``conditioned``: each sample gets a weighted mean of the sets, the weights a softmax of a linear ``router`` over
+  a summary of the sample's own input (:meth:`uvav.models.classifier.AVClassifier.input_summary`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -22,10 +29,12 @@ from uvav.models.fusion import DIRECTIONS
 
 @dataclass
 class Prompts:
-    """The prompt tokens of one batch, each ``[B, P, D]``; ``None`` where a level is unused."""
+    """The prompt tokens of one batch, each ``[B, P, D]``: per encoder block from block 0 (``input_*``), per shared
+    block from the first (``shared``), per fusion layer and direction (``attention``); empty where unused."""
 
-    input_audio: torch.Tensor | None = None
-    input_visual: torch.Tensor | None = None
+    input_audio: list[torch.Tensor] = field(default_factory=list)
+    input_visual: list[torch.Tensor] = field(default_factory=list)
+    shared: list[torch.Tensor] = field(default_factory=list)
     attention: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=list)
 
     def fusion_layer(self, i: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
@@ -33,14 +42,20 @@ class Prompts:
 
 
 class PromptBank(nn.Module):
-    """Learnable prompt sets, one per training case. ``kind`` is input, attention or both."""
+    """Learnable prompt sets named ``cases`` (training cases, or pool entries). ``kind``: input, attention or both;
+    ``depth``: encoder blocks with input-level prompts of their own; ``shared_depth``: shared blocks with prompts;
+    ``router_dim`` > 0: a router over input summaries of that width (conditioned selection)."""
 
     def __init__(
-        self, cases: list[str], kind: str, length: int, embed_dim: int, fusion_depth: int
+        self, cases: list[str], kind: str, length: int, embed_dim: int, fusion_depth: int, depth: int = 1,
+        shared_depth: int = 0, router_dim: int = 0,
     ) -> None:
         super().__init__()
         if kind not in ("input", "attention", "both"):
             raise ValueError(f"prompt kind must be input, attention or both, got {kind!r}")
+        input_level = kind in ("input", "both")
+        if (depth > 1 or shared_depth) and not input_level:
+            raise ValueError("deep and shared-block prompts are input-level: prompt kind input or both")
         self.cases = list(cases)
         self.kind = kind
         self.length = length
@@ -48,8 +63,11 @@ class PromptBank(nn.Module):
         def tokens() -> nn.Parameter:  # [S, L, D]: one set per case
             return nn.Parameter(nn.init.trunc_normal_(torch.empty(len(cases), length, embed_dim), std=0.02))
 
-        self.input_audio = tokens() if kind in ("input", "both") else None
-        self.input_visual = tokens() if kind in ("input", "both") else None
+        self.input_audio = tokens() if input_level else None  # block 0 (the input level)
+        self.input_visual = tokens() if input_level else None
+        self.deep_audio = nn.ParameterList(tokens() for _ in range(depth - 1) if input_level)  # blocks 1..depth-1
+        self.deep_visual = nn.ParameterList(tokens() for _ in range(depth - 1) if input_level)
+        self.shared = nn.ParameterList(tokens() for _ in range(shared_depth))
         self.attention = nn.ModuleList()
         if kind in ("attention", "both"):
             for _ in range(fusion_depth):
@@ -58,56 +76,79 @@ class PromptBank(nn.Module):
                     layer[f"{direction}_key"] = tokens()
                     layer[f"{direction}_value"] = tokens()
                 self.attention.append(layer)
+        self.router = (nn.Sequential(nn.LayerNorm(router_dim), nn.Linear(router_dim, len(cases)))
+                       if router_dim else None)
 
     @classmethod
-    def from_config(cls, cfg) -> PromptBank:
-        """The bank of a PL job: one set per training case (``scenario.train_cases``), shaped by ``prompt`` and
-        ``backbone``."""
-        return cls(list(cfg.scenario.train_cases), cfg.prompt.kind, cfg.prompt.length, cfg.backbone.embed_dim,
-                   cfg.backbone.fusion_depth)
+    def from_config(cls, cfg, pool: int = 0) -> PromptBank:
+        """The bank of a prompt job, shaped by ``prompt`` and ``backbone``: one set per training case
+        (``scenario.train_cases``), or with ``pool`` > 0 that many sets and a router (conditioned selection)."""
+        prompt, backbone = cfg.prompt, cfg.backbone
+        names = [f"pool{i}" for i in range(pool)] if pool else list(cfg.scenario.train_cases)
+        return cls(names, prompt.kind, prompt.length, backbone.embed_dim, backbone.fusion_depth,
+                   depth=prompt.get("depth", 1), shared_depth=prompt.get("shared_depth", 0),
+                   router_dim=4 * backbone.embed_dim if pool else 0)
+
+    def places(self) -> Iterator[torch.Tensor]:
+        """Every place's sets ``[S, L, D]``."""
+        for tokens in (self.input_audio, self.input_visual, *self.deep_audio, *self.deep_visual, *self.shared):
+            if tokens is not None:
+                yield tokens
+        for layer in self.attention:
+            yield from layer.values()
 
     def set_index(self, case_ids: torch.Tensor) -> torch.Tensor:
         """Map global case ids (index into ``CASES``) to rows of this bank; error for an untrained case."""
         lookup = torch.full((len(CASES),), -1, dtype=torch.long)
         for row, case in enumerate(self.cases):
-            lookup[CASES.index(case)] = row
+            if case in CASES:
+                lookup[CASES.index(case)] = row
         rows = lookup[case_ids.cpu()]
         if (rows < 0).any():
             missing = sorted({CASES[i] for i in case_ids[rows < 0].tolist()})
             raise ValueError(f"oracle prompts requested for untrained case(s) {missing}; trained: {self.cases}")
         return rows
 
-    def _pick(self, bank: torch.Tensor, mode: str, rows: torch.Tensor | None, batch: int) -> torch.Tensor:
-        if mode == "uncertain":
-            return bank.reshape(1, -1, bank.shape[-1]).expand(batch, -1, -1)
-        return bank[rows.to(bank.device)]
+    def weights(self, query: torch.Tensor) -> torch.Tensor:
+        """Each sample's weights over the sets ``[B, S]`` from its input summary ``query`` (conditioned mode)."""
+        if self.router is None:
+            raise ValueError("conditioned prompts need a bank with a router (method=cpl)")
+        return self.router(query.float()).softmax(dim=-1)
 
-    def select(self, mode: str, batch: int, case_ids: torch.Tensor | None = None) -> Prompts:
-        """Prompts for a batch: ``uncertain`` (all sets) or ``oracle`` (each sample's own case)."""
-        if mode not in ("oracle", "uncertain"):
-            raise ValueError(f"prompt mode must be oracle or uncertain, got {mode!r}")
-        rows = None
+    def _picker(self, mode: str, batch: int, case_ids: torch.Tensor | None, query: torch.Tensor | None
+                ) -> Callable[[torch.Tensor], torch.Tensor]:
+        if mode == "uncertain":
+            return lambda t: t.reshape(1, -1, t.shape[-1]).expand(batch, -1, -1)
         if mode == "oracle":
             if case_ids is None:
                 raise ValueError("oracle prompts need the case of every sample (case_ids)")
             rows = self.set_index(case_ids)
-        out = Prompts()
+            return lambda t: t[rows.to(t.device)]
+        if mode == "conditioned":
+            if query is None:
+                raise ValueError("conditioned prompts need the input summary of every sample (query)")
+            weights = self.weights(query)
+            return lambda t: torch.einsum("bs,sld->bld", weights.to(t.dtype), t)
+        raise ValueError(f"prompt mode must be oracle, uncertain or conditioned, got {mode!r}")
+
+    def select(self, mode: str, batch: int, case_ids: torch.Tensor | None = None,
+               query: torch.Tensor | None = None) -> Prompts:
+        """Prompts for a batch: ``uncertain`` (all sets), ``oracle`` (each sample its own case's) or ``conditioned``
+        (each sample a mixture weighted from its ``query``)."""
+        pick = self._picker(mode, batch, case_ids, query)
+        out = Prompts(shared=[pick(t) for t in self.shared])
         if self.input_audio is not None:
-            out.input_audio = self._pick(self.input_audio, mode, rows, batch)
-            out.input_visual = self._pick(self.input_visual, mode, rows, batch)
+            out.input_audio = [pick(t) for t in (self.input_audio, *self.deep_audio)]
+            out.input_visual = [pick(t) for t in (self.input_visual, *self.deep_visual)]
         for layer in self.attention:
-            out.attention.append({
-                d: (self._pick(layer[f"{d}_key"], mode, rows, batch),
-                    self._pick(layer[f"{d}_value"], mode, rows, batch))
-                for d in DIRECTIONS
-            })
+            out.attention.append({d: (pick(layer[f"{d}_key"]), pick(layer[f"{d}_value"])) for d in DIRECTIONS})
         return out
 
     def orthogonality_penalty(self) -> torch.Tensor:
         """Mean squared cosine similarity between the prompt sets of different cases, over every place
         (Jang et al. 2024's idea of keeping the sets distinct; 0 when there is one set)."""
         penalties = []
-        for tokens in self.parameters():  # each [S, L, D]
+        for tokens in self.places():  # each [S, L, D]
             if tokens.shape[0] < 2:
                 continue
             flat = torch.nn.functional.normalize(tokens.flatten(1), dim=1)

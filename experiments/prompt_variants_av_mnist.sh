@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Issue 15: which prompt ingredient earns its place? On av_mnist, 3 seeds (0,1,2), test split, selection on
+# validation, every prompt variant beside head only, LoRA and adapters on the same frozen base:
+# - base finetuned: the FT model (40 epochs, complete case; shared with experiments/av_mnist_tables.sh);
+# - base pretrained: the `contrastive` method=pretrain checkpoint of the same seed (experiments/pretrain_av_mnist.sh),
+#   not fine-tuned: head, prompts, LoRA or adapters are the only adaptation.
+# Variants: prompts of the paper (attention level, one set per case), deep input-level prompts (prompt.depth=2: every
+# encoder block of cavmae_tiny), input-conditioned prompts (method=cpl, no case label), and training at
+# scenario.missing_rate=0.5 and 0.9 instead of the default uniform draw over the four cases (3 in 4 corrupted).
+# Writes results/prompt_variants_av_mnist/. Wall time on 2 CPU cores: see its RUN.md. Relaunching reuses finished
+# jobs (and those of experiments/av_mnist_tables.sh and pretrain_av_mnist.sh) and resumes unfinished ones.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source experiments/provenance.sh
+recipe_setup
+OUT=outputs/experiments/prompt_variants
+PRETRAIN=outputs/experiments/pretrain_av_mnist/contrastive/pretrain
+# two jobs at a time, one thread each (2 cores)
+COMMON=(experiment=av_mnist trainer.progress=false trainer.num_threads=1 hydra/launcher=joblib
+        hydra.launcher.n_jobs=2 "$@")
+DEEP=(prompt=input prompt.depth=2)
+
+# the pretrained bases: experiments/pretrain_av_mnist.sh's contrastive variant (reused when it has run)
+$PY -m uvav.run -m "${COMMON[@]}" method=pretrain method.epochs=30 trainer.batch_size=128 \
+  method.contrastive_weight=1 method.contrastive_masked=false method.temperature=0.07 seed=0,1,2 \
+  hydra.sweep.dir=$PRETRAIN
+
+run() {  # run <sweep dir> <overrides...>: one multirun
+  local dir=$1; shift
+  $PY -m uvav.run -m "${COMMON[@]}" "$@" hydra.sweep.dir="$dir"
+}
+run $OUT/finetuned/baselines method=lora,adapter,pl seed=0,1,2
+run $OUT/finetuned/deep method=pl,cpl "${DEEP[@]}" seed=0,1,2
+for seed in 0 1 2; do
+  BASE=(method.base=pretrained backbone.checkpoint="$PWD/$PRETRAIN/$seed/model.pt" seed=$seed)
+  run $OUT/pretrained/baselines/$seed method=lora,adapter,pl "${BASE[@]}"
+  run $OUT/pretrained/deep/$seed method=pl,cpl "${DEEP[@]}" "${BASE[@]}"
+  run $OUT/pretrained/missing_rate/$seed method=lora,cpl "${DEEP[@]}" scenario.missing_rate=0.5,0.9 "${BASE[@]}"
+done
+
+$PY -m uvav.compare $OUT --variants --out results/prompt_variants_av_mnist
+{
+  echo "# How results/prompt_variants_av_mnist was made"
+  echo
+  echo "- command: \`bash experiments/prompt_variants_av_mnist.sh $*\`"
+  echo "- seeds: 0,1,2 (training and, for the pretrained base, pretraining); data.seed=0; FSDD's split; test split,"
+  echo "  every stage's epoch selected on validation accuracy"
+  echo "- two jobs at a time (hydra/launcher=joblib n_jobs=2), trainer.num_threads=1 each"
+  echo "- finished $(date -u '+%Y-%m-%d %H:%M UTC'); wall time: $(( $(date +%s) - start )) s (finished jobs reused)"
+  provenance_lines "$PY"
+} > results/prompt_variants_av_mnist/RUN.md

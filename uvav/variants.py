@@ -1,0 +1,157 @@
+"""The variant table (``python -m uvav.compare <dirs> --variants --out DIR``): one row per result of every method
+variant on every frozen base, each beside head only and LoRA on that same base, paired by seed.
+
+A *base* is what the frozen-base methods train on (``method.base``: the FT model, or a pretrained checkpoint not
+fine-tuned) together with the training missing rate (``scenario.missing_rate``), since both change head only too.
+A *variant* is a result key with the method settings that tell jobs apart (:meth:`uvav.methods.Method.settings`):
+``PL attention L=4, uncertain``, ``Conditioned prompts input L=4 depth=2 pool=4``, ``LoRA r=4``.
+
+Columns: test accuracy per case (mean ± std over seeds); the mixed-case gain over head only on the same base and
+seeds (mean ± standard error of the paired differences); the smallest paired gap to LoRA over the three noisy cases
+(mean per case, then the minimum); trainable parameters, time and memory per epoch of the variant's stage; and
+whether a prompt variant meets issue 15's target (gain >= 0.03 and > 2 SE, every noisy-case gap to LoRA >= -0.02,
+fewer trainable parameters than LoRA).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from uvav.cases import CASE_LABELS, CASES, EVAL_CASES, Case
+from uvav.methods import FT, HEAD_ONLY, HEAD_ONLY_LABEL, METHODS
+from uvav.outputs import atomic_write_bytes
+from uvav.tables import to_markdown
+
+NOISY = tuple(c for c in CASES if c != Case.COMPLETE.value)
+MIXED = Case.MIXED.value
+TARGET_GAIN, TARGET_LORA_GAP = 0.03, -0.02  # issue 15's target
+
+
+def base_of(m: dict[str, Any]) -> str:
+    """The frozen base a job's frozen-base results stand on, and its training missing rate."""
+    config = m["config"]
+    base = config["method"].get("base", "finetuned") if m["method"] != FT else "finetuned"
+    rate = (config.get("scenario") or {}).get("missing_rate")
+    return f"{base}, missing rate {'uniform' if rate is None else rate}"
+
+
+def variant_of(m: dict[str, Any], key: str) -> tuple[str, str]:
+    """(variant label, stage) of result ``key`` of job ``m``."""
+    if key == HEAD_ONLY:
+        return HEAD_ONLY_LABEL, HEAD_ONLY
+    if key == FT:
+        return "FT", FT
+    method = METHODS.get(m["method"])
+    mode = key.removeprefix(method.name).lstrip("_")
+    settings = method.settings(m["config"]["method"], m["config"].get("prompt") or {})
+    label = " ".join(part for part in (method.title, settings) if part)
+    return (f"{label}, {mode}" if mode and mode != "conditioned" else label), method.name
+
+
+def collect(jobs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
+    """``{(base, variant): {seed: {"accuracy": {case: acc}, "stage": stage record}}}``, the first job of each seed
+    (head only and FT appear in every job of their base; with the same settings they are the same numbers)."""
+    rows: dict[tuple[str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
+    for m in jobs:
+        for key, per_case in m["accuracy"].items():
+            label, stage = variant_of(m, key)
+            rows[(base_of(m), label)].setdefault(m["seed"], {
+                "accuracy": per_case, "stage": (m.get("stages") or {}).get(stage) or {}})
+    return rows
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.3f}{spread}"
+
+
+def _paired(a: dict[int, dict], b: dict[int, dict] | None, case: str) -> list[float]:
+    if not b:
+        return []
+    return [a[s]["accuracy"][case] - b[s]["accuracy"][case] for s in sorted(set(a) & set(b))
+            if case in a[s]["accuracy"] and case in b[s]["accuracy"]]
+
+
+def _lora_of(rows, base: str) -> tuple[str, dict[int, dict]] | None:
+    for (b, label), seeds in rows.items():
+        if b == base and label.startswith(METHODS.get("lora").title):
+            return label, seeds
+    return None
+
+
+def _trainable(seeds: dict[int, dict]) -> float | None:
+    values = [s["stage"].get("params", {}).get("trainable") for s in seeds.values()]
+    values = [v for v in values if v is not None]
+    return statistics.mean(values) if values else None
+
+
+def table(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One dict per (base, variant): the columns of the variant table, as strings and numbers."""
+    rows = collect(jobs)
+    out = []
+    for (base, label), seeds in sorted(rows.items(), key=lambda item: (item[0][0], _order(item[0][1]))):
+        head = rows.get((base, HEAD_ONLY_LABEL))
+        lora = _lora_of(rows, base)
+        gain = _paired(seeds, head, MIXED) if label != HEAD_ONLY_LABEL else []
+        gaps = {c: _paired(seeds, lora[1], c) for c in NOISY} if lora and label != lora[0] else {}
+        worst_gap = min((statistics.mean(g) for g in gaps.values() if g), default=None)
+        se = statistics.stdev(gain) / math.sqrt(len(gain)) if len(gain) > 1 else None
+        resources = [s["stage"].get("resources") or {} for s in seeds.values()]
+        times = [r["time_per_epoch_s"] for r in resources if r.get("time_per_epoch_s") is not None]
+        memory = [r["peak_train_memory_bytes"] / 2**20 for r in resources if r.get("peak_train_memory_bytes")]
+        trainable, lora_trainable = _trainable(seeds), _trainable(lora[1]) if lora else None
+        prompted = label.startswith(("PL", METHODS.get("cpl").title))
+        meets = None
+        if prompted and gain and se is not None and worst_gap is not None and trainable and lora_trainable:
+            mean_gain = statistics.mean(gain)
+            meets = (mean_gain >= TARGET_GAIN and mean_gain > 2 * se and worst_gap >= TARGET_LORA_GAP
+                     and trainable < lora_trainable)
+        out.append({
+            "Base": base, "Variant": label,
+            **{CASE_LABELS[c]: _mean_std([s["accuracy"][c] for s in seeds.values() if c in s["accuracy"]])
+               for c in EVAL_CASES},
+            "Mixed gain over head only (± SE)": (f"{statistics.mean(gain):+.3f}" + (f" ± {se:.3f}" if se else "")
+                                                 if gain else "-"),
+            "Worst noisy-case gap to LoRA": f"{worst_gap:+.3f}" if worst_gap is not None else "-",
+            "Trainable params": f"{trainable:.0f}" if trainable is not None else "-",
+            "Time per epoch (s)": _mean_std(times), "Training memory (MiB)": _mean_std(memory),
+            "Seeds": ",".join(map(str, sorted(seeds))), "Meets target": {None: "-", True: "yes", False: "no"}[meets],
+        })
+    return out
+
+
+def _order(label: str) -> tuple[int, str]:
+    """FT, head only, LoRA, adapter, then prompts."""
+    for rank, prefix in enumerate(("FT", HEAD_ONLY_LABEL, "LoRA", "Adapter")):
+        if label == prefix or label.startswith(prefix + " "):
+            return rank, label
+    return 9, label
+
+
+def write(jobs: list[dict[str, Any]], skipped: list[str], out: Path, inputs: list[Path]) -> str:
+    import pandas as pd
+
+    frame = pd.DataFrame(table(jobs))
+    devices = sorted({m.get("device", "?") for m in jobs})
+    text = "\n".join([
+        "# Prompt variants beside head only, LoRA and adapters on the same base", "",
+        f"Inputs: {', '.join(str(p) for p in inputs)}; {len(jobs)} completed jobs, devices {devices}.",
+        "Test accuracy, mean ± sample std over seeds; each stage's epoch selected on validation. Base: the frozen "
+        "model (finetuned: the FT model; pretrained: a method=pretrain checkpoint, not fine-tuned, new head) and "
+        "the share of training samples given a corrupted case (uniform: one of the four cases each, 3 in 4 "
+        "corrupted). Gains and gaps are paired by seed on the same base; SE = std of the paired differences / "
+        "sqrt(n). Meets target: mixed gain >= 0.03 and > 2 SE, every noisy-case gap to LoRA >= -0.02, fewer "
+        "trainable parameters than LoRA. Parameters include the head; time per epoch is the median after the "
+        "first; memory: uvav/resources.py (CPU: peak of live tensors in one training step).", "",
+        to_markdown(frame) if len(frame) else "(no jobs)", "",
+        f"Jobs not completed (not used): {skipped or 'none'}", ""])
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "variants.md", text.encode())
+    atomic_write_bytes(out / "variants.csv", frame.to_csv(index=False).encode())
+    return text
