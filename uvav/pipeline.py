@@ -215,25 +215,25 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
     cfg, device, data = ctx.cfg, ctx.device, ctx.data
 
     if method.frozen_base and cfg.method.base == "pretrained":
-        ft_model, weights = build_model(ctx)  # the pretrained backbone with a new head: nothing is fine-tuned
-        ft_info = {"key": None, "initial_weights": weights}
+        base_model, weights = build_model(ctx)  # the pretrained backbone with a new head: nothing is fine-tuned
+        base_info = {"key": None, "initial_weights": weights}
         accuracy, val, stages, final = {}, {}, {}, None
     else:
-        ft_model, ft_info = ensure_ft_model(ctx)
-        final = Stage.trained(FT, ft_model, None, ft_info["spec"]["train_cases"])
+        base_model, base_info = ensure_ft_model(ctx)
+        final = Stage.trained(FT, base_model, None, base_info["spec"]["train_cases"])
         accuracy, val = ctx.evaluate(final, "test"), ctx.evaluate(final, "val")
-        stages = {FT: {**{k: ft_info[k] for k in ("key", "best_epoch", "best_val", "reused")},
-                       "params": ft_info["params"], "resources": ft_info["resources"]}}
-    ft_model.cpu()  # each later stage trains its own copy on the device; this one is only copied from
+        stages = {FT: {**{k: base_info[k] for k in ("key", "best_epoch", "best_val", "reused")},
+                       "params": base_info["params"], "resources": base_info["resources"]}}
+    base_model.cpu()  # each later stage trains its own copy on the device; this one is only copied from
 
     if method.frozen_base:
         cases = list(cfg.scenario.train_cases)
         epochs, lr = schedule(cfg)
         if cfg.method.head_only_baseline:
-            head = Stage.frozen(HEAD_ONLY, freeze_for_prompts(ft_model, True).to(device), cases, epochs=epochs, lr=lr,
-                                weight_decay=cfg.trainer.weight_decay, cache_views=cache_views(cfg))
+            head = Stage.frozen(HEAD_ONLY, freeze_for_prompts(base_model, True).to(device), cases, epochs=epochs,
+                                lr=lr, weight_decay=cfg.trainer.weight_decay, cache_views=cache_views(cfg))
             _train_and_eval(ctx, head, cfg.seed + 1, accuracy, val, stages)
-        final = method.build_stage(cfg, freeze_for_prompts(ft_model, cfg.method.train_head).to(device), device)
+        final = method.build_stage(cfg, freeze_for_prompts(base_model, cfg.method.train_head).to(device), device)
         if tuple(final.eval_modes) != tuple(method.eval_modes):
             raise RuntimeError(f"method {method.name}: its stage scores {final.eval_modes}, its registry entry "
                                f"reports {method.eval_modes}")
@@ -242,7 +242,7 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
     if distributed.is_main():
         atomic_torch_save(ctx.job_dir / "model.pt", {
             "model": final.model.state_dict(), "bank": final.bank.state_dict() if final.bank else None,
-            "class_names": data.class_names, "ft_key": ft_info["key"],
+            "class_names": data.class_names, "ft_key": base_info["key"],
         })
     main_key = method.main_key
     objective_value = (stages[method.name]["best_val"] if cfg.objective == "val_acc"
@@ -251,7 +251,7 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
         "accuracy": accuracy, "val": val, "stages": stages, "main_mode": main_key,
         "objective": {"name": cfg.objective, "value": objective_value},
         "split": {**data.sizes(), "how": data.info.get("split")}, "data_info": data.info,
-        "class_names": data.class_names, "initial_weights": ft_info.get("initial_weights"),
+        "class_names": data.class_names, "initial_weights": base_info.get("initial_weights"),
         "wall_time_s": round(time.perf_counter() - started, 2),
         "device": str(device),
     }
