@@ -46,7 +46,11 @@ for seed in 0 1 2; do
   run $OUT/pretrained/deep/$seed method=pl,cpl "${DEEP[@]}" "${BASE[@]}"
 done
 
-$PY -m uvav.compare $OUT --variants --out results/prompt_variants_av_mnist
+RESULTS=results/prompt_variants_av_mnist
+$PY -m uvav.compare $OUT --variants --out $RESULTS
+# robustness curves of the best prompt variant on validation (mixed case) and of LoRA on the same base
+# shellcheck disable=SC2046  # one job folder per line
+$PY -m uvav.robustness --severities 0 0.5 1 2 --out $RESULTS/robustness $(cat $RESULTS/robustness_runs.txt)
 {
   echo "# How results/prompt_variants_av_mnist was made"
   echo
@@ -56,4 +60,4 @@ $PY -m uvav.compare $OUT --variants --out results/prompt_variants_av_mnist
   echo "- two jobs at a time (hydra/launcher=joblib n_jobs=2), trainer.num_threads=1 each"
   echo "- finished $(date -u '+%Y-%m-%d %H:%M UTC'); wall time: $(( $(date +%s) - start )) s (finished jobs reused)"
   provenance_lines "$PY"
-} > results/prompt_variants_av_mnist/RUN.md
+} > $RESULTS/RUN.md

@@ -16,6 +16,7 @@ fewer trainable parameters than LoRA).
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -60,8 +61,28 @@ def collect(jobs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, dict[
         for key, per_case in m["accuracy"].items():
             label, stage = variant_of(m, key)
             rows[(base_of(m), label)].setdefault(m["seed"], {
-                "accuracy": per_case, "stage": (m.get("stages") or {}).get(stage) or {}})
+                "accuracy": per_case, "val": (m.get("val") or {}).get(key) or {}, "job_dir": m.get("job_dir"),
+                "stage": (m.get("stages") or {}).get(stage) or {}})
     return rows
+
+
+def _prompted(label: str) -> bool:
+    return label.startswith((METHODS.get("pl").title + " ", METHODS.get("cpl").title))
+
+
+def best_prompt_variant(jobs: list[dict[str, Any]]) -> tuple[tuple[str, str], float, list[str]] | None:
+    """((base, variant), its mean validation accuracy on the mixed case, its job folders, with those of LoRA on the
+    same base) of the prompt variant with the best mean validation accuracy on the mixed case: the one the robustness
+    curves follow (selected on validation, never on test); None without prompt variants."""
+    rows = collect(jobs)
+    scored = {k: statistics.mean(s["val"][MIXED] for s in seeds.values())
+              for k, seeds in rows.items() if _prompted(k[1]) and all(MIXED in s["val"] for s in seeds.values())}
+    if not scored:
+        return None
+    best = max(scored, key=scored.get)
+    lora = _lora_of(rows, best[0])
+    folders = [s["job_dir"] for s in (*rows[best].values(), *(lora[1].values() if lora else ()))]
+    return best, scored[best], sorted({f for f in folders if f})
 
 
 def _mean_std(values: list[float]) -> str:
@@ -106,9 +127,8 @@ def table(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         times = [r["time_per_epoch_s"] for r in resources if r.get("time_per_epoch_s") is not None]
         memory = [r["peak_train_memory_bytes"] / 2**20 for r in resources if r.get("peak_train_memory_bytes")]
         trainable, lora_trainable = _trainable(seeds), _trainable(lora[1]) if lora else None
-        prompted = label.startswith(("PL", METHODS.get("cpl").title))
         meets = None
-        if prompted and gain and se is not None and worst_gap is not None and trainable and lora_trainable:
+        if _prompted(label) and gain and se is not None and worst_gap is not None and trainable and lora_trainable:
             mean_gain = statistics.mean(gain)
             meets = (mean_gain >= TARGET_GAIN and mean_gain > 2 * se and worst_gap >= TARGET_LORA_GAP
                      and trainable < lora_trainable)
@@ -139,6 +159,10 @@ def write(jobs: list[dict[str, Any]], skipped: list[str], out: Path, inputs: lis
 
     frame = pd.DataFrame(table(jobs))
     devices = sorted({m.get("device", "?") for m in jobs})
+    best = best_prompt_variant(jobs)
+    best_line = (f"Best prompt variant on validation (mean mixed-case validation accuracy {best[1]:.3f}): "
+                 f"{best[0][1]} on base {best[0][0]}; its job folders and LoRA's on the same base are listed in "
+                 "robustness_runs.txt (the runs of the robustness curves)." if best else "No prompt variant.")
     text = "\n".join([
         "# Prompt variants beside head only, LoRA and adapters on the same base", "",
         f"Inputs: {', '.join(str(p) for p in inputs)}; {len(jobs)} completed jobs, devices {devices}.",
@@ -149,9 +173,12 @@ def write(jobs: list[dict[str, Any]], skipped: list[str], out: Path, inputs: lis
         "sqrt(n). Meets target: mixed gain >= 0.03 and > 2 SE, every noisy-case gap to LoRA >= -0.02, fewer "
         "trainable parameters than LoRA. Parameters include the head; time per epoch is the median after the "
         "first; memory: uvav/resources.py (CPU: peak of live tensors in one training step).", "",
-        to_markdown(frame) if len(frame) else "(no jobs)", "",
+        to_markdown(frame) if len(frame) else "(no jobs)", "", best_line, "",
         f"Jobs not completed (not used): {skipped or 'none'}", ""])
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "variants.md", text.encode())
     atomic_write_bytes(out / "variants.csv", frame.to_csv(index=False).encode())
+    if best:
+        runs = "".join(f"{os.path.relpath(folder)}\n" for folder in best[2])
+        atomic_write_bytes(out / "robustness_runs.txt", runs.encode())
     return text

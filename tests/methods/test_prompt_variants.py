@@ -3,6 +3,8 @@ methods on a pretrained base (method.base=pretrained), training at a missing rat
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -14,7 +16,7 @@ from uvav.models.prompts import PromptBank
 from uvav.outputs import fingerprint
 from uvav.pipeline import ft_config
 from uvav.scenarios import draw_case, draw_training_case, sample_generator
-from uvav.variants import table, write
+from uvav.variants import best_prompt_variant, table, write
 
 from ..conftest import TINY, compose_config, run_cli
 
@@ -183,6 +185,11 @@ def test_cpl_and_deep_pl_on_a_pretrained_base_train_only_prompts_and_head(pretra
     assert row["Meets target"] == "-"  # one seed: no standard error, no verdict
     text = write(jobs, [], tmp_path / "table", [tmp_path])
     assert "Conditioned prompts" in text and (tmp_path / "table" / "variants.csv").exists()
+    (base, best), score, folders = best_prompt_variant(jobs)  # chosen on validation: the robustness curves' runs
+    assert best in {row["Variant"] for row in rows.values()} and best != "LoRA r=4" and 0 <= score <= 1
+    listed = (tmp_path / "table" / "robustness_runs.txt").read_text().split()
+    assert [Path(p).resolve() for p in listed] == [Path(f).resolve() for f in folders]
+    assert any(Path(f).name == "2" for f in folders)  # LoRA's job on the same base
 
 
 def test_compare_variants_reads_every_config_once(tmp_path):
