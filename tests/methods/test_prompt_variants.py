@@ -41,6 +41,8 @@ def test_deep_prompts_replace_the_prompt_outputs_of_each_block():
     audio, visual = _batch()
     prompts = bank.select("oracle", 3, torch.tensor([0, 1, 3]))
     assert [p.shape for p in prompts.input_audio] == [(3, 3, 32)] * 2 and len(prompts.shared) == 1
+    uncertain = bank.select("uncertain", 3)  # every case's set at every prompted block
+    assert [p.shape for p in (*uncertain.input_visual, *uncertain.shared)] == [(3, 4 * 3, 32)] * 3
     with torch.no_grad():
         encoder = model.visual
         n = encoder.num_tokens
@@ -172,6 +174,10 @@ def test_cpl_and_deep_pl_on_a_pretrained_base_train_only_prompts_and_head(pretra
     assert run.modes == ["cpl_conditioned"] and run.bank.router is not None
     trainable = sum(p.numel() for p in (*run.bank.parameters(), *run.model.head.parameters()))
     assert cpl["stages"]["cpl"]["params"]["trainable"] == trainable  # pool, router and head only
+    pl_bank = PromptBank.from_config(load_run(tmp_path / "sweep" / "1").config)
+    assert len(pl_bank.deep_audio) == 1 and len(pl_bank.shared) == 1 and pl_bank.router is None
+    assert pl["stages"]["pl"]["params"]["trainable"] == sum(
+        p.numel() for p in (*pl_bank.parameters(), *run.model.head.parameters()))  # prompts and head only
     again = run.evaluate(case="mixed", prompts="uncertain")  # the case-unknown setting: conditioned
     assert again["accuracy"]["cpl_conditioned"]["mixed"] == pytest.approx(cpl["accuracy"]["cpl_conditioned"]["mixed"])
 
