@@ -54,11 +54,14 @@ def variant_of(m: dict[str, Any], key: str) -> tuple[str, str]:
 
 
 def collect(jobs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
-    """``{(base, variant): {seed: {"accuracy": {case: acc}, "stage": stage record}}}``, the first job of each seed
-    (head only and FT appear in every job of their base; with the same settings they are the same numbers)."""
+    """``{(base, variant): {seed: {"accuracy", "val", "job_dir", "stage"}}}``, the first job of each seed (head only
+    and FT appear in every job of their base; with the same settings they are the same numbers)."""
     rows: dict[tuple[str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
     for m in jobs:
         for key, per_case in m["accuracy"].items():
+            if key == FT and (m["config"].get("scenario") or {}).get("missing_rate") is not None \
+                    and m["method"] != FT:
+                continue  # the FT base trained on its one case: shown once, on the uniform base
             label, stage = variant_of(m, key)
             rows[(base_of(m), label)].setdefault(m["seed"], {
                 "accuracy": per_case, "val": (m.get("val") or {}).get(key) or {}, "job_dir": m.get("job_dir"),
