@@ -175,8 +175,9 @@ def write(jobs: list[dict[str, Any]], skipped: list[str], out: Path, inputs: lis
         "model (finetuned: the FT model; pretrained: a method=pretrain checkpoint, not fine-tuned, new head) and "
         "the share of training samples given a corrupted case (uniform: one of the four cases each, 3 in 4 "
         "corrupted). Gains and gaps are paired by seed on the same base; SE = std of the paired differences / "
-        "sqrt(n). Meets target (prompt variants that need no case label; oracle prompts are told it): mixed gain >= 0.03 and > 2 SE, every noisy-case gap to LoRA >= -0.02, fewer "
-        "trainable parameters than LoRA. Parameters include the head; time per epoch is the median after the "
+        "sqrt(n). Meets target (prompt variants that need no case label; oracle prompts are told it): mixed "
+        "gain >= 0.03 and > 2 SE, every noisy-case gap to LoRA >= -0.02, fewer trainable parameters than LoRA. "
+        "Parameters include the head; time per epoch is the median after the "
         "first; memory: uvav/resources.py (CPU: peak of live tensors in one training step).", "",
         to_markdown(frame) if len(frame) else "(no jobs)", "", best_line, "",
         f"Jobs not completed (not used): {skipped or 'none'}", ""])
