@@ -2,7 +2,8 @@
 variant on every frozen base, each beside head only and LoRA on that same base, paired by seed.
 
 A *base* is what the frozen-base methods train on (``method.base``: the FT model, or a pretrained checkpoint not
-fine-tuned) together with the training missing rate (``scenario.missing_rate``), since both change head only too.
+fine-tuned) together with the stages' schedule (epochs, lr) and the training missing rate (``scenario.missing_rate``),
+since all of them change head only too.
 A *variant* is a result key with the method settings that tell jobs apart (:meth:`uvav.methods.Method.settings`):
 ``PL attention L=4, uncertain``, ``Conditioned prompts input L=4 depth=2 pool=4``, ``LoRA r=4``.
 
@@ -33,11 +34,13 @@ TARGET_GAIN, TARGET_LORA_GAP = 0.03, -0.02  # issue 15's target
 
 
 def base_of(m: dict[str, Any]) -> str:
-    """The frozen base a job's frozen-base results stand on, and its training missing rate."""
+    """The frozen base a job's frozen-base results stand on, its stages' schedule and its training missing rate."""
     config = m["config"]
-    base = config["method"].get("base", "finetuned") if m["method"] != FT else "finetuned"
+    method, trainer = config["method"], config.get("trainer") or {}
+    base = method.get("base", "finetuned") if m["method"] != FT else "finetuned"
     rate = (config.get("scenario") or {}).get("missing_rate")
-    return f"{base}, missing rate {'uniform' if rate is None else rate}"
+    schedule = f"{method.get('epochs') or trainer.get('epochs')} epochs at lr {method.get('lr') or trainer.get('lr')}"
+    return f"{base}, {schedule}, missing rate {'uniform' if rate is None else rate}"
 
 
 def variant_of(m: dict[str, Any], key: str) -> tuple[str, str]:

@@ -185,7 +185,7 @@ def test_cpl_and_deep_pl_on_a_pretrained_base_train_only_prompts_and_head(pretra
     assert {"Head only", "LoRA r=4", "PL input L=4 depth=2 shared_depth=1, uncertain",
             "Conditioned prompts input L=4 depth=2 shared_depth=1 pool=4"} <= set(rows)
     row = rows["Conditioned prompts input L=4 depth=2 shared_depth=1 pool=4"]
-    assert row["Base"] == "pretrained, missing rate 0.5" and row["Seeds"] == "0"
+    assert row["Base"] == "pretrained, 1 epochs at lr 0.005, missing rate 0.5" and row["Seeds"] == "0"
     gain = cpl["accuracy"]["cpl_conditioned"]["mixed"] - cpl["accuracy"]["head_only"]["mixed"]
     assert row["Mixed gain over head only (± SE)"] == f"{gain:+.3f}"
     assert row["Meets target"] == "-"  # one seed: no standard error, no verdict
