@@ -23,7 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from uvav.cases import CASE_LABELS, CASES, EVAL_CASES, Case
+from uvav.cases import CASE_LABELS, CASES, EVAL_CASES, Case, PromptMode, result_key
 from uvav.methods import FT, HEAD_ONLY, HEAD_ONLY_LABEL, METHODS
 from uvav.outputs import atomic_write_bytes
 from uvav.tables import to_markdown
@@ -68,14 +68,20 @@ def collect(jobs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[int, dict[
             label, stage = variant_of(m, key)
             rows[(base_of(m), label)].setdefault(m["seed"], {
                 "accuracy": per_case, "val": (m.get("val") or {}).get(key) or {}, "job_dir": m.get("job_dir"),
-                "stage": (m.get("stages") or {}).get(stage) or {}})
+                "stage_name": stage, "key": key, "stage": (m.get("stages") or {}).get(stage) or {}})
     return rows
 
 
-def _prompted(label: str) -> bool:
+def _stage_name(seeds: dict[int, dict]) -> str:
+    return next(iter(seeds.values()))["stage_name"]
+
+
+def _prompted(seeds: dict[int, dict]) -> bool:
     """A prompt variant that needs no case label at test (oracle prompts are told the case)."""
-    return label.startswith((METHODS.get("pl").title + " ", METHODS.get("cpl").title)) and not label.endswith(
-        ", oracle")
+    record = next(iter(seeds.values()))
+    name = record["stage_name"]
+    return (name in METHODS.names() and METHODS.get(name).uses_prompts
+            and record["key"] != result_key(name, PromptMode.ORACLE.value))
 
 
 def best_prompt_variant(jobs: list[dict[str, Any]]) -> tuple[tuple[str, str], float, list[str]] | None:
@@ -84,7 +90,7 @@ def best_prompt_variant(jobs: list[dict[str, Any]]) -> tuple[tuple[str, str], fl
     curves follow (selected on validation, never on test); None without prompt variants."""
     rows = collect(jobs)
     scored = {k: statistics.mean(s["val"][MIXED] for s in seeds.values())
-              for k, seeds in rows.items() if _prompted(k[1]) and all(MIXED in s["val"] for s in seeds.values())}
+              for k, seeds in rows.items() if _prompted(seeds) and all(MIXED in s["val"] for s in seeds.values())}
     if not scored:
         return None
     best = max(scored, key=scored.get)
@@ -109,7 +115,7 @@ def _paired(a: dict[int, dict], b: dict[int, dict] | None, case: str) -> list[fl
 
 def _lora_of(rows, base: str) -> tuple[str, dict[int, dict]] | None:
     for (b, label), seeds in rows.items():
-        if b == base and label.startswith(METHODS.get("lora").title):
+        if b == base and _stage_name(seeds) == "lora":
             return label, seeds
     return None
 
@@ -124,7 +130,7 @@ def table(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One dict per (base, variant): the columns of the variant table, as strings and numbers."""
     rows = collect(jobs)
     out = []
-    for (base, label), seeds in sorted(rows.items(), key=lambda item: (item[0][0], _order(item[0][1]))):
+    for (base, label), seeds in sorted(rows.items(), key=lambda item: (item[0][0], _order(item[1]), item[0][1])):
         head = rows.get((base, HEAD_ONLY_LABEL))
         lora = _lora_of(rows, base)
         gain = _paired(seeds, head, MIXED) if label != HEAD_ONLY_LABEL else []
@@ -136,7 +142,7 @@ def table(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         memory = [r["peak_train_memory_bytes"] / 2**20 for r in resources if r.get("peak_train_memory_bytes")]
         trainable, lora_trainable = _trainable(seeds), _trainable(lora[1]) if lora else None
         meets = None
-        if _prompted(label) and gain and se is not None and worst_gap is not None and trainable and lora_trainable:
+        if _prompted(seeds) and gain and se is not None and worst_gap is not None and trainable and lora_trainable:
             mean_gain = statistics.mean(gain)
             meets = (mean_gain >= TARGET_GAIN and mean_gain > 2 * se and worst_gap >= TARGET_LORA_GAP
                      and trainable < lora_trainable)
@@ -154,12 +160,9 @@ def table(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _order(label: str) -> tuple[int, str]:
-    """FT, head only, LoRA, adapter, then prompts."""
-    for rank, prefix in enumerate(("FT", HEAD_ONLY_LABEL, "LoRA", "Adapter")):
-        if label == prefix or label.startswith(prefix + " "):
-            return rank, label
-    return 9, label
+def _order(seeds: dict[int, dict]) -> int:
+    """FT, head only, LoRA, adapter, then prompts (and any other method)."""
+    return {FT: 0, HEAD_ONLY: 1, "lora": 2, "adapter": 3}.get(_stage_name(seeds), 9)
 
 
 def write(jobs: list[dict[str, Any]], skipped: list[str], out: Path, inputs: list[Path]) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from uvav.cases import PROMPTED_MODES, PromptMode
-from uvav.config import require
+from uvav.config import PromptConfig, require
 from uvav.methods import HEAD_ONLY, METHODS, Column, FrozenBaseConfig, FrozenBaseMethod, cache_views, schedule
 from uvav.models.prompts import PromptBank
 from uvav.train import Stage
@@ -83,8 +83,8 @@ class PromptLearning(FrozenBaseMethod):
 def prompt_settings(prompt: Any) -> str:
     """The prompt group's settings in a few words: ``input L=4 depth=2``."""
     words = [str(prompt.get("kind")), f"L={prompt.get('length')}"]
-    words += [f"{k}={prompt.get(k)}" for k, default in (("depth", 1), ("shared_depth", 0))
-              if prompt.get(k, default) != default]
+    words += [f"{k}={prompt.get(k)}" for k in ("depth", "shared_depth")
+              if prompt.get(k, getattr(PromptConfig, k)) != getattr(PromptConfig, k)]
     return " ".join(words)
 
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from uvav.cases import CASES
+from uvav.config import PromptConfig
 from uvav.models.fusion import DIRECTIONS
 
 
@@ -86,7 +87,8 @@ class PromptBank(nn.Module):
         prompt, backbone = cfg.prompt, cfg.backbone
         names = [f"pool{i}" for i in range(pool)] if pool else list(cfg.scenario.train_cases)
         return cls(names, prompt.kind, prompt.length, backbone.embed_dim, backbone.fusion_depth,
-                   depth=prompt.get("depth", 1), shared_depth=prompt.get("shared_depth", 0),
+                   depth=prompt.get("depth", PromptConfig.depth),  # runs saved before deep prompts lack them
+                   shared_depth=prompt.get("shared_depth", PromptConfig.shared_depth),
                    router_dim=4 * backbone.embed_dim if pool else 0)
 
     def places(self) -> Iterator[torch.Tensor]:
