@@ -3,7 +3,9 @@
 and as `torchrun --nproc_per_node=2` (gloo, 1 thread per rank). Held = Pss_Anon + Pss_Shmem summed over the
 launcher's process tree (both ranks and their workers; uvav.resources.PeakMemory), RSS beside it.
 
-    .venv/bin/python experiments/distributed_memory.py [--sizes 60 300] [--out DIR]
+    .venv/bin/python experiments/distributed_memory.py [--sizes 60 300] [--out DIR] [--one-process] [OVERRIDES...]
+
+OVERRIDES (e.g. ``method=cpl prompt=input prompt.depth=2``) go to every job after the defaults above.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ def make_data(out: Path, clips: int) -> Path:
     return module.make_us8k_av(out, clips, seed=0, seconds=1.0, workers=1)
 
 
-def peak(work: Path, root: Path, launcher: list[str], name: str, threads: int) -> dict:
+def peak(work: Path, root: Path, launcher: list[str], name: str, threads: int, overrides: list[str]) -> dict:
     cmd = [*launcher, "-m", "uvav.run", "data=urbansound8k_av", f"data.root={root}", "backbone=cavmae_tiny",
            "data.target_length=512", "data.image_size=224", "trainer.epochs=1", "method.epochs=1",
            "trainer.batch_size=8", "trainer.eval_batch_size=8", "trainer.progress=false",
            f"trainer.num_threads={threads}", f"paths.cache_dir={work / ('cache_' + name)}",
-           f"hydra.run.dir={work / ('run_' + name)}"]
+           f"hydra.run.dir={work / ('run_' + name)}", *overrides]
     proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     with PeakMemory(proc.pid, interval=0.1) as meter:
         out, _ = proc.communicate(timeout=1800)
@@ -45,18 +47,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs=2, default=[60, 300])
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here too")
+    parser.add_argument("--one-process", action="store_true", help="without the torchrun job")
+    parser.add_argument("overrides", nargs="*", help="uvav.run overrides for every job")
     args = parser.parse_args()
     python = [sys.executable]
     launchers = {"1 process": (python, 2),
                  "torchrun, 2 processes": ([*python, "-m", "torch.distributed.run", "--standalone",
                                             "--nproc_per_node=2"], 1)}
+    if args.one_process:
+        del launchers["torchrun, 2 processes"]
     rows = ["| job | clips | peak held (Pss_Anon + Pss_Shmem, process tree) | peak RSS (sum) |", "|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for clips in args.sizes:
             root = make_data(work / f"data_{clips}", clips)
             for label, (launcher, threads) in launchers.items():
-                summary = peak(work, root, launcher, f"{clips}_{threads}", threads)
+                summary = peak(work, root, launcher, f"{clips}_{threads}", threads, args.overrides)
                 rows.append(f"| {label} | {clips} | {summary['peak_held_bytes'] / 2**20:.0f} MiB | "
                             f"{summary['peak_rss_bytes'] / 2**20:.0f} MiB |")
                 print(rows[-1], flush=True)
