@@ -52,3 +52,14 @@ def tiny_model(fusion_depth: int = 1) -> AVClassifier:
 def tiny_cfg(tmp_path) -> DictConfig:
     cfg = compose_config(f"paths.cache_dir={tmp_path / 'cache'}")
     return cfg
+
+
+def shared_fixture(*parts: str) -> Path:
+    """A path under ``../shared/fixtures`` (reference outputs of other projects' code); skips the test when the
+    fixtures are absent, fails it on CI."""
+    path = REPO.parent.joinpath("shared", "fixtures", *parts)
+    if not path.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"reference fixture required on CI: {path} not found")
+        pytest.skip(f"reference fixture {path} not available")
+    return path

@@ -65,8 +65,20 @@ def test_pl_on_other_base_scenario_gets_its_own_ft_model(tmp_path):
 def test_the_default_ft_model_key_is_stable():
     """FT models cached by earlier versions are found again: a new setting must not change the key of the default
     config (add it to ``config.RUNTIME_KEYS`` when it cannot change the weights). Value: ``results/synthetic``'s
-    seed-0 FT model (``runs.csv``, ``ft_model_key``)."""
-    assert fingerprint(ft_config(compose_config("method=pl", "seed=0", tiny=False))) == "ee49ca55d3426461"
+    seed-0 FT model (``runs.csv``, ``ft_model_key``) since ``MODEL_VERSION`` 2 (ee49ca55d3426461 before)."""
+    assert fingerprint(ft_config(compose_config("method=pl", "seed=0", tiny=False))) == "52ad692b80dffc5a"
+
+
+def test_models_made_by_older_model_code_are_not_reused(monkeypatch):
+    """FT-model and job keys carry the model code's version: a model cached before a change to what the model
+    computes (the LayerNorm eps fix) is retrained, not reused."""
+    from uvav import pipeline, run
+
+    cfg = compose_config("method=pl", "seed=0")
+    ft_before, job_before = fingerprint(ft_config(cfg)), run.job_key(cfg)
+    monkeypatch.setattr(pipeline, "MODEL_VERSION", pipeline.MODEL_VERSION - 1)
+    monkeypatch.setattr(run, "MODEL_VERSION", run.MODEL_VERSION - 1)
+    assert fingerprint(ft_config(cfg)) != ft_before and run.job_key(cfg) != job_before
 
 
 def test_label_fraction_keeps_a_stratified_share_of_the_training_split(tmp_path):

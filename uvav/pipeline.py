@@ -26,6 +26,7 @@ from uvav.data.loading import LoaderOptions, cores_per_rank
 from uvav.evaluation import SALTS, evaluate_split
 from uvav.loggers import TrainingLogger, open_logger
 from uvav.methods import FT, HEAD_ONLY, METHODS, cache_views, schedule
+from uvav.models import MODEL_VERSION
 from uvav.models.classifier import AVClassifier, count_parameters
 from uvav.models.zoo import content_key
 from uvav.outputs import atomic_torch_save, atomic_write_json, file_lock, fingerprint, read_json
@@ -97,6 +98,7 @@ def ft_config(cfg: DictConfig) -> dict[str, Any]:
            else {}),
         "epochs": (cfg.method.epochs if is_ft and cfg.method.epochs else cfg.trainer.epochs),
         "lr": (cfg.method.lr if is_ft and cfg.method.lr else cfg.trainer.lr),
+        "model_version": MODEL_VERSION,
         **content_key(cfg.backbone.checkpoint),
     }
 

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from uvav import distributed
 from uvav.config import JOB_KEY_NEUTRAL, ConfigError, config_dir, key_content, register_configs, validate
 from uvav.jobs import group_choices, read_finished
+from uvav.models import MODEL_VERSION
 from uvav.models.zoo import content_key
 from uvav.outputs import (
     SCHEMA_VERSION,
@@ -109,7 +110,8 @@ def job_key(cfg: DictConfig) -> str:
     """What identifies a job's result: the resolved config without settings that cannot change it (and a local
     checkpoint file by its content)."""
     container = key_content(OmegaConf.to_container(cfg, resolve=True), JOB_KEY_NEUTRAL)
-    return fingerprint({"schema": SCHEMA_VERSION, "config": container, **content_key(cfg.backbone.checkpoint)})
+    return fingerprint({"schema": SCHEMA_VERSION, "model_version": MODEL_VERSION, "config": container,
+                        **content_key(cfg.backbone.checkpoint)})
 
 
 def _run_fresh(cfg: DictConfig, job_dir: Path, choices: dict, key: str, resume_dir: Path) -> dict:

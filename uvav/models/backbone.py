@@ -8,8 +8,16 @@ Audio enters as a normalised fbank ``[B, T, F]`` and is laid out like CAV-MAE, `
 from __future__ import annotations
 
 import torch
+from timm.layers import Mlp
 from timm.models.vision_transformer import Block
 from torch import nn
+
+
+def vit_block(dim: int, num_heads: int, mlp_ratio: float, drop_path: float = 0.0) -> Block:
+    """A pre-norm ViT block as CAV-MAE builds it (timm 0.4.5's ``Block``), every default that moved between timm
+    releases pinned: ``torch.nn.LayerNorm`` (eps 1e-5), exact GELU, qkv bias, no qk-norm, no layer scale."""
+    return Block(dim, num_heads, mlp_ratio, qkv_bias=True, qk_norm=False, init_values=None, drop_path=drop_path,
+                 act_layer=nn.GELU, norm_layer=nn.LayerNorm, mlp_layer=Mlp)
 
 
 def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
@@ -59,9 +67,7 @@ class ModalityEncoder(nn.Module):
         self.register_buffer("pos_embed", sincos_2d(embed_dim, *grid))
         self.modality = nn.Parameter(torch.zeros(1, 1, embed_dim))
         nn.init.trunc_normal_(self.modality, std=0.02)
-        self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=drop_path) for _ in range(depth)
-        )
+        self.blocks = nn.ModuleList(vit_block(embed_dim, num_heads, mlp_ratio, drop_path) for _ in range(depth))
 
     @property
     def num_tokens(self) -> int:

@@ -10,7 +10,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from uvav.models.backbone import ModalityEncoder, audio_grid, image_grid
+from uvav.models.backbone import ModalityEncoder, audio_grid, image_grid, vit_block
 from uvav.models.fusion import CrossBlock, FusionLayer
 from uvav.models.prompts import Prompts
 
@@ -33,10 +33,7 @@ class AVClassifier(nn.Module):
         self.fusion = nn.ModuleList(
             FusionLayer(embed_dim, num_heads, mlp_ratio, drop_path) for _ in range(fusion_depth)
         )
-        self.shared = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=drop_path)
-            for _ in range(shared_depth)
-        )
+        self.shared = nn.ModuleList(vit_block(embed_dim, num_heads, mlp_ratio, drop_path) for _ in range(shared_depth))
         self.norm = nn.LayerNorm(embed_dim)  # eps 1e-5 like CAV-MAE's final norm
         self.head = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, num_classes))
         self.apply(_init_weights)

@@ -23,10 +23,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import Block
 from torch import nn
 
-from uvav.models.backbone import ModalityEncoder, sincos_2d
+from uvav.models.backbone import ModalityEncoder, sincos_2d, vit_block
 from uvav.models.classifier import AVClassifier
 
 
@@ -98,8 +97,7 @@ class AVPretrainer(nn.Module):
         self.decoder_embed = nn.Linear(dim, decoder_dim)
         self.decoder_a = ModalityDecoder(backbone.audio, decoder_dim, self.patch_a ** 2)
         self.decoder_v = ModalityDecoder(backbone.visual, decoder_dim, 3 * self.patch_v ** 2)
-        self.decoder_blocks = nn.ModuleList(Block(decoder_dim, decoder_heads, 4.0, qkv_bias=True)
-                                            for _ in range(decoder_depth))
+        self.decoder_blocks = nn.ModuleList(vit_block(decoder_dim, decoder_heads, 4.0) for _ in range(decoder_depth))
         self.decoder_norm = nn.LayerNorm(decoder_dim)
 
     def _visible(self, encoder: ModalityEncoder, x: torch.Tensor, generator: torch.Generator
