@@ -176,26 +176,26 @@ def read_datafile(path: Path, rows: list[Any], mids: dict[str, int], wanted: lis
         where = f"{path} entry {k}" + (f" (video_id {e.get('video_id')})" if isinstance(e, dict) else "")
         missing = {"video_id", "wav", "video_path", "labels"} - set(e if isinstance(e, dict) else ())
         if missing:
-            bad_file(where, f"keys {sorted(missing)} missing. Expected: {LAYOUT}", on_bad_file, skipped)
+            bad_file(where, f"keys {sorted(missing)} missing: {where}. Expected: {LAYOUT}", on_bad_file, skipped)
             continue
         labels = mids_of(e)
         if not labels or (len(labels) > 1 and not multi_label):
-            reason = (f"{len(labels)} labels {labels}: one mid per clip with data.multi_label=false"
-                      if labels else "no label")
+            reason = (f"several labels with data.multi_label=false (one mid per clip): {where} has {labels}"
+                      if labels else f"no label: {where}")
             bad_file(where, reason, on_bad_file, skipped)
             continue
         unknown = [m for m in labels if m not in mids]
         if unknown:
-            bad_file(where, f"label(s) {unknown} not in the label CSV", on_bad_file, skipped)
+            bad_file(where, f"label not in the label CSV: {where} has {unknown}", on_bad_file, skipped)
             continue
         vid = str(e["video_id"])
         audio = base / Path(e["wav"]).expanduser()
         folder = base / Path(e["video_path"]).expanduser()
         frames, fell_back = frame_files(folder, vid, wanted, num_frames)
         if not audio.is_file():
-            bad_file(audio, f"audio of {where} not found. Expected: {LAYOUT}", on_bad_file, skipped)
+            bad_file(audio, f"audio not found: {where}. Expected: {LAYOUT}", on_bad_file, skipped)
         elif not frames:
-            bad_file(folder / f"frame_<0..{num_frames - 1}>" / f"{vid}.jpg", f"no frame of {where} found. "
+            bad_file(folder / f"frame_<0..{num_frames - 1}>" / f"{vid}.jpg", f"no frame found: {where}. "
                      f"Expected: {LAYOUT}", on_bad_file, skipped)
         else:
             report.add(fell_back)
@@ -246,7 +246,7 @@ def overlap_warnings(files: dict[str, Any], entries: dict[str, list[Entry]]) -> 
 
 def no_clips_message(part: str, file: Any, total: int, skipped: list[dict[str, str]]) -> str:
     """Why a datafile gave no clip: how many entries it had and the commonest reasons they were skipped."""
-    reasons = Counter(s["reason"].split(". Expected")[0] for s in skipped)
+    reasons = Counter(s["reason"].split(":")[0] for s in skipped)
     top = "; ".join(f"{n} x {r} (e.g. {next(s['path'] for s in skipped if s['reason'].startswith(r))})"
                     for r, n in reasons.most_common(3))
     return f"no usable clips in the {part} datafile {file} ({total} entries{'; skipped: ' + top if top else ''})"
