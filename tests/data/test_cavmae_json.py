@@ -12,12 +12,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
-from uvav.config import config_dir, register_configs
+from uvav.config import NoiseConfig, config_dir, register_configs
 from uvav.data import load_data
 from uvav.data.cavmae_json import CavmaeJsonDataConfig, stored_frames
-from uvav.data.loading import EvalSet, TrainSet
-from uvav.config import NoiseConfig
 from uvav.data.features import BadFileError
+from uvav.data.loading import EvalSet, TrainSet
 
 from .conftest import write_tone
 
@@ -133,7 +132,8 @@ def test_multi_label_entries_give_multi_hot_labels(datafiles: Path, tmp_path: Pa
     assert data.test.labels.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
     assert sum(data.info["class_counts"]["train"]) + sum(data.info["class_counts"]["val"]) == 10
     assert load_data(config(datafiles, tmp_path, frame="middle", multi_label="true")).test.labels.dim() == 2
-    with pytest.raises(BadFileError, match=r"several labels with data.multi_label=false.*video_id v11\) has \['/m/dog', '/m/cat'\]"):
+    with pytest.raises(BadFileError,
+                       match=r"several labels with data.multi_label=false.*video_id v11\) has \['/m/dog', '/m/cat'\]"):
         load_data(config(datafiles, tmp_path, multi_label="false"))
     data = load_data(config(datafiles, tmp_path, multi_label="false", on_bad_file="skip"))
     assert sum(data.sizes().values()) == 11 and "v11" in data.info["skipped_files"][0]["path"]

@@ -329,7 +329,7 @@ def load_cavmae_json(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
         "multi_label": multi_label,
         "split": {**split, **({"overlaps": overlaps} if overlaps else {})},
         "frame": {"choice": str(cfg.frame), "num_frames": cfg.num_frames, "stored": wanted,
-                  "eval_frames": cfg.eval_frames, "fallbacks": report.fallbacks, "clips_with_fallback": report.clips,
+                  "fallbacks": report.fallbacks, "clips_with_fallback": report.clips,
                   "fallback_examples": report.examples or []},
         "skipped_files": skipped + [{"path": s["path"], "reason": s["reason"]} for s in store.skipped],
         "short_audio_padded": [str(items[r].audio) for r in store.short_rows],
