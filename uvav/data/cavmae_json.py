@@ -25,7 +25,7 @@ import csv
 import json
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -67,12 +67,12 @@ class FrameReport:
 
     fallbacks: int = 0
     clips: int = 0
-    examples: list[str] | None = None
+    examples: list[str] = field(default_factory=list)  # the first few, "<video_id> frame_<i> -> frame_<j>"
 
     def add(self, missing: list[str]) -> None:
         if missing:
             self.fallbacks, self.clips = self.fallbacks + len(missing), self.clips + 1
-            self.examples = (self.examples or []) + missing[: max(0, 5 - len(self.examples or []))]
+            self.examples += missing[: 5 - len(self.examples)]
 
 
 def setting(cfg: Any, key: str) -> Any:
@@ -330,7 +330,7 @@ def load_cavmae_json(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
         "split": {**split, **({"overlaps": overlaps} if overlaps else {})},
         "frame": {"choice": str(cfg.frame), "num_frames": cfg.num_frames, "stored": wanted,
                   "fallbacks": report.fallbacks, "clips_with_fallback": report.clips,
-                  "fallback_examples": report.examples or []},
+                  "fallback_examples": report.examples},
         "skipped_files": skipped + [{"path": s["path"], "reason": s["reason"]} for s in store.skipped],
         "short_audio_padded": [str(items[r].audio) for r in store.short_rows],
         "features": features_info(settings),
