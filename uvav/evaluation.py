@@ -2,7 +2,8 @@
 
 Each batch is scored in every requested prompt mode; when the stage's encoders are frozen (no gradient and no
 input-level prompt can change their outputs) the batch is encoded once and every mode reuses the tokens.
-Batches come from :class:`uvav.data.loading.EvalSet` (raw features) or a
+Batches come from :class:`uvav.data.loading.EvalSet` (raw features; images ``[B, V, 3, H, W]`` when a split
+evaluates every frame of a clip: the frames' predictions are averaged, :func:`average_frame_logits`) or a
 :class:`uvav.token_cache.TokenCache` of encoder outputs (validation of a frozen stage).
 """
 
@@ -48,28 +49,53 @@ def score(stage: Stage, batches: Iterable[Sequence[torch.Tensor]], cases: Sequen
     total = torch.zeros(len(cases), dtype=torch.long)
     reuse = encoded or stage.encoders_frozen()
     for audio, visual, labels, case_ids, positions in batches:
-        audio, visual = audio.to(device, non_blocking=True), visual.to(device, non_blocking=True)
         total += torch.bincount(positions, minlength=len(cases))
-        with autocast():
-            query = None if encoded else stage.query(audio, visual)
-            if reuse and not encoded:
-                audio, visual = stage.model.encode(audio, visual)
-            for mode in modes:
-                keep = allowed[mode][positions]
-                if not keep.any():
-                    continue
-                kept = keep.to(device)
-                a, v, ids, q = (audio, visual, case_ids, query) if keep.all() else (
-                    audio[kept], visual[kept], case_ids[keep], None if query is None else query[kept])
-                prompts = stage.select(mode, a.shape[0], ids, q)
-                logits = (stage.model.classify_encoded(a, v, prompts) if reuse
-                          else stage.model(a, v, prompts))
-                hit = (logits.argmax(dim=1).cpu() == labels[keep]).long()
-                correct[mode] += torch.bincount(positions[keep], weights=hit, minlength=len(cases)).long()
+        frames = visual.unbind(1) if visual.dim() == 5 else (visual,)  # [B, V, 3, H, W]: every frame of a clip
+        per_frame = [_mode_logits(stage, audio.to(device, non_blocking=True), v.to(device, non_blocking=True),
+                                  case_ids, positions, modes, allowed, encoded, reuse, autocast) for v in frames]
+        for mode in per_frame[0]:
+            keep = allowed[mode][positions]
+            logits = average_frame_logits([p[mode] for p in per_frame], labels.dim() == 2)
+            hit = (logits.argmax(dim=1).cpu() == labels[keep]).long()
+            correct[mode] += torch.bincount(positions[keep], weights=hit, minlength=len(cases)).long()
     for counts in (total, *correct.values()):  # a distributed job's ranks each scored a shard
         distributed.sum_(counts)
     return {m: {c: int(correct[m][j]) / max(1, int(total[j])) for j, c in enumerate(cases) if allowed[m][j]}
             for m in modes}
+
+
+def _mode_logits(stage: Stage, audio: torch.Tensor, visual: torch.Tensor, case_ids: torch.Tensor,
+                 positions: torch.Tensor, modes: Sequence[str], allowed: dict[str, torch.Tensor], encoded: bool,
+                 reuse: bool, autocast) -> dict[str, torch.Tensor]:
+    """``{mode: logits}`` of one batch (one frame per clip), over the samples each mode scores."""
+    out = {}
+    with autocast():
+        query = None if encoded else stage.query(audio, visual)
+        if reuse and not encoded:
+            audio, visual = stage.model.encode(audio, visual)
+        for mode in modes:
+            keep = allowed[mode][positions]
+            if not keep.any():
+                continue
+            kept = keep.to(audio.device)
+            a, v, ids, q = (audio, visual, case_ids, query) if keep.all() else (
+                audio[kept], visual[kept], case_ids[keep], None if query is None else query[kept])
+            prompts = stage.select(mode, a.shape[0], ids, q)
+            out[mode] = (stage.model.classify_encoded(a, v, prompts) if reuse else stage.model(a, v, prompts))
+    return out
+
+
+def average_frame_logits(logits: Sequence[torch.Tensor], multi_label: bool) -> torch.Tensor:
+    """Scores of a clip from its frames' ``logits`` (CAV-MAE's multi-frame evaluation): the mean of the frames'
+    probabilities (softmax; sigmoid when ``multi_label``), returned as logits of that mean (its log, or its
+    log-odds), so that argmax, softmax or sigmoid of the result read the averaged prediction."""
+    if len(logits) == 1:
+        return logits[0]
+    stacked = torch.stack([x.float() for x in logits])
+    if multi_label:
+        p = torch.sigmoid(stacked).mean(dim=0).clamp(1e-7, 1 - 1e-7)
+        return torch.log(p) - torch.log1p(-p)
+    return torch.log(torch.softmax(stacked, dim=-1).mean(dim=0))
 
 
 def evaluate_split(stage: Stage, split: AVSplit, noise: NoiseConfig, salt: int, modes: Sequence[str],

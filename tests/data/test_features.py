@@ -47,12 +47,14 @@ def test_16k_mono_matches_reference_exactly(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("rate", [8000, 22050, 44100])
 def test_resampled_stereo_matches_reference(tmp_path: Path, rate: int) -> None:
-    """A stereo file at another rate gives the fbank of the same tone made directly at 16 kHz, mono."""
+    """A stereo file at another rate gives the fbank of its first channel's tone made directly at 16 kHz (CAV-MAE's
+    preparation keeps the first channel: ``sox ... remix 1``)."""
     n = rate  # 1 s
     t = np.arange(n) / rate
     tone = 0.4 * np.sin(2 * np.pi * 1000 * t)
-    sf.write(tmp_path / "s.wav", np.stack([1.5 * tone, 0.5 * tone], 1).astype(np.float32), rate, subtype="FLOAT")
-    feats, _ = audio_features(tmp_path / "s.wav", 100, 64)  # mono = mean of channels = tone
+    other = 0.4 * np.sin(2 * np.pi * 3000 * t)  # the channel mean would show a second peak
+    sf.write(tmp_path / "s.wav", np.stack([tone, other], 1).astype(np.float32), rate, subtype="FLOAT")
+    feats, _ = audio_features(tmp_path / "s.wav", 100, 64)  # the first channel: the 1 kHz tone alone
     ref = reference_fbank(torch.from_numpy(0.4 * np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000)).float(),
                           100, 64)
     inner = slice(3, 95)  # the resampling filter's edges differ
@@ -108,6 +110,17 @@ def test_image_resize_shorter_side_then_centre_crop(tmp_path: Path) -> None:
     assert out[1, :, 2:8].min() == 255 and out[0, :, 2:8].max() == 0  # the crop is the green middle
     norm = images_to_float(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8))
     torch.testing.assert_close(norm[0, :, 0, 0], (1 - torch.tensor(F.IMAGENET_MEAN)) / torch.tensor(F.IMAGENET_STD))
+
+
+@pytest.mark.parametrize("size", [(640, 427), (640, 480), (300, 431), (224, 224), (24, 32)])
+def test_images_go_through_torchvision_resize_and_centre_crop(size: tuple[int, int]) -> None:
+    """CAV-MAE's transforms: the long side truncated (640x480 -> 298x224, not 299), crop offsets rounded."""
+    from torchvision import transforms
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    ref = transforms.Compose([transforms.Resize(224, interpolation=transforms.InterpolationMode.BICUBIC),
+                              transforms.CenterCrop(224), transforms.PILToTensor()])(img)
+    assert torch.equal(image_to_uint8(img, 224), ref)
 
 
 def test_corrupt_image_raises(tmp_path: Path) -> None:

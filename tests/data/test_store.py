@@ -65,7 +65,7 @@ def test_two_workers_write_the_same_bytes_as_one(root: Path, tmp_path: Path) -> 
     assert store_files(a) == store_files(b)
     meta = json.loads((b / "store.json").read_text())
     assert meta["items"] == 40 and meta["chunk_size"] == CHUNK and meta["audio"]["dtype"] == "float16"
-    assert meta["visual"]["shape"] == [40, 3, 32, 32]
+    assert meta["visual"]["shape"] == [40, 1, 3, 32, 32]  # one frame per clip
 
 
 def test_samples_equal_direct_decoding_up_to_float16(root: Path, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from uvav.data.features import (
     clip_seed,
     decode_at,
     feature_settings,
+    features_info,
     image_to_uint8,
     one_torch_thread,
     resolve_cache_dir,
@@ -321,7 +322,8 @@ def load_av_mnist(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
     items = [Item(rec_dir / c.name, pics[pairs[c.name]], clip_seed(cfg.seed, c.name)) for c in chosen]
     spec = StoreSpec("av_mnist", partial(decode_item, target_length=cfg.target_length, num_mel_bins=cfg.num_mel_bins,
                                          snr_db=snr, image_size=cfg.image_size),
-                     (cfg.target_length, cfg.num_mel_bins), (3, cfg.image_size, cfg.image_size), cfg.on_bad_file)
+                     (cfg.target_length, cfg.num_mel_bins), (3, cfg.image_size, cfg.image_size), cfg.on_bad_file,
+                     audio_dtype=cfg.store_dtype)
     sources = [rec_dir / c.name for c in chosen] + [root / MNIST_IMAGES, root / MNIST_LABELS]
     store = build_store(spec, items, sources, settings, cache_dir, cfg.num_workers, cfg.verify_store)
     keep = [i for i, good in enumerate(store.ok) if good]
@@ -344,8 +346,7 @@ def load_av_mnist(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
         "subset": cfg.max_clips_per_split,
         "skipped_files": skipped + [{"path": s["path"], "reason": s["reason"]} for s in store.skipped],
         "short_audio_padded": [chosen[r].name for r in store.short_rows],
-        "features": {k: settings[k] for k in ("version", "sample_rate", "target_length", "num_mel_bins",
-                                              "image_size", "fbank", "image_resize")},
+        "features": features_info(settings),
     }
     parts = {"train": train_all[tr], "val": train_all[va], "test": test}
     return store_avdata(store, torch.tensor(keep, dtype=torch.long), clip_labels, parts, CLASS_NAMES, cfg.normalize,

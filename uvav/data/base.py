@@ -16,15 +16,18 @@ import torch
 
 
 class AVSplit:
-    """One split: ``labels [N]`` (long, in memory) and :meth:`sample` giving normalised float32 features,
-    fbank ``[T, F]`` and image ``[3, H, W]``. Subclasses must pickle cheaply (DataLoader workers get a copy)."""
+    """One split: ``labels`` in memory (long ``[N]`` class indices, or float32 ``[N, K]`` multi-hot for
+    multi-label data) and :meth:`sample` giving normalised float32 features, fbank ``[T, F]`` and image
+    ``[3, H, W]`` (``[V, 3, H, W]``: every stored frame of a clip, when a split evaluates by averaging over
+    frames). Subclasses must pickle cheaply (DataLoader workers get a copy)."""
 
     labels: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def sample(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, i: int, gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``i``; ``gen`` (a training sample's generator) draws the frame where a clip has several."""
         raise NotImplementedError
 
     def subset(self, index: torch.Tensor) -> AVSplit:
@@ -46,7 +49,7 @@ class TensorSplit(AVSplit):
             raise ValueError(f"split sizes differ: audio {audio.shape[0]}, visual {visual.shape[0]}, labels {n}")
         self.audio, self.visual, self.labels = audio, visual, labels.long()
 
-    def sample(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, i: int, gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.audio[i], self.visual[i]
 
     def subset(self, index: torch.Tensor) -> TensorSplit:

@@ -1,8 +1,9 @@
 """Feature extraction shared by the real-data loaders: decoding files, and what the feature store is keyed on.
 
-Audio follows CAV-MAE (docs/facts.md §2): WAV -> mono -> 16 kHz -> minus its mean -> Kaldi fbank -> pad/crop
-to ``target_length`` frames ``[T, F]``. Images: RGB, bicubic resize of the shorter side, centre crop,
-``uint8 [3, S, S]``, turned into ImageNet-normalised floats when a sample is read. The decoded, *unnormalised*
+Audio follows CAV-MAE (docs/facts.md §2): WAV -> its first channel (CAV-MAE's preparation: ``sox ... remix 1``)
+-> 16 kHz -> minus its mean -> Kaldi fbank -> pad/crop to ``target_length`` frames ``[T, F]``. Images: RGB, then
+torchvision's ``Resize(S, bicubic)`` + ``CenterCrop(S)`` on the PIL image (CAV-MAE's transforms), ``uint8 [3, S,
+S]``, turned into ImageNet-normalised floats when a sample is read. The decoded, *unnormalised*
 features of a dataset live in an on-disk store (:mod:`uvav.data.store`) named by a hash of every source file
 (path, size, mtime) and every feature setting (:func:`cache_key`).
 """
@@ -23,8 +24,10 @@ import soundfile as sf
 import torch
 import torchaudio
 from PIL import Image
+from torchvision.transforms import CenterCrop, InterpolationMode, Resize
 
-FEATURE_VERSION = 1  # bump whenever decoding changes, so that old caches are not reused
+# bump whenever decoding changes, so that old caches are not reused. 2: first channel, torchvision's resize/crop
+FEATURE_VERSION = 2
 SAMPLE_RATE = 16000
 WINDOW_SAMPLES = 400  # one 25 ms Kaldi window at 16 kHz
 FBANK_KWARGS: dict[str, Any] = {
@@ -36,6 +39,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_CACHE_DIR = ".cache/uvav/features"
 NORMALIZE_MODES = ("train", "cavmae")
+STORE_DTYPES = ("float16", "float32")  # data.store_dtype: the stored fbank's precision
+AUDIO_CHANNEL = "first"  # of a multichannel file, as CAV-MAE's preparation (sox remix 1); recorded per store
+IMAGE_RESIZE = "torchvision Resize(S, bicubic) + CenterCrop(S)"
 
 
 # ---------------------------------------------------------------- audio
@@ -49,8 +55,9 @@ def read_wav(path: str | Path) -> tuple[torch.Tensor, int]:
 
 
 def to_mono_16k(wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """Average the channels (any count) and resample to 16 kHz: ``[samples]``."""
-    mono = wave.mean(dim=0) if wave.dim() == 2 else wave
+    """The first channel (CAV-MAE's ``sox ... remix 1``; every decoded dataset), resampled to 16 kHz with
+    torchaudio's defaults (what CAV-MAE's ``ffmpeg -ar 16000`` preparation gives within 1e-4): ``[samples]``."""
+    mono = wave[0] if wave.dim() == 2 else wave
     if sample_rate != SAMPLE_RATE and mono.numel() > 0:
         mono = torchaudio.functional.resample(mono, orig_freq=sample_rate, new_freq=SAMPLE_RATE)
     return mono
@@ -107,15 +114,10 @@ def _rgb(img: Image.Image) -> Image.Image:
 
 
 def image_to_uint8(img: Image.Image, image_size: int) -> torch.Tensor:
-    """Bicubic resize of the shorter side to ``image_size``, centre crop: ``uint8 [3, S, S]``."""
-    img = _rgb(img)
-    w, h = img.size
-    scale = image_size / min(w, h)
-    nw, nh = max(image_size, round(w * scale)), max(image_size, round(h * scale))
-    if (nw, nh) != (w, h):
-        img = img.resize((nw, nh), Image.Resampling.BICUBIC)
-    left, top = (nw - image_size) // 2, (nh - image_size) // 2
-    img = img.crop((left, top, left + image_size, top + image_size))
+    """CAV-MAE's image transforms, torchvision's ``Resize(S, bicubic)`` (shorter side to ``S``, long side
+    truncated) and ``CenterCrop(S)`` (offsets rounded), on the RGB image: ``uint8 [3, S, S]``. Greyscale and
+    16-bit images are converted to RGB first (CAV-MAE does not convert: a greyscale JPEG breaks there)."""
+    img = CenterCrop(image_size)(Resize(image_size, interpolation=InterpolationMode.BICUBIC)(_rgb(img)))
     return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
@@ -169,10 +171,13 @@ def decode_at(path: str | Path, fn: Callable[..., Any], *args: Any) -> Any:
 def decode_files(
     item: tuple[Any, ...], target_length: int, num_mel_bins: int, image_size: int
 ) -> tuple[torch.Tensor, bool, torch.Tensor]:
-    """Decode an item whose first two fields are a WAV and an image path: ``(fbank [T, F], short, uint8
-    [3, S, S])``. A failure raises :class:`DecodeError` naming the file."""
+    """Decode an item whose first two fields are a WAV and an image path (or a sequence of frame paths):
+    ``(fbank [T, F], short, uint8 [3, S, S] or [frames, 3, S, S])``. A failure raises :class:`DecodeError`
+    naming the file."""
     fb, short = decode_at(item[0], audio_features, target_length, num_mel_bins)
-    return fb, short, decode_at(item[1], load_image, image_size)
+    if isinstance(item[1], (str, Path)):
+        return fb, short, decode_at(item[1], load_image, image_size)
+    return fb, short, torch.stack([decode_at(p, load_image, image_size) for p in item[1]])
 
 
 def bad_file(path: str | Path, reason: str, on_bad_file: str, skipped: list[dict[str, str]]) -> None:
@@ -193,8 +198,16 @@ def feature_settings(cfg: Any, **extra: Any) -> dict[str, Any]:
     return {
         "version": FEATURE_VERSION, "sample_rate": SAMPLE_RATE, "fbank": FBANK_KWARGS,
         "target_length": int(cfg.target_length), "num_mel_bins": int(cfg.num_mel_bins),
-        "image_size": int(cfg.image_size), "image_resize": "bicubic-shorter-side+center-crop", **extra,
+        "image_size": int(cfg.image_size), "image_resize": IMAGE_RESIZE, "audio_channel": AUDIO_CHANNEL,
+        "store_dtype": str(getattr(cfg, "store_dtype", "float16")), **extra,
     }
+
+
+def features_info(settings: dict[str, Any]) -> dict[str, Any]:
+    """What a run records of its feature settings (``data_info.features``)."""
+    keys = ("version", "sample_rate", "target_length", "num_mel_bins", "image_size", "fbank", "image_resize",
+            "audio_channel", "store_dtype")
+    return {k: settings[k] for k in keys}
 
 
 def cache_key(sources: Sequence[str | Path], settings: dict[str, Any]) -> str:
@@ -213,6 +226,7 @@ def check_decoded_settings(cfg: Any) -> None:
     any decoding."""
     check_choice("data.normalize", cfg.normalize, NORMALIZE_MODES)
     check_choice("data.on_bad_file", cfg.on_bad_file, ("error", "skip"))
+    check_choice("data.store_dtype", getattr(cfg, "store_dtype", "float16"), STORE_DTYPES)
 
 
 def check_choice(key: str, value: Any, allowed: Sequence[Any]) -> None:

@@ -102,7 +102,7 @@ class TrainSet(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         gen = sample_generator(self.stream, self.seed, self.epoch, i)
         case_id = draw_training_case(self.cases, self.missing_rate, gen)
-        audio, visual = self.split.sample(i)
+        audio, visual = self.split.sample(i, gen)  # a clip with several stored frames: a random one
         audio, visual = augment_sample(audio, visual, *self.augmentation, gen)
         audio, visual = corrupt_sample(audio, visual, case_id, self.noise, gen)
         return audio, visual, self.split.labels[i], case_id
@@ -116,7 +116,8 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 class EvalSet(Dataset):
     """Every sample of a split under each of ``cases``: item ``k`` is sample ``k % N`` under case
     ``cases[k // N]``, corrupted as :func:`uvav.scenarios.eval_sample` fixes it. Items: ``(audio, visual,
-    label, case_id, case_position)``, where ``case_position`` indexes ``cases`` (``mixed`` included)."""
+    label, case_id, case_position)``, where ``case_position`` indexes ``cases`` (``mixed`` included). A sample
+    with every frame ``[V, 3, H, W]`` has each frame corrupted with the same draws."""
 
     def __init__(self, split: AVSplit, noise: NoiseConfig, cases: Sequence[str], salt: int) -> None:
         self.split, self.noise, self.cases, self.salt = split, noise, list(cases), salt
@@ -127,5 +128,9 @@ class EvalSet(Dataset):
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
         position, i = divmod(k, len(self.split))
         audio, visual = self.split.sample(i)
+        if visual.dim() == 4:
+            frames = [eval_sample(audio, v, self.cases[position], self.noise, self.salt, i) for v in visual]
+            audio, case_id = frames[0][0], frames[0][2]
+            return audio, torch.stack([f[1] for f in frames]), self.split.labels[i], case_id, position
         audio, visual, case_id = eval_sample(audio, visual, self.cases[position], self.noise, self.salt, i)
         return audio, visual, self.split.labels[i], case_id, position

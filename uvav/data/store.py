@@ -4,8 +4,9 @@ memory maps. Building a store (decoding, crash safety, checks on opening) is :mo
 One folder per dataset and feature setting, ``<cache_dir>/<dataset>-<key24>/``, where the key hashes every
 source file (path, size, mtime) and every feature setting (:func:`uvav.data.features.cache_key`)::
 
-    chunk-00000.audio.npy    float16 [n, T, F]     unnormalised fbank of items 0 .. n-1
-    chunk-00000.visual.npy   uint8   [n, 3, S, S]  images
+    chunk-00000.audio.npy    float16 [n, T, F]        unnormalised fbank of items 0 .. n-1 (float32 with
+                                                      data.store_dtype=float32)
+    chunk-00000.visual.npy   uint8   [n, V, 3, S, S]  images: V frames per clip (1 but for cavmae_json)
     chunk-00000.json         per item: ok, short, and why it was skipped; per npy file: bytes, mtime, sha256
     ...                      (store_build.CHUNK_SIZE items per chunk, the last one shorter)
     store.json               written last: settings, items, shapes, dtypes, chunk size, skipped and short rows
@@ -46,9 +47,11 @@ from uvav.data.features import (
 )
 from uvav.outputs import read_json
 
-STORE_VERSION = 1
+EVAL_FRAMES = ("middle", "average")  # data.eval_frames
+STORE_VERSION = 2  # 2: frames per clip (visual [n, V, 3, S, S]), fbank dtype float16 or float32
 MAX_OPEN_CHUNKS = 64  # chunk maps a process keeps open (each holds a file descriptor)
-Decoded = tuple[torch.Tensor, bool, torch.Tensor]  # fbank [T, F], padded because short, uint8 image [3, S, S]
+Decoded = tuple[torch.Tensor, bool, torch.Tensor]  # fbank [T, F], padded because short, uint8 [(V,) 3, S, S]
+FRAME_CHOICES = ("random", "middle", "all")  # which stored frame(s) a split's sample gives
 
 
 class StoreSpaceError(OSError):
@@ -59,13 +62,15 @@ class StoreSpaceError(OSError):
 class StoreSpec:
     """What a store holds and how to decode one item. ``decode(item)`` must be picklable (a module-level
     function or a ``functools.partial`` of one) and raise :class:`~uvav.data.features.DecodeError` naming
-    the file that failed."""
+    the file that failed. ``frames``: images stored per item (``visual_shape`` is one frame's)."""
 
     name: str
     decode: Callable[[Any], Decoded]
     audio_shape: tuple[int, int]
     visual_shape: tuple[int, int, int]
     on_bad_file: str = "error"
+    frames: int = 1
+    audio_dtype: str = "float16"
 
 
 def chunk_path(folder: Path, chunk: int, suffix: str) -> Path:
@@ -79,7 +84,8 @@ class FeatureStore:
         self.folder = Path(folder)
         self.items, self.chunk_size = int(meta["items"]), int(meta["chunk_size"])
         self.audio_shape = tuple(meta["audio"]["shape"][1:])
-        self.visual_shape = tuple(meta["visual"]["shape"][1:])
+        self.frames, *visual_shape = meta["visual"]["shape"][1:]  # [n, V, 3, S, S]
+        self.visual_shape = tuple(visual_shape)  # one frame's
         self.skipped: list[dict[str, Any]] = meta["skipped"]  # {"row", "path", "reason"}
         self.short_rows: list[int] = meta["short_rows"]
         self.bytes = int(meta["bytes"])
@@ -104,7 +110,7 @@ class FeatureStore:
         return mask
 
     def read(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(float16 [T, F], uint8 [3, S, S])`` of item ``row``: read-only views into the chunk's maps."""
+        """``(float16/32 [T, F], uint8 [V, 3, S, S])`` of item ``row``: read-only views into the chunk's maps."""
         if not 0 <= row < self.items:
             raise IndexError(f"row {row} out of range for a store of {self.items} items")
         chunk, offset = divmod(row, self.chunk_size)
@@ -159,27 +165,47 @@ _IMAGE_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
 
 class StoreSplit(AVSplit):
-    """A split read from a :class:`FeatureStore`: store ``rows``, their ``labels``, and the fbank statistics
-    each sample is normalised with; images get ImageNet's mean/std."""
+    """A split read from a :class:`FeatureStore`: store ``rows``, their ``labels`` (long ``[N]``, or float
+    multi-hot ``[N, K]``), and the fbank statistics each sample is normalised with; images get ImageNet's
+    mean/std. ``frames`` picks among a clip's stored frames (see :meth:`sample`)."""
 
     def __init__(self, store: FeatureStore, rows: torch.Tensor, labels: torch.Tensor, audio_mean: float,
-                 audio_std: float) -> None:
-        self.store, self.rows, self.labels = store, torch.as_tensor(rows).long(), torch.as_tensor(labels).long()
-        if self.rows.shape != self.labels.shape:
-            raise ValueError(f"{self.rows.numel()} rows but {self.labels.numel()} labels")
-        self.audio_mean, self.audio_std = float(audio_mean), float(audio_std)
+                 audio_std: float, frames: str = "middle") -> None:
+        labels = torch.as_tensor(labels)
+        self.store, self.rows = store, torch.as_tensor(rows).long()
+        self.labels = labels.float() if labels.dim() == 2 else labels.long()
+        if self.rows.shape[0] != self.labels.shape[0]:
+            raise ValueError(f"{self.rows.numel()} rows but {self.labels.shape[0]} labels")
+        if frames not in FRAME_CHOICES:
+            raise ValueError(f"frames={frames!r}: one of {list(FRAME_CHOICES)}")
+        self.audio_mean, self.audio_std, self.frames = float(audio_mean), float(audio_std), frames
 
-    def sample(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, i: int, gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``i``: fbank ``[T, F]`` and image ``[3, S, S]`` — with several stored frames, a random one
+        drawn from ``gen`` (``frames="random"``, training; no ``gen``: the middle one), the middle one
+        (``stored // 2``), or all of them, ``[V, 3, S, S]`` (``frames="all"``, evaluation by averaging)."""
         audio, visual = self.store.read(int(self.rows[i]))
+        stored = visual.shape[0]
+        if self.frames == "all" and stored > 1:
+            pick: slice | int = slice(None)
+        elif self.frames == "random" and stored > 1 and gen is not None:
+            pick = int(torch.randint(stored, (1,), generator=gen))
+        else:
+            pick = stored // 2
         fb = torch.from_numpy(audio.astype(np.float32)).sub_(self.audio_mean).div_(self.audio_std)
-        img = torch.from_numpy(visual.astype(np.float32)).div_(255.0).sub_(_IMAGE_MEAN).div_(_IMAGE_STD)
+        img = torch.from_numpy(visual[pick].astype(np.float32)).div_(255.0).sub_(_IMAGE_MEAN).div_(_IMAGE_STD)
         return fb, img
 
     def subset(self, index: torch.Tensor) -> StoreSplit:
-        return StoreSplit(self.store, self.rows[index], self.labels[index], self.audio_mean, self.audio_std)
+        return StoreSplit(self.store, self.rows[index], self.labels[index], self.audio_mean, self.audio_std,
+                          self.frames)
 
     def with_audio_normalization(self, mean: float, std: float) -> StoreSplit:
-        return StoreSplit(self.store, self.rows, self.labels, mean, std)
+        return StoreSplit(self.store, self.rows, self.labels, mean, std, self.frames)
+
+    def with_frames(self, frames: str) -> StoreSplit:
+        """The same samples with another frame choice (``random`` | ``middle`` | ``all``)."""
+        return StoreSplit(self.store, self.rows, self.labels, self.audio_mean, self.audio_std, frames)
 
     def __repr__(self) -> str:
         return f"StoreSplit({self.store!r}, n={len(self)})"
@@ -187,25 +213,28 @@ class StoreSplit(AVSplit):
 
 def store_avdata(
     store: FeatureStore, rows: torch.Tensor, labels: torch.Tensor, parts: dict[str, torch.Tensor],
-    class_names: list[str], normalize: str, info: dict[str, Any], names: Sequence[str],
+    class_names: list[str], normalize: str, info: dict[str, Any], names: Sequence[str], eval_frames: str = "middle",
 ) -> AVData:
     """Train/val/test splits read from ``store``: ``rows``, ``labels`` and ``names`` list the usable items,
     ``parts`` index into them. Records sizes, class counts, the normalisation, a digest of each split's
-    file names, the shapes and the store in ``info``."""
+    file names, the shapes and the store in ``info``. With several frames stored per clip, training draws a
+    random one per sample and epoch, validation reads the middle one, and the test split the middle one or all
+    of them (``eval_frames="average"``: predictions averaged over the frames, CAV-MAE's reported protocol)."""
     check_choice("data.normalize", normalize, NORMALIZE_MODES)
     if normalize == "cavmae":
         mean, std = CAVMAE_MEAN, CAVMAE_STD
     else:
         mean, std = store.audio_stats(rows[parts["train"]])
-    splits = {k: StoreSplit(store, rows[idx], labels[idx], mean, std) for k, idx in parts.items()}
+    check_choice("data.eval_frames", eval_frames, EVAL_FRAMES)
+    frames = {"train": "random", "val": "middle", "test": "all" if eval_frames == "average" else "middle"}
+    splits = {k: StoreSplit(store, rows[idx], labels[idx], mean, std, frames[k]) for k, idx in parts.items()}
     empty = [k for k, s in splits.items() if len(s) == 0]
     if empty:
         warnings.warn(f"empty split(s) {empty}: too few files per class for the fractions asked", stacklevel=3)
     info = {
         **info,
         "sizes": {k: len(s) for k, s in splits.items()},
-        "class_counts": {k: torch.bincount(s.labels, minlength=len(class_names)).tolist()
-                         for k, s in splits.items()},
+        "class_counts": {k: class_counts(s.labels, len(class_names)) for k, s in splits.items()},
         "normalization": {
             "audio": normalize, "audio_mean": mean, "audio_std": std,
             "audio_source": "training split" if normalize == "train" else "CAV-MAE (AudioSet) constants",
@@ -214,10 +243,19 @@ def store_avdata(
         "split_digest": {k: split_digest(names, idx) for k, idx in parts.items()},
         "audio_shape": list(store.audio_shape),
         "visual_shape": list(store.visual_shape),
+        "frames": {"stored": store.frames, **({"train": "random", "val": "middle", "test": eval_frames}
+                                               if store.frames > 1 else {})},
         "store": store.report,
         "cache": {"path": store.report.get("path", str(store.folder)), "hit": store.report.get("hit", True)},
     }
     return AVData(splits["train"], splits["val"], splits["test"], class_names, info)
+
+
+def class_counts(labels: torch.Tensor, num_classes: int) -> list[int]:
+    """Clips per class: of class indices ``[N]``, or of multi-hot ``[N, K]`` (a clip counts in each class)."""
+    if labels.dim() == 2:
+        return labels.gt(0).sum(dim=0).tolist()
+    return torch.bincount(labels, minlength=num_classes).tolist()
 
 
 # ---------------------------------------------------------------- files

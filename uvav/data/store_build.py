@@ -72,7 +72,8 @@ class _Job:
 
     def chunk_bytes(self, chunk: int) -> int:
         """Bytes a chunk's files take (npy headers and json estimated generously)."""
-        per_item = 2 * math.prod(self.spec.audio_shape) + math.prod(self.spec.visual_shape) + 128
+        audio_bytes = np.dtype(self.spec.audio_dtype).itemsize * math.prod(self.spec.audio_shape)
+        per_item = audio_bytes + self.spec.frames * math.prod(self.spec.visual_shape) + 128
         return len(self.rows(chunk)) * per_item + 4096
 
 
@@ -229,13 +230,13 @@ def _decode_chunk(job: _Job, chunk: int) -> None:
     """Decode the items of one chunk and write its files. A bad item raises :class:`BadFileError`, or with
     ``on_bad_file=skip`` keeps its slot (zeros) and is recorded with ``ok: false``."""
     rows = job.rows(chunk)
-    audio = np.zeros((len(rows), *job.spec.audio_shape), dtype=np.float16)
-    visual = np.zeros((len(rows), *job.spec.visual_shape), dtype=np.uint8)
+    audio = np.zeros((len(rows), *job.spec.audio_shape), dtype=job.spec.audio_dtype)
+    visual = np.zeros((len(rows), job.spec.frames, *job.spec.visual_shape), dtype=np.uint8)
     records: list[dict[str, Any]] = []
     for j, row in enumerate(rows):
         try:
             fb, short, image = job.spec.decode(job.items[row])
-            audio[j], visual[j] = fb.numpy(), image.numpy()
+            audio[j], visual[j] = fb.numpy(), image.numpy().reshape(visual.shape[1:])  # [3, S, S]: one frame
             records.append({"ok": True, "short": bool(short)})
         except Exception as exc:  # noqa: BLE001 - any decoding failure is a bad file
             path = exc.path if isinstance(exc, DecodeError) else f"{job.spec.name} item {row}"
@@ -303,8 +304,8 @@ def _publish(job: _Job, settings: dict[str, Any]) -> dict[str, Any]:
     meta = {
         "version": STORE_VERSION, "name": job.spec.name, "settings": settings, "items": n,
         "chunk_size": job.chunk_size, "chunks": job.chunks, "bytes": nbytes,
-        "audio": {"shape": [n, *job.spec.audio_shape], "dtype": "float16"},
-        "visual": {"shape": [n, *job.spec.visual_shape], "dtype": "uint8"},
+        "audio": {"shape": [n, *job.spec.audio_shape], "dtype": job.spec.audio_dtype},
+        "visual": {"shape": [n, job.spec.frames, *job.spec.visual_shape], "dtype": "uint8"},
         "skipped": skipped, "short_rows": short,
     }
     _write_json(job.folder / "store.json", meta)

@@ -27,6 +27,7 @@ from uvav.data.features import (
     check_decoded_settings,
     decode_files,
     feature_settings,
+    features_info,
     resolve_cache_dir,
 )
 from uvav.data.store import StoreSpec, store_avdata
@@ -178,7 +179,8 @@ def load_urbansound8k_av(cfg: Any, cache_dir: str | Path | None = None) -> AVDat
     settings = feature_settings(cfg, dataset="urbansound8k_av", on_bad_file=cfg.on_bad_file)
     spec = StoreSpec("urbansound8k_av", partial(decode_files, target_length=cfg.target_length,
                                                 num_mel_bins=cfg.num_mel_bins, image_size=cfg.image_size),
-                     (cfg.target_length, cfg.num_mel_bins), (3, cfg.image_size, cfg.image_size), cfg.on_bad_file)
+                     (cfg.target_length, cfg.num_mel_bins), (3, cfg.image_size, cfg.image_size), cfg.on_bad_file,
+                     audio_dtype=cfg.store_dtype)
     sources = [f for p in pairs for f in (p.audio, p.image)]
     store = build_store(spec, pairs, sources, settings, cache_dir, cfg.num_workers, cfg.verify_store)
     skipped += [{"path": s["path"], "reason": s["reason"]} for s in store.skipped]
@@ -202,8 +204,7 @@ def load_urbansound8k_av(cfg: Any, cache_dir: str | Path | None = None) -> AVDat
         "split": split,
         "skipped_files": skipped,
         "short_audio_padded": [str(pairs[r].audio) for r in store.short_rows],
-        "features": {k: settings[k] for k in ("version", "sample_rate", "target_length", "num_mel_bins",
-                                              "image_size", "fbank", "image_resize")},
+        "features": features_info(settings),
     }
     return store_avdata(store, rows, labels, parts, CLASS_NAMES, cfg.normalize, info, names)
 
