@@ -4,7 +4,6 @@ back through ``data=cavmae_json``: the fbank and image of every clip within 1e-4
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -12,21 +11,18 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tests.conftest import REPO, shared_fixture
 from uvav.data import load_data
 from uvav.data.cavmae_json import CavmaeJsonDataConfig
 from uvav.data.features import CAVMAE_STD
 
-FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "cavmae_reference" / "features"
+FIXTURE = REPO.parent / "shared" / "fixtures" / "cavmae_reference" / "features"
 TOLERANCE = 1e-4  # the fixture's, for features in float32
 
 
 @pytest.fixture(scope="module")
 def reference() -> dict:
-    if not (FIXTURE / "reference.pt").is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the CAV-MAE fixture is required on CI: {FIXTURE} not found")
-        pytest.skip(f"the CAV-MAE fixture ({FIXTURE}, ../shared from the repository root) is not available")
-    return torch.load(FIXTURE / "reference.pt", weights_only=True)
+    return torch.load(shared_fixture("cavmae_reference", "features", "reference.pt"), weights_only=True)
 
 
 def fixture_data(tmp_path: Path, audio_folder: str, **kw):
