@@ -4,7 +4,9 @@ batch by batch.
 Multi-label data (``labels`` multi-hot ``[N, K]``, e.g. AudioSet) is scored as CAV-MAE scores it
 (``src/utilities/stats.py``): scikit-learn's average precision of each class on the sigmoid outputs, mAP = the
 mean over all classes; a class without a positive sample in the evaluated set scores AP 0 (scikit-learn's value)
-and counts in the mean, as in CAV-MAE. Each batch is scored in every requested prompt mode; when the stage's encoders are frozen (no gradient and no
+and counts in the mean, as in CAV-MAE.
+
+Each batch is scored in every requested prompt mode; when the stage's encoders are frozen (no gradient and no
 input-level prompt can change their outputs) the batch is encoded once and every mode reuses the tokens.
 Batches come from :class:`uvav.data.loading.EvalSet` (raw features) or a
 :class:`uvav.token_cache.TokenCache` of encoder outputs (validation of a frozen stage).

@@ -247,9 +247,10 @@ def fit(
     checkpoint_path: Path | None = None, logger: TrainingLogger | None = None,
 ) -> FitResult:
     """Train ``stage`` and keep the weights of the epoch with the best validation accuracy, or mAP for multi-label
-    data (mean over the stage's training cases, first eval mode; ``history``'s ``val_acc`` holds it). Writes a resumable checkpoint after every epoch when
-    ``checkpoint_path`` is given, and resumes from it when it exists (every draw is fixed by seed, epoch and
-    sample, so a resumed run ends where an uninterrupted one would). ``logger`` receives the curves."""
+    data (mean over the stage's training cases, first eval mode; ``history``'s ``val_acc`` holds it). Writes a
+    resumable checkpoint after every epoch when ``checkpoint_path`` is given, and resumes from it when it exists
+    (every draw is fixed by seed, epoch and sample, so a resumed run ends where an uninterrupted one would).
+    ``logger`` receives the curves."""
     logger = logger or TrainingLogger()
     params = stage.trainable()
     multi_label = feed.train.labels.dim() == 2  # multi-hot labels: BCE, selection on validation mAP
