@@ -90,7 +90,8 @@ def write(jobs: list[dict[str, Any]], skipped: list[str], out: Path, inputs: lis
         f"Inputs: {', '.join(str(p) for p in inputs)}; {len(jobs)} completed jobs, seeds {seeds}, devices {devices}.",
         f"Test {metric_label(m.get('metric') for m in jobs)}, mean ± sample std over seeds. FT, LoRA, Adapter, "
         "head only and prompts share each seed's frozen FT model; every method but FT trains on all four cases. "
-        "'Uncertain' = all prompt sets concatenated, as when the case is unknown; 'trained as used' = method.prompt_training=joint.", "",
+        "'Uncertain' = all prompt sets concatenated, as when the case is unknown; 'trained as used' = "
+        "method.prompt_training=joint.", "",
         to_markdown(acc), "",
         "Resources per method: trainable parameters (incl. the head), peak training memory and median time per "
         "epoch (after the first), as recorded in each job's metrics.json (uvav/resources.py: on CPU the peak of "
