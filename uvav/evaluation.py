@@ -24,7 +24,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from uvav import distributed
-from uvav.cases import CASES, EVAL_CASES
+from uvav.cases import ACCURACY, CASES, EVAL_CASES, MAP
 from uvav.config import NoiseConfig
 from uvav.data.base import AVSplit
 from uvav.data.loading import EvalSet, LoaderOptions
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from uvav.train import Stage
 
 SALTS = {"test": 0, "val": 1}  # evaluation draws differ between the splits
-ACCURACY, MAP = "accuracy", "mAP"  # the metric of single-label and of multi-label data
 
 
 def metric_name(multi_label: bool) -> str:

@@ -9,9 +9,9 @@ A *variant* is a result key with the method settings that tell jobs apart (:meth
 
 Columns: test accuracy (mAP for multi-label data) per case (mean ± std over seeds); the mixed-case gain over head
 only on the same base and seeds (mean ± standard error of the paired differences); the smallest paired gap to LoRA
-over the three noisy cases (mean per case, then the minimum); trainable parameters, time and memory per epoch of the variant's stage; and
-whether a prompt variant that needs no case label (not oracle) meets issue 15's target (gain >= 0.03 and > 2 SE,
-every noisy-case gap to LoRA >= -0.02, fewer trainable parameters than LoRA).
+over the three noisy cases (mean per case, then the minimum); trainable parameters, time and memory per epoch of the
+variant's stage; and whether a prompt variant that needs no case label (not oracle) meets issue 15's target
+(gain >= 0.03 and > 2 SE, every noisy-case gap to LoRA >= -0.02, fewer trainable parameters than LoRA).
 """
 
 from __future__ import annotations
