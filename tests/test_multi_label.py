@@ -130,3 +130,11 @@ def test_multi_label_run_reports_map_everywhere(tmp_path):
     assert (tmp_path / "agg" / "accuracy.md").read_text().startswith("# Test mAP per case")
     text = compare.write(*compare.load([run_dir]), tmp_path / "cmp", [run_dir])
     assert "Test mAP, mean" in text
+
+
+def test_labels_per_clip_other_than_1_or_2_is_refused_by_name(tmp_path):
+    from uvav.config import ConfigError
+    from uvav.data import load_data
+
+    with pytest.raises(ConfigError, match="data.labels_per_clip=3"):
+        load_data(compose_config("data.labels_per_clip=3").data, str(tmp_path))
