@@ -75,8 +75,9 @@ def _multi_label_scores(outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor
     per_class: dict[str, dict[str, list[float]]] = {}
     for mode, batches in outputs.items():
         values[mode], per_class[mode] = {}, {}
-        probabilities, targets, positions = (_gathered(torch.cat(part)) for part in zip(*batches, strict=True)) \
-            if batches else (torch.zeros(0, 0), torch.zeros(0, 0), torch.zeros(0, dtype=torch.long))
+        local = [torch.cat(part) for part in zip(*batches, strict=True)] if batches else [
+            torch.zeros(0, 0), torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)]  # every rank gathers, even empty
+        probabilities, targets, positions = (_gathered(part) for part in local)
         for j, case in enumerate(cases):
             if allowed[mode][j]:
                 rows = positions == j
