@@ -82,7 +82,7 @@ def test_evaluation_does_not_depend_on_batch_size_or_workers():
                          LoaderOptions(0))
     two = evaluate_split(stage, split(), noise, 0, ["uncertain", "oracle"], CPU, 7, contextlib.nullcontext,
                          LoaderOptions(2))
-    assert one == two and set(one["oracle"]) == {*CASES, "mixed"}
+    assert one == two and set(one.values["oracle"]) == {*CASES, "mixed"}
 
 
 @pytest.mark.parametrize("kind, frozen", [("attention", True), ("input", False)])

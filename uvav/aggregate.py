@@ -33,12 +33,15 @@ from uvav.tables import (
     accuracy_table,
     accuracy_values,
     format_resources,
+    metric_label,
     resource_table,
     to_latex,
     to_markdown,
 )
 
 MAX_GROUP_PLOTS = 6  # per-group PNGs only up to this many groups (a search has one group per configuration)
+MAP_NOTE = ("mAP (multi-label data such as AudioSet): the mean over classes of scikit-learn's average precision, "
+            "as CAV-MAE computes it; per-class AP is in each job's metrics.json (per_class_ap). ")
 ACCURACY_NOTE = (
     "FT: the fine-tuned model (in a PL, LoRA or adapter group: those jobs' own frozen base). Head only: that frozen "
     "model with only the classifier head retrained on the same training cases (no prompts). FT + PL (uncertain): all "
@@ -111,6 +114,7 @@ def job_record(job: Job) -> dict[str, Any]:
     method_cfg = config.get("method") or {}
     record: dict[str, Any] = {
         "job_dir": str(job.path), "job_key": m.get("job_key"), "method": m.get("method"), "seed": m.get("seed"),
+        "metric": m.get("metric", "accuracy"),
         "reused_from": m.get("reused_from"), "objective_name": (m.get("objective") or {}).get("name"),
         "objective": (m.get("objective") or {}).get("value"),
         "train_cases": "+".join(m.get("train_cases") or []),
@@ -273,7 +277,7 @@ def group_overview(frame: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
               .agg(method=("method", "first"), seeds=("seed", lambda s: " ".join(map(str, sorted(s)))),
                    n=("seed", "count"), prompt_kind=("prompt_kind", "first"), prompt_length=("prompt_length", "first"),
                    method_lr=("method_lr", "first"), train_cases=("train_cases", "first"),
-                   val_objective=("objective", "mean"))
+                   val_objective=("objective", "mean"), metric=("metric", "first"))
               .reset_index())
     labels = result_labels().values()
     mixed = stats[(stats["case"] == "mixed") & stats["column"].isin(labels)]
@@ -295,7 +299,7 @@ def _write_tables(frame: pd.DataFrame, tidy: pd.DataFrame, out: Path) -> tuple[p
         title = f"Group {g.group}: {g.group_label} (method={g.method}, seeds {g.seeds})"
         table = accuracy_table(stats, g.group)
         note = _same_ft_note(frame, g.group)
-        acc_md.append(f"## {title}\n\nTest accuracy, mean ± sample std over seeds.{note}\n\n"
+        acc_md.append(f"## {title}\n\nTest {g.metric}, mean ± sample std over seeds.{note}\n\n"
                       f"{to_markdown(table, index=True)}\n")
         acc_tex.append(to_latex(table, index=True, caption=title))
         acc_csv.append(table.reset_index().assign(group=g.group, group_label=g.group_label))
@@ -308,7 +312,7 @@ def _write_tables(frame: pd.DataFrame, tidy: pd.DataFrame, out: Path) -> tuple[p
         res_tex.append(to_latex(shown, caption=title) + "".join(f"% [{k}] {v}\n" for k, v in marks.items()))
         full = {col: [_expand(s, marks) for s in res[col]] for col in ("Memory method", "Time method")}
         res_csv.append(res.assign(group=g.group, group_label=g.group_label, **full))
-    header = ("# Test accuracy per case\n\n" + ACCURACY_NOTE + "\n\n")
+    header = (f"# Test {metric_label(groups['metric'])} per case\n\n" + ACCURACY_NOTE + "\n\n")
     (out / "accuracy.md").write_text(header + "\n".join(acc_md))
     (out / "accuracy.tex").write_text("\n".join(acc_tex))
     pd.concat(acc_csv, ignore_index=True).to_csv(out / "accuracy.csv", index=False)
@@ -342,6 +346,7 @@ def _write_readme(out: Path, inputs: list[Path], jobs: list[Job], frame: pd.Data
                   failed: pd.DataFrame, duplicates: list[str], studies: pd.DataFrame, written: list[str],
                   notes: list[str], command: str) -> None:
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    metric = metric_label(frame["metric"]) if len(frame) else "accuracy"
     lines = [
         f"# {out.name}: aggregated results", "",
         f"Written {now} by `{command}`.", "",
@@ -349,8 +354,9 @@ def _write_readme(out: Path, inputs: list[Path], jobs: list[Job], frame: pd.Data
         f"- job folders found: {len(jobs)}; completed and used: {len(frame)}; failed or incomplete: {len(failed)}; "
         f"duplicates counted once: {len(duplicates)}",
         f"- config groups (all settings but the seed): {len(groups)}", "",
-        "Accuracy is test accuracy; each cell is the mean ± sample standard deviation (ddof=1) over seeds, n = number "
-        "of seeds. Searches select on validation accuracy only. " + ACCURACY_NOTE, "",
+        f"Cells are test {metric}; each is the mean ± sample standard deviation (ddof=1) over seeds, n = number "
+        f"of seeds. Searches select on validation {metric} only. " + MAP_NOTE * ("mAP" in metric) + ACCURACY_NOTE,
+        "",
     ]
     if notes:
         lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]

@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from uvav.cases import EVAL_CASES, result_key
+from uvav.cases import ACCURACY, EVAL_CASES, MAP, result_key
 from uvav.config import EVALUATION_NEUTRAL, NoiseConfig
 from uvav.data.base import AVSplit
 from uvav.errors import InputError, RunError
@@ -154,6 +154,16 @@ class Run(Predicting):
         return f"Run({str(self.path)!r}, method={self.method!r}, data={self.config.data.name!r})"
 
     @property
+    def metric(self) -> str:
+        """What the run's scores are: ``accuracy``, or ``mAP`` for a run on multi-label data (``metrics.json``)."""
+        return self.metrics.get("metric", ACCURACY)
+
+    @property
+    def multi_label(self) -> bool:
+        """True for a run on multi-label data: sigmoid outputs, scored in mAP."""
+        return self.metric == MAP
+
+    @property
     def modes(self) -> list[str]:
         """The inference modes this run has (keys of ``metrics['accuracy']``)."""
         return self._entry.result_keys
@@ -203,7 +213,8 @@ class Run(Predicting):
 
     def evaluate(self, case: str = "all", prompts: str = "uncertain", split: str = "test", *, save: bool = False,
                  name: str | None = None, **overrides: Any) -> dict[str, Any]:
-        """Accuracy of the saved model, without training, as ``result['accuracy'][mode][case]``.
+        """Accuracy of the saved model, without training, as ``result['accuracy'][mode][case]``; for a multi-label
+        run the same table holds mAP (``result['metric']``) and ``result['per_class_ap'][mode][case]`` each class's AP.
 
         ``case``: one of complete, noisy_audio, noisy_visual, noise_both, mixed, or ``all``; ``prompts``:
         uncertain, oracle or all (ignored by FT runs: mode ``ft``); ``split``: test or val. ``overrides``: as
@@ -241,13 +252,15 @@ class Run(Predicting):
             scores = evaluate_split(stage, part, NoiseConfig.of(cfg.noise), SALTS[split], modes, device,
                                     cfg.trainer.eval_batch_size, autocast,
                                     LoaderOptions.for_device(cfg.data.num_workers, device), cases)
-        accuracy = {result_key(self.method, mode): scores[mode] for mode in modes}
+        accuracy = {result_key(self.method, mode): scores.values[mode] for mode in modes}
         reference = self._reference(accuracy, split, overrides)
         label = self.method if self.bank is None else prompts
         result = {
             "schema_version": SCHEMA_VERSION, "kind": "evaluation", "run": str(self.path.resolve()),
             "method": self.method, "split": split, "case": case, "prompts": label, "modes": list(accuracy),
-            "overrides": {k: v for k, v in override_items(overrides)}, "accuracy": accuracy,
+            "overrides": {k: v for k, v in override_items(overrides)}, "metric": scores.metric, "accuracy": accuracy,
+            **({"per_class_ap": {result_key(self.method, m): scores.per_class[m] for m in modes}}
+               if scores.per_class else {}),
             "num_samples": len(part), "reference": reference,
             "matches_reference": None if reference is None else reference == accuracy,
             "renormalized_audio": renormalized, "data": OmegaConf.to_container(cfg.data),

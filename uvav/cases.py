@@ -5,7 +5,8 @@ A *case* says which modalities a sample has corrupted (:data:`CASE_EFFECTS`); ``
 (each sample gets one of the four at random). A *prompt mode* says how a stage picks prompts: ``none`` (no
 prompts), ``oracle`` (each sample the set of its own case), ``uncertain`` (all sets, the case unknown) or
 ``conditioned`` (a mixture of the sets weighted from the sample's own input, the case unknown). A result
-(``metrics.json``'s ``accuracy`` keys, the tables' columns) is named by :func:`result_key`.
+(``metrics.json``'s ``accuracy`` keys, the tables' columns) is named by :func:`result_key`; what it holds is
+:data:`ACCURACY` (single-label data) or :data:`MAP` (multi-label data, ``metrics.json``'s ``metric``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ CASE_LABELS: dict[str, str] = {  # row labels of the paper's tables
     Case.NOISE_BOTH.value: "Noise to both",
     Case.MIXED.value: "Mixed (uncertain)",
 }
+ACCURACY, MAP = "accuracy", "mAP"  # the score of single-label and of multi-label data (metrics.json's metric)
 NO_PROMPTS: tuple[str, ...] = (PromptMode.NONE.value,)  # the scores of a stage without prompts
 PROMPTED_MODES: tuple[str, ...] = (PromptMode.UNCERTAIN.value, PromptMode.ORACLE.value)  # with prompts; first selects
 

@@ -20,7 +20,7 @@ from uvav.cases import CASE_LABELS
 from uvav.jobs import find_job_dirs, read_job
 from uvav.methods import comparison_columns
 from uvav.outputs import atomic_write_bytes
-from uvav.tables import to_markdown
+from uvav.tables import metric_label, to_markdown
 
 
 def load(roots: list[Path], every_config: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
@@ -88,9 +88,10 @@ def write(jobs: list[dict[str, Any]], skipped: list[str], out: Path, inputs: lis
     text = "\n".join([
         "# Method comparison", "",
         f"Inputs: {', '.join(str(p) for p in inputs)}; {len(jobs)} completed jobs, seeds {seeds}, devices {devices}.",
-        "Test accuracy, mean ± sample std over seeds. FT, LoRA, Adapter, head only and prompts share each seed's "
-        "frozen FT model; every method but FT trains on all four cases. 'Uncertain' = all prompt sets "
-        "concatenated, as when the case is unknown; 'trained as used' = method.prompt_training=joint.", "",
+        f"Test {metric_label(m.get('metric') for m in jobs)}, mean ± sample std over seeds. FT, LoRA, Adapter, "
+        "head only and prompts share each seed's frozen FT model; every method but FT trains on all four cases. "
+        "'Uncertain' = all prompt sets concatenated, as when the case is unknown; 'trained as used' = "
+        "method.prompt_training=joint.", "",
         to_markdown(acc), "",
         "Resources per method: trainable parameters (incl. the head), peak training memory and median time per "
         "epoch (after the first), as recorded in each job's metrics.json (uvav/resources.py: on CPU the peak of "

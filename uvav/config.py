@@ -41,7 +41,8 @@ GROUPING_NEUTRAL = (*EVALUATION_NEUTRAL, "seed", "paths", "reuse_finished", "obj
 # the jobs and FT models of earlier versions are found again (tests/test_pipeline.py pins the default FT key).
 KEYED_OFF_DEFAULT_ONLY = {"data.label_fraction": 1.0, "trainer.head_lr_scale": 1.0, "prompt.depth": 1,
                           "prompt.shared_depth": 0, "scenario.missing_rate": None, "method.base": "finetuned",
-                          "data.store_dtype": "float16", "data.eval_frames": "average", "data.multi_label": "auto"}
+                          "data.store_dtype": "float16", "data.eval_frames": "average", "data.multi_label": "auto",
+                          "data.labels_per_clip": 1}
 
 
 def key_content(container: dict[str, Any], neutral: tuple[str, ...]) -> dict[str, Any]:

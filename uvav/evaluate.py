@@ -78,7 +78,7 @@ def format_table(result: dict[str, Any]) -> str:
     cases = list(dict.fromkeys(c for m in modes for c in result["accuracy"][m]))
     ref = result.get("reference") or {}
     head = "".join(f"{m:>14}" + (f"{'(run)':>8}" if m in ref else "") for m in modes)
-    lines = [f"{result['split']} accuracy, {result['num_samples']} samples: {result['run']}",
+    lines = [f"{result['split']} {result.get('metric', 'accuracy')}, {result['num_samples']} samples: {result['run']}",
              *(f"  {describe_result(m)}" for m in modes), f"{'case':<14}{head}"]
     for case in cases:
         cells = ""

@@ -1,4 +1,10 @@
-"""Accuracy of a stage under every case and prompt mode, streamed batch by batch.
+"""Accuracy (single-label data) or mAP (multi-label data) of a stage under every case and prompt mode, streamed
+batch by batch.
+
+Multi-label data (``labels`` multi-hot ``[N, K]``, e.g. AudioSet) is scored as CAV-MAE scores it
+(``src/utilities/stats.py``): scikit-learn's average precision of each class on the sigmoid outputs, mAP = the
+mean over all classes; a class without a positive sample in the evaluated set scores AP 0 (scikit-learn's value)
+and counts in the mean, as in CAV-MAE.
 
 Each batch is scored in every requested prompt mode; when the stage's encoders are frozen (no gradient and no
 input-level prompt can change their outputs) the batch is encoded once and every mode reuses the tokens.
@@ -9,13 +15,17 @@ evaluates every frame of a clip: the frames' predictions are averaged, :func:`av
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
+from sklearn.metrics import average_precision_score
 
 from uvav import distributed
-from uvav.cases import CASES, EVAL_CASES
+from uvav.cases import ACCURACY, CASES, EVAL_CASES, MAP
 from uvav.config import NoiseConfig
 from uvav.data.base import AVSplit
 from uvav.data.loading import EvalSet, LoaderOptions
@@ -24,6 +34,56 @@ if TYPE_CHECKING:
     from uvav.train import Stage
 
 SALTS = {"test": 0, "val": 1}  # evaluation draws differ between the splits
+
+
+def metric_name(multi_label: bool) -> str:
+    """The name of the metric a run on such data reports (``metrics.json``'s ``metric``)."""
+    return MAP if multi_label else ACCURACY
+
+
+@dataclass
+class Scores:
+    """A stage's scores: ``values[mode][case]`` (accuracy or mAP, see ``metric``) and, for multi-label data,
+    ``per_class[mode][case]`` (the average precision of each class, in class order)."""
+
+    values: dict[str, dict[str, float]]
+    metric: str = ACCURACY
+    per_class: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+
+def average_precisions(targets: torch.Tensor, probabilities: torch.Tensor) -> tuple[float, list[float]]:
+    """CAV-MAE's mAP and the per-class APs of multi-hot ``targets [N, K]`` and scores ``[N, K]``: scikit-learn's
+    average precision per class; a class without positives gets AP 0 and counts in the mean (as in CAV-MAE)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No positive class found", category=UserWarning)
+        per_class = np.atleast_1d(average_precision_score(targets.numpy(), probabilities.numpy(), average=None))
+    return float(np.mean(per_class)), [float(ap) for ap in per_class]
+
+
+def _gathered(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` (rows) concatenated over the ranks of a distributed job (each scored a shard)."""
+    if distributed.world_size() == 1:
+        return tensor
+    parts: list[torch.Tensor | None] = [None] * distributed.world_size()
+    torch.distributed.all_gather_object(parts, tensor)
+    return torch.cat([part for part in parts if part.shape[0]] or parts[:1])  # a rank without rows adds none
+
+
+def _multi_label_scores(outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]],
+                        cases: Sequence[str], allowed: dict[str, torch.Tensor]) -> Scores:
+    """mAP and per-class AP per mode and case from each mode's ``(probabilities, targets, positions)`` batches."""
+    values: dict[str, dict[str, float]] = {}
+    per_class: dict[str, dict[str, list[float]]] = {}
+    for mode, batches in outputs.items():
+        values[mode], per_class[mode] = {}, {}
+        local = [torch.cat(part) for part in zip(*batches, strict=True)] if batches else [
+            torch.zeros(0, 0), torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)]  # every rank gathers, even empty
+        probabilities, targets, positions = (_gathered(part) for part in local)
+        for j, case in enumerate(cases):
+            if allowed[mode][j]:
+                rows = positions == j
+                values[mode][case], per_class[mode][case] = average_precisions(targets[rows], probabilities[rows])
+    return Scores(values, MAP, per_class)
 
 
 def oracle_available(stage: Stage, case: str) -> bool:
@@ -39,29 +99,41 @@ def scored_cases(stage: Stage, mode: str, cases: Sequence[str]) -> list[str]:
 
 @torch.inference_mode()
 def score(stage: Stage, batches: Iterable[Sequence[torch.Tensor]], cases: Sequence[str], modes: Sequence[str],
-          device: torch.device, autocast, encoded: bool = False) -> dict[str, dict[str, float]]:
-    """``{mode: {case: accuracy}}`` over ``batches`` of ``(audio, visual, labels, case_ids, positions)``
-    (``positions`` index ``cases``); ``encoded``: the first two are encoder outputs already."""
+          device: torch.device, autocast, encoded: bool = False) -> Scores:
+    """:class:`Scores` (``values[mode][case]``) over ``batches`` of ``(audio, visual, labels, case_ids,
+    positions)`` (``positions`` index ``cases``); ``encoded``: the first two are encoder outputs already.
+    Class-index labels are scored in accuracy, multi-hot labels in mAP (with per-class AP)."""
     for module in stage.modules():
         module.eval()
     allowed = {m: torch.tensor([c in scored_cases(stage, m, cases) for c in cases]) for m in modes}
     correct = {m: torch.zeros(len(cases), dtype=torch.long) for m in modes}
     total = torch.zeros(len(cases), dtype=torch.long)
+    outputs: dict[str, list[tuple[torch.Tensor, ...]]] = {m: [] for m in modes}  # multi-label: kept to rank
+    multi_label = False
     reuse = encoded or stage.encoders_frozen()
     for audio, visual, labels, case_ids, positions in batches:
         total += torch.bincount(positions, minlength=len(cases))
+        multi_label = labels.dim() == 2
         frames = visual.unbind(1) if visual.dim() == 5 else (visual,)  # [B, V, 3, H, W]: every frame of a clip
         per_frame = [_mode_logits(stage, audio.to(device, non_blocking=True), v.to(device, non_blocking=True),
                                   case_ids, positions, modes, allowed, encoded, reuse, autocast) for v in frames]
         for mode in per_frame[0]:
             keep = allowed[mode][positions]
-            logits = average_frame_logits([p[mode] for p in per_frame], labels.dim() == 2)
+            logits = average_frame_logits([p[mode] for p in per_frame], multi_label)
+            if multi_label:
+                outputs[mode].append((logits.float().sigmoid().cpu(), labels[keep].float(), positions[keep]))
+                continue
             hit = (logits.argmax(dim=1).cpu() == labels[keep]).long()
             correct[mode] += torch.bincount(positions[keep], weights=hit, minlength=len(cases)).long()
+    if distributed.world_size() > 1:  # one rank may have seen no batch: every rank takes the data's kind from all
+        flag = torch.tensor([int(multi_label)])
+        multi_label = bool(distributed.sum_(flag).item())
+    if multi_label:
+        return _multi_label_scores(outputs, cases, allowed)
     for counts in (total, *correct.values()):  # a distributed job's ranks each scored a shard
         distributed.sum_(counts)
-    return {m: {c: int(correct[m][j]) / max(1, int(total[j])) for j, c in enumerate(cases) if allowed[m][j]}
-            for m in modes}
+    return Scores({m: {c: int(correct[m][j]) / max(1, int(total[j])) for j, c in enumerate(cases) if allowed[m][j]}
+                   for m in modes})
 
 
 def _mode_logits(stage: Stage, audio: torch.Tensor, visual: torch.Tensor, case_ids: torch.Tensor,
@@ -100,7 +172,7 @@ def average_frame_logits(logits: Sequence[torch.Tensor], multi_label: bool) -> t
 
 def evaluate_split(stage: Stage, split: AVSplit, noise: NoiseConfig, salt: int, modes: Sequence[str],
                    device: torch.device, batch_size: int, autocast, options: LoaderOptions,
-                   cases: Sequence[str] = EVAL_CASES) -> dict[str, dict[str, float]]:
+                   cases: Sequence[str] = EVAL_CASES) -> Scores:
     """Stream ``split`` under each of ``cases`` and score every mode (the final test and validation numbers); in a
     distributed job each rank streams its shard and the counts are summed."""
     dataset = EvalSet(split, noise, cases, salt)

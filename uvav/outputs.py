@@ -12,8 +12,13 @@
   (the fine-tuned model, no prompts); for a frozen-base method also ``head_only`` (frozen FT model, only the head
   retrained on the method's training cases) and the method's own (``lora``, ``adapter``; for PL
   ``pl_uncertain``: all prompt sets concatenated, ``pl_oracle``: each sample its own case's set). Cases:
-  complete, noisy_audio, noisy_visual, noise_both, mixed.
-- ``val``: validation accuracy per mode and case (the same layout); ``selection``: metric, best epoch per stage
+  complete, noisy_audio, noisy_visual, noise_both, mixed. Multi-label data (multi-hot labels, e.g. AudioSet):
+  the same table holds test mAP (CAV-MAE's: mean over classes of scikit-learn's average precision).
+- ``metric``: what ``accuracy`` and ``val`` hold: ``"accuracy"`` or ``"mAP"`` (multi-label data; absent in runs
+  of earlier versions: accuracy); ``per_class_ap[mode][case]`` (multi-label data only): test AP of each class,
+  in ``class_names`` order
+- ``val``: validation accuracy (or mAP) per mode and case (the same layout); ``selection``: metric, best epoch per
+  stage
 - ``objective``: the value returned to sweepers, and its name
 - ``params``: ``trainable`` and ``total`` per stage
 - ``resources``: per stage (``ft``, ``head_only``, the method's: ``pl``, ``lora``, ...): ``time_per_epoch_s``

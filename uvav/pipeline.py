@@ -23,7 +23,7 @@ from uvav.cases import result_key
 from uvav.config import MODEL_KEY_NEUTRAL, NoiseConfig, key_content
 from uvav.data import AVData, load_data
 from uvav.data.loading import LoaderOptions, cores_per_rank
-from uvav.evaluation import SALTS, evaluate_split
+from uvav.evaluation import SALTS, Scores, evaluate_split, metric_name
 from uvav.loggers import TrainingLogger, open_logger
 from uvav.methods import FT, HEAD_ONLY, METHODS, cache_views, schedule
 from uvav.models import MODEL_VERSION
@@ -130,12 +130,13 @@ class Context:
                     (self.cfg.data.freq_mask, self.cfg.data.time_mask, self.cfg.data.image_shift),
                     missing_rate=self.cfg.scenario.get("missing_rate"), token_dir=self.resume_dir, **cache)
 
-    def evaluate(self, stage: Stage, split: str) -> dict[str, dict[str, float]]:
-        """``{result key: {case: accuracy}}`` of ``stage`` on ``split`` (test or val) under every evaluation case,
-        in each of the stage's prompt modes."""
+    def evaluate(self, stage: Stage, split: str) -> Scores:
+        """:class:`Scores` of ``stage`` on ``split`` (test or val) under every evaluation case, in each of the
+        stage's prompt modes, keyed ``values[result key][case]`` (accuracy, or mAP for multi-label data)."""
         scores = evaluate_split(stage, getattr(self.data, split), self.noise, SALTS[split], stage.eval_modes,
                                 self.device, self.cfg.trainer.eval_batch_size, self.autocast, self.options)
-        return {result_key(stage.name, mode): per_case for mode, per_case in scores.items()}
+        return Scores({result_key(stage.name, mode): per_case for mode, per_case in scores.values.items()},
+                      scores.metric, {result_key(stage.name, mode): ap for mode, ap in scores.per_class.items()})
 
 
 def build_model(ctx: Context, initial_weights: bool = True) -> tuple[AVClassifier, dict[str, Any]]:
@@ -219,11 +220,12 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
     if method.frozen_base and cfg.method.base == "pretrained":
         base_model, weights = build_model(ctx)  # the pretrained backbone with a new head: nothing is fine-tuned
         base_info = {"key": None, "initial_weights": weights}
-        accuracy, val, stages, final = {}, {}, {}, None
+        accuracy, val, per_class_ap, stages, final = {}, {}, {}, {}, None
     else:
         base_model, base_info = ensure_ft_model(ctx)
         final = Stage.trained(FT, base_model, None, base_info["spec"]["train_cases"])
-        accuracy, val = ctx.evaluate(final, "test"), ctx.evaluate(final, "val")
+        test = ctx.evaluate(final, "test")
+        accuracy, per_class_ap, val = test.values, test.per_class, ctx.evaluate(final, "val").values
         stages = {FT: {**{k: base_info[k] for k in ("key", "best_epoch", "best_val", "reused")},
                        "params": base_info["params"], "resources": base_info["resources"]}}
     base_model.cpu()  # each later stage trains its own copy on the device; this one is only copied from
@@ -234,12 +236,12 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
         if cfg.method.head_only_baseline:
             head = Stage.frozen(HEAD_ONLY, freeze_for_prompts(base_model, True).to(device), cases, epochs=epochs,
                                 lr=lr, weight_decay=cfg.trainer.weight_decay, cache_views=cache_views(cfg))
-            _train_and_eval(ctx, head, cfg.seed + 1, accuracy, val, stages)
+            _train_and_eval(ctx, head, cfg.seed + 1, accuracy, val, stages, per_class_ap)
         final = method.build_stage(cfg, freeze_for_prompts(base_model, cfg.method.train_head).to(device), device)
         if tuple(final.eval_modes) != tuple(method.eval_modes):
             raise RuntimeError(f"method {method.name}: its stage scores {final.eval_modes}, its registry entry "
                                f"reports {method.eval_modes}")
-        _train_and_eval(ctx, final, cfg.seed + 2, accuracy, val, stages)
+        _train_and_eval(ctx, final, cfg.seed + 2, accuracy, val, stages, per_class_ap)
 
     if distributed.is_main():
         atomic_torch_save(ctx.job_dir / "model.pt", {
@@ -251,6 +253,7 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
                        else val[main_key][cfg.objective.removeprefix("val_")])
     return {
         "accuracy": accuracy, "val": val, "stages": stages, "main_mode": main_key,
+        "metric": metric_name(data.multi_label), **({"per_class_ap": per_class_ap} if data.multi_label else {}),
         "objective": {"name": cfg.objective, "value": objective_value},
         "split": {**data.sizes(), "how": data.info.get("split")}, "data_info": data.info,
         "class_names": data.class_names, "initial_weights": base_info.get("initial_weights"),
@@ -260,13 +263,16 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
 
 
 def _train_and_eval(ctx: Context, stage: Stage, seed: int, accuracy: dict[str, Any], val: dict[str, Any],
-                    stages: dict[str, Any]) -> None:
+                    stages: dict[str, Any], per_class_ap: dict[str, Any]) -> None:
     """Fit a frozen-model stage with a resumable checkpoint in ``ctx.resume_dir``; add its test and validation
-    accuracy (``{result key: {case: accuracy}}``) and its stage record to the job's."""
+    accuracy or mAP (``{result key: {case: value}}``), its test per-class AP (multi-label data) and its stage
+    record to the job's."""
     result = fit(stage, ctx.feed(), ctx.cfg.trainer, ctx.device, seed=seed, autocast=ctx.autocast,
                  checkpoint_path=ctx.resume_dir / f"last_{stage.name}.pt", logger=ctx.logger)
-    accuracy.update(ctx.evaluate(stage, "test"))
-    val.update(ctx.evaluate(stage, "val"))
+    test = ctx.evaluate(stage, "test")
+    accuracy.update(test.values)
+    per_class_ap.update(test.per_class)
+    val.update(ctx.evaluate(stage, "val").values)
     trainable = sum(p.numel() for p in stage.trainable())
     stages[stage.name] = {
         "best_epoch": result.best_epoch, "best_val": result.best_val, "history": result.history,

@@ -1,5 +1,5 @@
-"""PNG plots of aggregated results (matplotlib, Agg): accuracy per case, accuracy vs prompt length, resources,
-training curves."""
+"""PNG plots of aggregated results (matplotlib, Agg): accuracy (mAP for multi-label data) per case, accuracy vs
+prompt length, resources, training curves."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from uvav.cases import CASE_LABELS  # noqa: E402
 from uvav.methods import FT, METHODS, result_labels, stage_labels  # noqa: E402
-from uvav.tables import accuracy_values, resource_table  # noqa: E402
+from uvav.tables import accuracy_values, metric_label, resource_table  # noqa: E402
 
 
-def plot_accuracy(stats: pd.DataFrame, group: str, label: str, path: Path) -> None:
-    """Grouped bars: test accuracy per case, one bar per method, error bars = std over seeds."""
+def plot_accuracy(stats: pd.DataFrame, group: str, label: str, path: Path, metric: str = "accuracy") -> None:
+    """Grouped bars: test accuracy (or ``metric``: mAP) per case, one bar per method, error bars = std over seeds."""
     labels = result_labels().values()
     part = stats[(stats["group"] == group) & stats["column"].isin(labels)]
     cases = [c for c in CASE_LABELS if c in set(part["case"])]
@@ -33,7 +33,7 @@ def plot_accuracy(stats: pd.DataFrame, group: str, label: str, path: Path) -> No
         ax.bar(x + (i - (len(columns) - 1) / 2) * width, rows["mean"], width, yerr=rows["std"].fillna(0),
                capsize=3, label=column)
     ax.set_xticks(x, [CASE_LABELS[c] for c in cases], rotation=15, ha="right", fontsize=8)
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel(f"test {metric}")
     ax.set_ylim(0, 1)
     n = int(part["n"].max()) if len(part) else 0
     ax.set_title(f"{label}\n(mean ± std over {n} seed(s))", fontsize=8)
@@ -41,7 +41,8 @@ def plot_accuracy(stats: pd.DataFrame, group: str, label: str, path: Path) -> No
     _save(fig, path)
 
 
-def plot_prompt_length(tidy: pd.DataFrame, studies: pd.DataFrame, path: Path, case: str = "mixed") -> bool:
+def plot_prompt_length(tidy: pd.DataFrame, studies: pd.DataFrame, path: Path, case: str = "mixed",
+                       metric: str = "accuracy") -> bool:
     """Left: test accuracy of the jobs of methods with prompts vs prompt length; right: each Optuna trial's
     objective. False if no data."""
     prompted = [m for m in METHODS if m.uses_prompts]
@@ -66,7 +67,7 @@ def plot_prompt_length(tidy: pd.DataFrame, studies: pd.DataFrame, path: Path, ca
     if len(ft):
         ax.axhline(ft.mean(), color="k", linestyle="--", label=f"FT (mean of {len(ft)} jobs)")
     _length_axis(ax, pl["prompt_length"] if len(pl) else [])
-    ax.set_ylabel(f"test accuracy ({case})")
+    ax.set_ylabel(f"test {metric} ({case})")
     ax.set_title("jobs in the inputs (mean ± std over seeds)", fontsize=8)
     if ax.has_data():
         ax.legend(fontsize=6)
@@ -86,7 +87,7 @@ def plot_prompt_length(tidy: pd.DataFrame, studies: pd.DataFrame, path: Path, ca
         ax.legend(fontsize=7)
     else:
         ax.set_xlabel("prompt length")
-    ax.set_ylabel("objective (validation accuracy)")
+    ax.set_ylabel(f"objective (validation {metric})")
     ax.set_title("Optuna trials (completed, repeats included; * best)" if has_study else "no Optuna study found",
                  fontsize=8)
     _save(fig, path)
@@ -114,7 +115,7 @@ def plot_resources(frame: pd.DataFrame, group: str, label: str, path: Path) -> b
 CURVE_METRICS = ("train_loss", "val_acc")  # the panels of a stage's curves, when the stage has them
 
 
-def plot_curves(curves: pd.DataFrame, stage: str, path: Path) -> bool:
+def plot_curves(curves: pd.DataFrame, stage: str, path: Path, metric: str = "accuracy") -> bool:
     """Train loss and validation accuracy against epoch for one stage: a line per group (mean over its seeds) and a
     band from the lowest to the highest seed. ``curves``: aggregate's ``curves.csv``. False if no data."""
     part = curves[curves["stage"] == stage]
@@ -123,6 +124,7 @@ def plot_curves(curves: pd.DataFrame, stage: str, path: Path) -> bool:
         return False
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics) + 1, 3.6), squeeze=False)
     groups = part[["group", "group_label"]].drop_duplicates()
+    score = metric  # the validation score's name (accuracy or mAP); ``metric`` below names a panel
     for ax, metric in zip(axes[0], metrics, strict=True):
         for i, (group, label) in enumerate(groups.itertuples(index=False)):
             rows = part[(part["group"] == group) & (part["metric"] == metric)]
@@ -136,8 +138,8 @@ def plot_curves(curves: pd.DataFrame, stage: str, path: Path) -> bool:
                 ax.fill_between(epochs, per_seed.min(axis=1), per_seed.max(axis=1), color=f"C{i % 10}", alpha=0.2)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(metric.replace("_", " ") + (" (validation, mean over training cases)" if metric == "val_acc"
-                                                  else " (mean over the epoch)"), fontsize=8)
+        ax.set_ylabel(f"validation {score} (mean over training cases)" if metric == "val_acc"
+                      else metric.replace("_", " ") + " (mean over the epoch)", fontsize=8)
         ax.legend(fontsize=6)
     title = f"{stage_labels().get(stage, stage)} ({stage}): mean over seeds, band = lowest to highest seed"
     if stage == FT:
@@ -154,22 +156,23 @@ def make_all(frame: pd.DataFrame, tidy: pd.DataFrame, studies: pd.DataFrame, out
     curves (``curves_<stage>.png``, from ``curves``) only when there are at most ``max_group_plots`` groups (a search
     has one group per trial configuration)."""
     written = []
+    metric = metric_label(frame["metric"]) if "metric" in frame else "accuracy"
     if curves is not None and len(curves) and frame["group"].nunique() <= max_group_plots:
         known = list(stage_labels())
         for stage in sorted(set(curves["stage"]), key=lambda s: (known.index(s) if s in known else len(known), s)):
             name = f"curves_{stage}.png"
-            if plot_curves(curves, stage, out / name):
+            if plot_curves(curves, stage, out / name, metric):
                 written.append(name)
     if len(tidy) and frame["group"].nunique() <= max_group_plots:
         stats = accuracy_values(tidy)
         for group, label in frame[["group", "group_label"]].drop_duplicates().itertuples(index=False):
             name = f"accuracy_{group}.png"
-            plot_accuracy(stats, group, label, out / name)
+            plot_accuracy(stats, group, label, out / name, metric)
             written.append(name)
             name = f"resources_{group}.png"
             if plot_resources(frame, group, label, out / name):
                 written.append(name)
-    if plot_prompt_length(tidy, studies, out / "accuracy_vs_prompt_length.png"):
+    if plot_prompt_length(tidy, studies, out / "accuracy_vs_prompt_length.png", metric=metric):
         written.append("accuracy_vs_prompt_length.png")
     return written
 

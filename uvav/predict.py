@@ -1,6 +1,7 @@
 """``python -m uvav.predict run=<run dir> audio=clip.wav image=frame.jpg [top_k=3] [prompts=uncertain]``.
 
-Prints the top-k classes of one sample, and which inference mode gave them. ``audio=`` or ``image=`` may be
+Prints the top-k classes of one sample, which inference mode gave them and how the probabilities were made
+(softmax; sigmoid, each class on its own, for a run on multi-label data). ``audio=`` or ``image=`` may be
 left out: that modality is missing (zeros after normalisation). Many samples: ``inputs=<folder>`` (pairs by
 file stem) or ``inputs=<list.csv>`` (columns ``audio,image``), written as CSV to ``out=<file.csv>`` (stdout
 without ``out``). Config: ``conf/predict.yaml``; Hydra writes no files. Logic: :mod:`uvav.api`.
@@ -29,7 +30,8 @@ def format_one(pred: Prediction) -> str:
     """The prediction of one sample as a few readable lines."""
     given = [f"{kind}={src}" for kind, src in (("audio", pred.audio), ("image", pred.image)) if src]
     lines = [f"input: {' '.join(given)}" + (f" ({' and '.join(pred.missing)} missing: zeros)" if pred.missing else ""),
-             f"mode: {describe_result(pred.mode, pred.case)}"]
+             f"mode: {describe_result(pred.mode, pred.case)}", f"probabilities: {pred.probability}"
+             + (" (each class independently: multi-label run)" if pred.probability == "sigmoid" else "")]
     if pred.note:
         lines.append(f"note: {pred.note}")
     width = max(len(name) for name, _ in pred.top)

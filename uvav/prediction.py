@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SOFTMAX, SIGMOID = "softmax", "sigmoid"  # how a prediction's probabilities were made (single- / multi-label run)
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -40,6 +41,8 @@ class Prediction:
 
     ``mode``: ``ft`` (or ``lora``/``adapter``), ``pl_uncertain`` or ``pl_oracle``; ``case``: the case of the
     oracle prompt set; ``missing``: modalities left out (fed as zeros); ``error``: why this input was skipped.
+    ``probability``: ``softmax`` (single-label run: the classes' probabilities sum to one) or ``sigmoid``
+    (multi-label run: each class's own probability, independent of the others).
     """
 
     top: list[tuple[str, float]]
@@ -50,6 +53,7 @@ class Prediction:
     image: str | None = None
     note: str | None = None
     error: str | None = None
+    probability: str = SOFTMAX
 
     @property
     def label(self) -> str | None:
@@ -59,7 +63,7 @@ class Prediction:
         if self.error:
             return f"error: {self.error}"
         cells = ", ".join(f"{name} {prob:.3f}" for name, prob in self.top)
-        return f"{cells} [{describe_result(self.mode, self.case)}]"
+        return f"{cells} [{describe_result(self.mode, self.case)}; {self.probability} probabilities]"
 
 
 class Predicting:
@@ -74,6 +78,7 @@ class Predicting:
     normalization: dict[str, Any] | None
     device: torch.device
     dataset: Dataset  # the run's dataset (its registry entry)
+    multi_label: bool  # a run on multi-label data: sigmoid probabilities
 
     def features(self, audio: Any = None, image: Any = None, sample_rate: int | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
@@ -134,7 +139,8 @@ class Predicting:
                 results.append(Prediction([], "", None, (), *names, error=str(exc)))
                 continue
             mode, case, note = self._predict_mode(prompts, missing)
-            results.append(Prediction([], result_key(self.method, mode), case, missing, *names, note=note))
+            results.append(Prediction([], result_key(self.method, mode), case, missing, *names, note=note,
+                                      probability=SIGMOID if self.multi_label else SOFTMAX))
             pending.setdefault((mode, case), []).append((len(results) - 1, fb, visual))
         stage = self._stage(self.device)
         autocast = autocast_for(self.device, self.config.trainer.precision)
@@ -152,12 +158,14 @@ class Predicting:
     @torch.inference_mode()
     def _probabilities(self, stage, audio: torch.Tensor, visual: torch.Tensor, mode: str, case: str | None,
                        autocast) -> torch.Tensor:
+        """``[B, K]`` class probabilities: softmax (single-label run) or each class's sigmoid (multi-label run)."""
         from uvav.train import logits_for
 
         case_ids = torch.full((audio.shape[0],), CASE_INDEX[case] if case else 0, dtype=torch.long)
         with autocast():
             logits = logits_for(stage, audio.to(self.device), visual.to(self.device), case_ids, mode)
-        return logits.float().softmax(dim=1).cpu()
+        logits = logits.float().cpu()
+        return logits.sigmoid() if self.multi_label else logits.softmax(dim=1)
 
     def _predict_mode(self, prompts: str, missing: tuple[str, ...]) -> tuple[str, str | None, str | None]:
         """(prompt mode, oracle case, note). The case implied by a missing modality is the one whose
@@ -301,7 +309,7 @@ def prediction_rows(predictions: Sequence[Prediction], top_k: int) -> list[dict[
     rows = []
     for p in predictions:
         row: dict[str, Any] = {"audio": p.audio or "", "image": p.image or "", "missing": "+".join(p.missing),
-                               "mode": p.mode, "case": p.case or ""}
+                               "mode": p.mode, "case": p.case or "", "probability": p.probability}
         for i in range(top_k):
             name, prob = p.top[i] if i < len(p.top) else ("", "")
             row[f"class_{i + 1}"], row[f"prob_{i + 1}"] = name, (f"{prob:.6f}" if prob != "" else "")

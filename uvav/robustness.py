@@ -9,6 +9,8 @@ For each run: ``<run>/robustness.json`` with, per inference mode,
 - ``fraction_missing``: expected accuracy when a fraction f of the samples loses one modality (audio zeroed or
   image black, each with probability f/2): (1 - f) acc(complete) + f/2 acc(audio missing) + f/2 acc(image
   missing), exact from the three per-case accuracies on the whole test set (evaluation is per sample).
+Multi-label runs (``metric``: mAP) report test mAP on the same axes; their ``fraction_missing`` is the same
+weighted mean of the per-case mAPs (mAP does not add over samples, so it is not the mAP of such a mixed set).
 With ``--out``: the curves of all runs in one CSV (mean and std over seeds per method and mode) and a plot.
 """
 
@@ -23,6 +25,7 @@ import pandas as pd
 from uvav.api import load_run
 from uvav.methods import METHODS
 from uvav.outputs import atomic_write_json
+from uvav.tables import metric_label
 
 SEVERITIES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -47,6 +50,7 @@ def run_curves(path: str | Path, severities=SEVERITIES, fractions=FRACTIONS) -> 
         curves["fraction_missing"][mode] = [
             [f, (1 - f) * acc["complete"] + f / 2 * (acc["noisy_audio"] + acc["noisy_visual"])] for f in fractions]
     result = {"run": str(Path(path).resolve()), "method": run.method, "seed": run.config.seed,
+              "metric": run.metrics.get("metric", "accuracy"),
               "variant": METHODS.get(run.method).variant(run.config.method), "curves": curves,
               "definition": __doc__.split("For each run:")[1].split("With ``--out``")[0].strip()}
     atomic_write_json(Path(path) / "robustness.json", result)
@@ -60,11 +64,11 @@ def tidy(results: list[dict[str, Any]]) -> pd.DataFrame:
             for mode, points in per_mode.items():
                 label = mode + result.get("variant", "")  # e.g. pl_uncertain_joint: prompts trained as used
                 rows += [{"run": result["run"], "seed": result["seed"], "axis": axis, "mode": label, "x": x,
-                          "accuracy": acc} for x, acc in points]
+                          "accuracy": acc, "metric": result.get("metric", "accuracy")} for x, acc in points]
     return pd.DataFrame(rows)
 
 
-def plot(summary: pd.DataFrame, path: Path) -> None:
+def plot(summary: pd.DataFrame, path: Path, metric: str = "accuracy") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,7 +83,7 @@ def plot(summary: pd.DataFrame, path: Path) -> None:
         ax.set_title(axis.replace("_", " "))
         ax.set_xlabel("severity" if "severity" in axis else "fraction of samples missing a modality")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test accuracy (mean ± std over seeds)")
+    axes[0].set_ylabel(f"test {metric} (mean ± std over seeds)")
     axes[-1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         frame = tidy(results)
         summary = (frame.groupby(["axis", "mode", "x"])["accuracy"].agg(["mean", "std", "count"]).reset_index())
         summary.to_csv(out / "robustness.csv", index=False)
-        plot(summary, out / "robustness.png")
+        plot(summary, out / "robustness.png", metric_label(frame["metric"]))
         print(f"wrote {out / 'robustness.csv'} and {out / 'robustness.png'}")
 
 

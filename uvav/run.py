@@ -135,7 +135,7 @@ def _log_table(metrics: dict) -> None:
         return
     modes = list(metrics["accuracy"])
     cases = list(next(iter(metrics["accuracy"].values())))
-    lines = ["test accuracy", f"{'case':<14}" + "".join(f"{m:>14}" for m in modes)]
+    lines = [f"test {metrics.get('metric', 'accuracy')}", f"{'case':<14}" + "".join(f"{m:>14}" for m in modes)]
     for case in cases:
         cells = "".join(f"{metrics['accuracy'][m].get(case, float('nan')):>14.3f}" for m in modes)
         lines.append(f"{case:<14}{cells}")

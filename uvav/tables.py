@@ -6,10 +6,17 @@ import math
 
 import pandas as pd
 
-from uvav.cases import CASE_LABELS
+from uvav.cases import ACCURACY, CASE_LABELS
 from uvav.methods import improvements, result_labels, stage_labels
 
 MISSING_CELL = "-"
+
+
+def metric_label(metrics) -> str:
+    """What a table of these jobs' scores shows: ``accuracy``, ``mAP`` (multi-label data) or both names when
+    the jobs differ (``metrics.json``'s ``metric``; runs of earlier versions: accuracy)."""
+    names = list(dict.fromkeys(m if isinstance(m, str) else ACCURACY for m in metrics))
+    return " / ".join(names) or ACCURACY
 
 
 # ----------------------------------------------------------------------------------------------- tables

@@ -75,6 +75,9 @@ class TokenCache:
               case_ids: torch.Tensor, positions: torch.Tensor) -> None:
         """Rows ``start ..`` from one batch of encoder outputs (any device, any float dtype)."""
         rows = slice(start, start + audio.shape[0])
+        if labels.dim() == 2 and self.labels.dim() == 1:  # multi-hot labels [B, K] (multi-label data)
+            with torch.inference_mode(False):  # a normal tensor: training reads its rows as loss targets
+                self.labels = torch.zeros(self.rows, labels.shape[1], dtype=torch.float32)
         self.labels[rows], self.case_ids[rows], self.positions[rows] = labels.cpu(), case_ids.cpu(), positions.cpu()
         for key, tokens in (("audio", audio), ("visual", visual)):
             tokens = tokens.to(self.dtype)
@@ -155,7 +158,7 @@ def encode_into(cache: TokenCache, encode: Callable[[torch.Tensor, torch.Tensor]
     returns the next free row."""
     for batch in batches:
         audio, visual, labels, case_ids = batch[:4]
-        positions = batch[4] if len(batch) > 4 else torch.zeros_like(labels)
+        positions = batch[4] if len(batch) > 4 else torch.zeros(labels.shape[0], dtype=torch.long)
         with autocast():
             a, v = encode(audio.to(device, non_blocking=True), visual.to(device, non_blocking=True))
         cache.write(start, a, v, labels, case_ids, positions)

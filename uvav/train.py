@@ -246,12 +246,14 @@ def fit(
     stage: Stage, feed: Feed, trainer, device: torch.device, seed: int, autocast,
     checkpoint_path: Path | None = None, logger: TrainingLogger | None = None,
 ) -> FitResult:
-    """Train ``stage`` and keep the weights of the epoch with the best validation accuracy (mean over the
-    stage's training cases, first eval mode). Writes a resumable checkpoint after every epoch when
-    ``checkpoint_path`` is given, and resumes from it when it exists (every draw is fixed by seed, epoch and
-    sample, so a resumed run ends where an uninterrupted one would). ``logger`` receives the curves."""
+    """Train ``stage`` and keep the weights of the epoch with the best validation accuracy, or mAP for multi-label
+    data (mean over the stage's training cases, first eval mode; ``history``'s ``val_acc`` holds it). Writes a
+    resumable checkpoint after every epoch when ``checkpoint_path`` is given, and resumes from it when it exists
+    (every draw is fixed by seed, epoch and sample, so a resumed run ends where an uninterrupted one would).
+    ``logger`` receives the curves."""
     logger = logger or TrainingLogger()
     params = stage.trainable()
+    multi_label = feed.train.labels.dim() == 2  # multi-hot labels: BCE, selection on validation mAP
     optimizer = torch.optim.AdamW(stage.param_groups(), lr=stage.lr, weight_decay=stage.weight_decay)
     steps_per_epoch = math.ceil(len(feed.train) / trainer.batch_size)
     scheduler = warmup_cosine(optimizer, steps_per_epoch, stage.epochs, trainer.warmup_epochs)
@@ -291,7 +293,7 @@ def fit(
                     train_step = functools.partial(
                         _train_step, stage, optimizer, scheduler, params, forward, labels.to(device), weight,
                         autocast, trainer.grad_clip,
-                        f"epoch {epoch}, step {step}; last good checkpoint: {checkpoint_path}",
+                        f"epoch {epoch}, step {step}; last good checkpoint: {checkpoint_path}", multi_label,
                     )
                     lr = scheduler.get_last_lr()[0]  # the rate this step uses (first group: all but the head)
                     if meter.wants_step_measurement(epoch, step, stage.epochs):
@@ -394,15 +396,23 @@ def _place_encoders(stage: Stage, device: torch.device) -> None:
         stage.model.visual.to(device)
 
 
+def classification_loss(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool) -> torch.Tensor:
+    """The training objective. Multi-label data: BCE with logits on (possibly soft) multi-hot targets ``[B, K]``,
+    as CAV-MAE trains AudioSet; single-label data: cross-entropy with class indices ``[B]`` (or probabilities)."""
+    if multi_label:
+        return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
+    return F.cross_entropy(logits.float(), targets)
+
+
 def _train_step(
     stage: Stage, optimizer, scheduler, params, forward: Callable[[], torch.Tensor], labels, weight: float, autocast,
-    grad_clip: float, where: str,
+    grad_clip: float, where: str, multi_label: bool = False,
 ) -> float:
     """One optimisation step on the loss x ``weight`` (1 in one process); returns the (global) loss; raises
     :class:`NonFiniteLossError` before touching the weights on a NaN/inf loss."""
     with autocast():
         logits = forward()
-        loss = F.cross_entropy(logits.float(), labels)
+        loss = classification_loss(logits, labels, multi_label)
         if stage.orthogonality and stage.bank is not None:
             loss = loss + stage.orthogonality * stage.bank.orthogonality_penalty()
     return optimizer_step(loss * weight, optimizer, scheduler, params, grad_clip, stage.name, where)
@@ -410,14 +420,14 @@ def _train_step(
 
 def _validate(stage: Stage, feed: Feed, batch_size: int, device, autocast, tokens: TokenCache | None
               ) -> dict[str, float]:
-    """Validation accuracy per training case of the stage, in its first eval mode."""
+    """Validation accuracy (multi-label data: mAP) per training case of the stage, in its first eval mode."""
     mode, cases = stage.eval_modes[0], list(stage.train_cases)
     if tokens is not None:
         accs = score(stage, tokens.batches(range(tokens.rows), batch_size, feed.options), cases, [mode], device,
-                     autocast, encoded=True)[mode]
+                     autocast, encoded=True).values[mode]
     else:
         accs = evaluate_split(stage, feed.val, feed.noise, SALTS["val"], [mode], device, batch_size, autocast,
-                              feed.options, cases)[mode]
+                              feed.options, cases).values[mode]
     return accs
 
 

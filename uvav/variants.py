@@ -7,11 +7,11 @@ since all of them change head only too.
 A *variant* is a result key with the method settings that tell jobs apart (:meth:`uvav.methods.Method.settings`):
 ``PL attention L=4, uncertain``, ``Conditioned prompts input L=4 depth=2 pool=4``, ``LoRA r=4``.
 
-Columns: test accuracy per case (mean ± std over seeds); the mixed-case gain over head only on the same base and
-seeds (mean ± standard error of the paired differences); the smallest paired gap to LoRA over the three noisy cases
-(mean per case, then the minimum); trainable parameters, time and memory per epoch of the variant's stage; and
-whether a prompt variant that needs no case label (not oracle) meets issue 15's target (gain >= 0.03 and > 2 SE,
-every noisy-case gap to LoRA >= -0.02, fewer trainable parameters than LoRA).
+Columns: test accuracy (mAP for multi-label data) per case (mean ± std over seeds); the mixed-case gain over head
+only on the same base and seeds (mean ± standard error of the paired differences); the smallest paired gap to LoRA
+over the three noisy cases (mean per case, then the minimum); trainable parameters, time and memory per epoch of the
+variant's stage; and whether a prompt variant that needs no case label (not oracle) meets issue 15's target
+(gain >= 0.03 and > 2 SE, every noisy-case gap to LoRA >= -0.02, fewer trainable parameters than LoRA).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 from uvav.cases import CASE_LABELS, CASES, EVAL_CASES, Case, PromptMode, result_key
 from uvav.methods import FT, HEAD_ONLY, HEAD_ONLY_LABEL, METHODS
 from uvav.outputs import atomic_write_bytes
-from uvav.tables import to_markdown
+from uvav.tables import metric_label, to_markdown
 
 NOISY = tuple(c for c in CASES if c != Case.COMPLETE.value)
 MIXED = Case.MIXED.value
@@ -171,13 +171,14 @@ def write(jobs: list[dict[str, Any]], skipped: list[str], out: Path, inputs: lis
     frame = pd.DataFrame(table(jobs))
     devices = sorted({m.get("device", "?") for m in jobs})
     best = best_prompt_variant(jobs)
-    best_line = (f"Best prompt variant on validation (mean mixed-case validation accuracy {best[1]:.3f}): "
+    metric = metric_label(m.get("metric") for m in jobs)
+    best_line = (f"Best prompt variant on validation (mean mixed-case validation {metric} {best[1]:.3f}): "
                  f"{best[0][1]} on base {best[0][0]}; its job folders and LoRA's on the same base are listed in "
                  "robustness_runs.txt (the runs of the robustness curves)." if best else "No prompt variant.")
     text = "\n".join([
         "# Prompt variants beside head only, LoRA and adapters on the same base", "",
         f"Inputs: {', '.join(str(p) for p in inputs)}; {len(jobs)} completed jobs, devices {devices}.",
-        "Test accuracy, mean ± sample std over seeds; each stage's epoch selected on validation. Base: the frozen "
+        f"Test {metric}, mean ± sample std over seeds; each stage's epoch selected on validation. Base: the frozen "
         "model (finetuned: the FT model; pretrained: a method=pretrain checkpoint, not fine-tuned, new head) and "
         "the share of training samples given a corrupted case (uniform: one of the four cases each, 3 in 4 "
         "corrupted). Gains and gaps are paired by seed on the same base; SE = std of the paired differences / "

@@ -47,7 +47,7 @@ class TensorSplit(AVSplit):
         n = labels.shape[0]
         if audio.shape[0] != n or visual.shape[0] != n:
             raise ValueError(f"split sizes differ: audio {audio.shape[0]}, visual {visual.shape[0]}, labels {n}")
-        self.audio, self.visual, self.labels = audio, visual, labels.long()
+        self.audio, self.visual, self.labels = audio, visual, as_labels(labels)
 
     def sample(self, i: int, gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.audio[i], self.visual[i]
@@ -72,6 +72,12 @@ class AVData:
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def multi_label(self) -> bool:
+        """True when a sample may have several classes (multi-hot ``float [N, K]`` labels): such data trains with
+        a sigmoid / BCE objective and is scored in mAP instead of accuracy."""
+        return self.train.labels.dim() == 2
+
+    @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
@@ -80,16 +86,29 @@ class AVData:
 
     def with_label_fraction(self, fraction: float, seed: int) -> AVData:
         """Only ``fraction`` of each class of the training split keeps its pairs (labelled); validation and test
-        are unchanged. The subset depends on ``seed`` alone (the dataset's), not on the training seed."""
+        are unchanged. The subset depends on ``seed`` alone (the dataset's), not on the training seed. Multi-label
+        data: a seeded random ``fraction`` of the samples (see :func:`stratified_split`)."""
         _, kept = stratified_split(self.train.labels, fraction, seed + 7919)  # not the validation split's draw
         info = {**self.info, "label_fraction": {"fraction": fraction, "train_before": len(self.train),
                                                  "train": int(kept.numel()), "seed": seed}}
         return AVData(self.train.subset(kept), self.val, self.test, self.class_names, info)
 
 
+def as_labels(labels: torch.Tensor) -> torch.Tensor:
+    """A split's labels as stored: 1-D class indices as long, 2-D multi-hot rows as float32 (never coerced)."""
+    return labels.float() if labels.dim() == 2 else labels.long()
+
+
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split indices per class: about ``fraction`` of each class goes to the second part (at least one)."""
+    """Split indices per class: about ``fraction`` of each class goes to the second part (at least one).
+
+    Multi-hot labels ``[N, K]`` have no one class per sample to stratify by: a seeded random ``fraction`` of the
+    samples (at least one) goes to the second part."""
     gen = torch.Generator().manual_seed(seed)
+    if labels.dim() == 2:
+        order = torch.randperm(labels.shape[0], generator=gen)
+        n_held = max(1, int(round(fraction * labels.shape[0]))) if labels.shape[0] > 1 else 0
+        return torch.sort(order[n_held:]).values, torch.sort(order[:n_held]).values
     keep, held = [], []
     for cls in torch.unique(labels).tolist():
         idx = torch.nonzero(labels == cls).flatten()

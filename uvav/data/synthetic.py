@@ -11,6 +11,10 @@ Both strong cues together identify the class, so a model trained on complete dat
 modality lost, the strong cue of the other narrows the class to two candidates (50 %), and only a model that
 has adapted to the weak cue of the remaining modality gets further (up to ~85 %). Losing a modality
 therefore really costs accuracy, and what a method recovers under a missing or noisy modality is visible.
+
+``labels_per_clip=2`` makes it multi-label (a cheap stand-in for AudioSet): each clip's sound and image come from
+two independent sources, the audio encodes one class and the image another, and the clip carries both labels
+(multi-hot, one label where the two agree). Such runs train with BCE and are scored in mAP.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from uvav.config import DataConfig
+from uvav.config import ConfigError, DataConfig
 from uvav.data import DATASETS, Dataset
 from uvav.data.base import AVData, TensorSplit
 
@@ -70,8 +74,16 @@ def _visual(labels: torch.Tensor, size: int, cfg, gen: torch.Generator) -> torch
 
 
 def make_split(n: int, frames: int, mel: int, size: int, cfg, gen: torch.Generator) -> TensorSplit:
+    """``n`` clips; one label each, or (``cfg.labels_per_clip == 2``) the multi-hot union of the audio's class
+    and an independently drawn image class."""
     labels = torch.randint(0, NUM_CLASSES, (n,), generator=gen)
-    return TensorSplit(_audio(labels, frames, mel, cfg, gen), _visual(labels, size, cfg, gen), labels)
+    if cfg.labels_per_clip == 1:
+        return TensorSplit(_audio(labels, frames, mel, cfg, gen), _visual(labels, size, cfg, gen), labels)
+    image_labels = torch.randint(0, NUM_CLASSES, (n,), generator=gen)
+    multi_hot = torch.zeros(n, NUM_CLASSES)
+    multi_hot[torch.arange(n), labels] = 1.0
+    multi_hot[torch.arange(n), image_labels] = 1.0
+    return TensorSplit(_audio(labels, frames, mel, cfg, gen), _visual(image_labels, size, cfg, gen), multi_hot)
 
 
 @dataclass
@@ -84,10 +96,14 @@ class SyntheticDataConfig(DataConfig):
     visual_noise: float = 0.6
     weak_cue_strength: float = 0.3  # amplitude of the faint band / the tint (see uvav/data/synthetic.py)
     weak_cue_reliability: float = 0.85  # share of samples whose weak cue agrees with the label
+    labels_per_clip: int = 1  # 2: multi-label, the audio's class and an independent image class (BCE, mAP)
 
 
 def load_synthetic(cfg, cache_dir: str | None = None) -> AVData:
     """Generate train / val / test from ``cfg.seed`` (same seed -> same tensors)."""
+    if cfg.labels_per_clip not in (1, 2):
+        raise ConfigError(f"data.labels_per_clip={cfg.labels_per_clip}: 1 (single-label) or 2 (multi-label: the "
+                          "audio's class and an independent image class)")
     gen = torch.Generator().manual_seed(cfg.seed)
     args = (cfg.target_length, cfg.num_mel_bins, cfg.image_size, cfg)
     train = make_split(cfg.num_train, *args, gen)
@@ -98,6 +114,7 @@ def load_synthetic(cfg, cache_dir: str | None = None) -> AVData:
         "split": f"generated: {cfg.num_train} train / {cfg.num_val} val / {cfg.num_test} test, seed {cfg.seed}",
         "audio_shape": list(train.audio.shape[1:]),
         "visual_shape": list(train.visual.shape[1:]),
+        **({"labels": "multi-label: audio class + independent image class"} if cfg.labels_per_clip == 2 else {}),
     }
     return AVData(train, val, test, CLASS_NAMES, info)
 
