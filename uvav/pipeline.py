@@ -25,7 +25,7 @@ from uvav.data import AVData, load_data
 from uvav.data.loading import LoaderOptions, cores_per_rank
 from uvav.evaluation import SALTS, evaluate_split
 from uvav.loggers import TrainingLogger, open_logger
-from uvav.methods import FT, HEAD_ONLY, METHODS, cache_views, schedule
+from uvav.methods import FT, HEAD_ONLY, METHODS, cache_views, ft_schedule, schedule
 from uvav.models.classifier import AVClassifier, count_parameters
 from uvav.models.zoo import content_key
 from uvav.outputs import atomic_torch_save, atomic_write_json, file_lock, fingerprint, read_json
@@ -85,6 +85,7 @@ def ft_config(cfg: DictConfig) -> dict[str, Any]:
     """Everything that determines the fine-tuned model's weights (a local checkpoint file by its content)."""
     neutral = key_content(OmegaConf.to_container(cfg, resolve=True), MODEL_KEY_NEUTRAL)
     is_ft = cfg.method.name == FT
+    epochs, lr = ft_schedule(cfg)
     return {
         "data": neutral["data"],
         "backbone": neutral["backbone"],
@@ -95,8 +96,8 @@ def ft_config(cfg: DictConfig) -> dict[str, Any]:
         # the rate of method=ft's own training cases (the FT base of other methods trains on one case)
         **({"missing_rate": cfg.scenario.missing_rate} if is_ft and cfg.scenario.get("missing_rate") is not None
            else {}),
-        "epochs": (cfg.method.epochs if is_ft and cfg.method.epochs else cfg.trainer.epochs),
-        "lr": (cfg.method.lr if is_ft and cfg.method.lr else cfg.trainer.lr),
+        "epochs": epochs,
+        "lr": lr,
         **content_key(cfg.backbone.checkpoint),
     }
 
