@@ -29,6 +29,7 @@ from uvav.methods import FT, HEAD_ONLY, METHODS, cache_views, ft_schedule, sched
 from uvav.models.classifier import AVClassifier, count_parameters
 from uvav.models.zoo import content_key
 from uvav.outputs import atomic_torch_save, atomic_write_json, file_lock, fingerprint, read_json
+from uvav.recipe import Recipe
 from uvav.train import Feed, Stage, fit, freeze_for_prompts
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
         model, weights = build_model(ctx)
         stage = Stage.finetune(model, spec["train_cases"], epochs=spec["epochs"], lr=spec["lr"],
                                weight_decay=ctx.cfg.trainer.weight_decay,
-                               head_lr_scale=ctx.cfg.trainer.head_lr_scale)
+                               head_lr_scale=ctx.cfg.trainer.head_lr_scale, recipe=Recipe.of(ctx.cfg.trainer))
         log.info("training FT model %s on %s (%d epochs)", key, spec["train_cases"], spec["epochs"])
         result = fit(stage, ctx.feed(), ctx.cfg.trainer, ctx.device, seed=ctx.cfg.seed, autocast=ctx.autocast,
                      checkpoint_path=folder / "last.pt", logger=ctx.logger)
@@ -182,6 +183,7 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
             "history": result.history, "resources": result.resources,
             "params": {"trainable": count_parameters(model, True), "total": count_parameters(model)},
             "initial_weights": weights,
+            **({"weight_average": result.weight_average} if result.weight_average else {}),
         }
         if main_rank:
             atomic_torch_save(folder / "model.pt", model.state_dict())
@@ -223,7 +225,8 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
         base_model, base_info = ensure_ft_model(ctx)
         final = Stage.trained(FT, base_model, None, base_info["spec"]["train_cases"])
         accuracy, val = ctx.evaluate(final, "test"), ctx.evaluate(final, "val")
-        stages = {FT: {**{k: base_info[k] for k in ("key", "best_epoch", "best_val", "reused")},
+        stages = {FT: {**{k: base_info[k] for k in ("key", "best_epoch", "best_val", "reused", "weight_average")
+                          if k in base_info},
                        "params": base_info["params"], "resources": base_info["resources"]}}
     base_model.cpu()  # each later stage trains its own copy on the device; this one is only copied from
 
@@ -246,7 +249,8 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
             "class_names": data.class_names, "ft_key": base_info["key"],
         })
     main_key = method.main_key
-    objective_value = (stages[method.name]["best_val"] if cfg.objective == "val_acc"
+    own = stages[method.name]  # with weight averaging, the FT model is the average: its validation accuracy
+    objective_value = ((own.get("weight_average") or {}).get("val_acc", own["best_val"]) if cfg.objective == "val_acc"
                        else val[main_key][cfg.objective.removeprefix("val_")])
     return {
         "accuracy": accuracy, "val": val, "stages": stages, "main_mode": main_key,

@@ -252,6 +252,5 @@ def describe_result(key: str, case: str | None = None) -> str:
 
 
 __all__ = ["BASES", "FT", "HEAD_ONLY", "METHODS", "Column", "FrozenBaseConfig", "FrozenBaseMethod", "Method",
-           "PeftMethod", "classifying",
-           "cache_views", "comparison_columns", "describe_result", "ft_schedule", "improvements", "result_labels", "schedule",
-           "stage_labels"]
+           "PeftMethod", "cache_views", "classifying", "comparison_columns", "describe_result", "ft_schedule",
+           "improvements", "result_labels", "schedule", "stage_labels"]
