@@ -376,6 +376,9 @@ def fit(
             _place_encoders(stage, device)
     averaged = None
     if stage.recipe.averages:  # CAV-MAE: the averaged weights replace the best epoch's
+        if not average.count:
+            raise ValueError(f"{stage.name}: trainer.wa_start..wa_end ({stage.recipe.wa_start}..{stage.recipe.wa_end})"
+                             f" holds none of its {stage.epochs} epochs; set them within 1..{stage.epochs}")
         _load_trainable(stage, average.mean())
         per_case = _validate(stage, feed, trainer.eval_batch_size, device, autocast, None)
         averaged = {"epochs": [stage.recipe.wa_start, stage.recipe.wa_end], "count": average.count,
