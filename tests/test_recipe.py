@@ -4,6 +4,9 @@ experiment=paper_us8k reaches every registered method, and each option computes 
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -19,7 +22,8 @@ from uvav.recipe import Recipe, WeightAverage, draw_mix, mix_inputs, soft_target
 from uvav.train import Feed, Stage, classification_loss, fit, recipe_batch, warmup_cosine
 from uvav.train import lr_scheduler as stage_scheduler
 
-from .conftest import compose_config, tiny_model
+from .conftest import REPO, compose_config, tiny_model
+from .test_registry import SEARCHPATH
 
 PAPER = ("experiment=paper_us8k", "data.root=/data")
 CPU = torch.device("cpu")
@@ -38,6 +42,17 @@ def test_paper_us8k_gives_every_registered_method_the_recipes_schedule(name):
     assert ft_schedule(cfg) == (10, 1e-4)
     if METHODS.get(name).classifies:
         assert (ft_config(cfg)["epochs"], ft_config(cfg)["lr"]) == (10, 1e-4)
+
+
+def test_a_plugin_method_gets_the_recipes_schedule_too():
+    """A frozen-base method from outside uvav (tests/plugins/gated_mlp.py) needs no recipe file of its own."""
+    code = ("from hydra import compose, initialize_config_dir; from uvav.config import config_dir, register_configs;"
+            "from uvav.methods import schedule; register_configs();"
+            "initialize_config_dir(config_dir(), version_base='1.3').__enter__();"
+            f"print(schedule(compose('config', overrides=['method=gated_mlp', {SEARCHPATH!r}, *{list(PAPER)!r}])))")
+    env = {**os.environ, "UVAV_PLUGINS": "tests.plugins.gated_mlp", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "(50, 0.0001)", proc.stderr[-2000:]
 
 
 def test_method_epochs_and_lr_still_set_a_methods_own_stage():
