@@ -258,14 +258,15 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor, multi_label
     return F.cross_entropy(logits, targets)
 
 
-def recipe_batch(stage: Stage, inputs: tuple[torch.Tensor, ...], labels: torch.Tensor, gen: torch.Generator
+def recipe_batch(stage: Stage, inputs: tuple[torch.Tensor, ...], labels: torch.Tensor, draws: tuple[Any, ...]
                  ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-    """A training batch's inputs and targets under the stage's recipe: mixed rows (``mixup``, draws from ``gen``)
-    and soft targets [B, K]; unchanged when neither mixup nor label smoothing is on."""
+    """A training batch's inputs and targets under the stage's recipe: mixed rows (``mixup``, drawn from
+    ``sample_generator("mixup", *draws)``: the same after a resume) and soft targets [B, K]; unchanged when neither
+    mixup nor label smoothing is on."""
     recipe = stage.recipe
     if not recipe.soft_targets:
         return inputs, labels
-    mix = draw_mix(labels.shape[0], recipe.mixup, gen) if recipe.mixup > 0 else None
+    mix = draw_mix(labels.shape[0], recipe.mixup, sample_generator("mixup", *draws)) if recipe.mixup > 0 else None
     num_classes = stage.model.head[-1].out_features
     targets = soft_targets(labels, num_classes, recipe.label_smoothing, mix)
     return (mix_inputs(inputs, mix) if mix is not None else inputs), targets
@@ -335,8 +336,8 @@ def fit(
                 batches = tqdm(_train_batches(stage, feed, trainer.batch_size, device, seed, epoch, caches),
                                desc=f"epoch {epoch}", total=steps_per_epoch, leave=False, disable=not progress)
                 for step, (inputs, case_ids, labels, weight) in enumerate(batches):
-                    inputs, targets = recipe_batch(stage, inputs, labels.to(device), sample_generator(
-                        "mixup", seed, epoch, step, distributed.rank()))
+                    inputs, targets = recipe_batch(stage, inputs, labels.to(device),
+                                                   (seed, epoch, step, distributed.rank()))
                     forward = functools.partial(net, *inputs, case_ids, caches is not None)
                     train_step = functools.partial(
                         _train_step, stage, optimizer, scheduler, params, forward, targets, multi_label, weight,
