@@ -19,6 +19,7 @@ from uvav.data.loading import LoaderOptions
 from uvav.methods import METHODS, ft_schedule, schedule
 from uvav.pipeline import ft_config, run_pipeline
 from uvav.recipe import Recipe, WeightAverage, draw_mix, mix_inputs, soft_targets
+from uvav.run import job_key
 from uvav.train import Feed, Stage, classification_loss, fit, recipe_batch, warmup_cosine
 from uvav.train import lr_scheduler as stage_scheduler
 
@@ -64,6 +65,16 @@ def test_method_epochs_and_lr_still_set_a_methods_own_stage():
     assert ft_schedule(compose_config("method=pl", *PAPER, "method.epochs=4", tiny=False)) == (10, 1e-4)
     assert schedule(compose_config("method=pl", "frozen.epochs=7", tiny=False)) == (7, 0.005)
     assert schedule(compose_config("method=lora", tiny=False)) == (10, 0.005)  # the defaults, as before
+
+
+def test_job_keys_see_the_effective_schedule_only():
+    """``frozen.*`` is keyed through the resolved ``method.epochs``/``method.lr``: a default job has the key it had
+    when pl.yaml said ``epochs: 10, lr: 0.005``; an FT job's key ignores ``frozen.*``."""
+    pl = job_key(compose_config("method=pl", tiny=False))
+    assert pl == job_key(compose_config("method=pl", "method.epochs=10", "method.lr=0.005", tiny=False))
+    assert pl != job_key(compose_config("method=pl", "frozen.epochs=11", tiny=False))
+    assert job_key(compose_config("method=ft", tiny=False)) == job_key(
+        compose_config("method=ft", "frozen.epochs=11", tiny=False))
 
 
 def test_paper_us8k_takes_cavmae_vggsound_fine_tuning_recipe():
