@@ -249,15 +249,6 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, stage: Stage, steps_per_epoch
     return warmup_cosine(optimizer, steps_per_epoch, stage.epochs, warmup_epochs)
 
 
-def classification_loss(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool) -> torch.Tensor:
-    """The training loss: single-label data, cross-entropy with class indices [B] or class probabilities [B, K]
-    (mixup, label smoothing); multi-label data, ``BCEWithLogits`` on multi-hot, possibly soft, targets [B, K]
-    (CAV-MAE: CE for VGGSound, BCE for AudioSet)."""
-    if multi_label:
-        return F.binary_cross_entropy_with_logits(logits, targets.float())
-    return F.cross_entropy(logits, targets)
-
-
 def recipe_batch(stage: Stage, inputs: tuple[torch.Tensor, ...], labels: torch.Tensor, draws: tuple[Any, ...]
                  ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
     """A training batch's inputs and targets under the stage's recipe: mixed rows (``mixup``, drawn from
@@ -298,10 +289,10 @@ def fit(
     sample, so a resumed run ends where an uninterrupted one would). ``logger`` receives the curves."""
     logger = logger or TrainingLogger()
     params = stage.trainable()
+    multi_label = feed.train.labels.dim() == 2  # multi-hot labels: BCE, selection on validation mAP
     optimizer = stage.recipe.optimizer_for(stage.param_groups(), stage.lr, stage.weight_decay)
     steps_per_epoch = math.ceil(len(feed.train) / trainer.batch_size)
     scheduler = lr_scheduler(optimizer, stage, steps_per_epoch, trainer.warmup_epochs)
-    multi_label = feed.train.labels.dim() == 2
     average = WeightAverage()
     meter = ResourceMeter(device)
     history: list[dict[str, float]] = []
@@ -340,9 +331,9 @@ def fit(
                                                    (seed, epoch, step, distributed.rank()))
                     forward = functools.partial(net, *inputs, case_ids, caches is not None)
                     train_step = functools.partial(
-                        _train_step, stage, optimizer, scheduler, params, forward, targets, multi_label, weight,
+                        _train_step, stage, optimizer, scheduler, params, forward, targets, weight,
                         autocast, trainer.grad_clip,
-                        f"epoch {epoch}, step {step}; last good checkpoint: {checkpoint_path}",
+                        f"epoch {epoch}, step {step}; last good checkpoint: {checkpoint_path}", multi_label,
                     )
                     lr = scheduler.get_last_lr()[0]  # the rate this step uses (first group: all but the head)
                     if meter.wants_step_measurement(epoch, step, stage.epochs):
@@ -456,15 +447,23 @@ def _place_encoders(stage: Stage, device: torch.device) -> None:
         stage.model.visual.to(device)
 
 
+def classification_loss(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool) -> torch.Tensor:
+    """The training objective. Multi-label data: BCE with logits on (possibly soft) multi-hot targets ``[B, K]``,
+    as CAV-MAE trains AudioSet; single-label data: cross-entropy with class indices ``[B]`` (or probabilities)."""
+    if multi_label:
+        return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
+    return F.cross_entropy(logits.float(), targets)
+
+
 def _train_step(
-    stage: Stage, optimizer, scheduler, params, forward: Callable[[], torch.Tensor], targets, multi_label: bool,
-    weight: float, autocast, grad_clip: float, where: str,
+    stage: Stage, optimizer, scheduler, params, forward: Callable[[], torch.Tensor], labels, weight: float, autocast,
+    grad_clip: float, where: str, multi_label: bool = False,
 ) -> float:
     """One optimisation step on the loss x ``weight`` (1 in one process); returns the (global) loss; raises
     :class:`NonFiniteLossError` before touching the weights on a NaN/inf loss."""
     with autocast():
         logits = forward()
-        loss = classification_loss(logits.float(), targets, multi_label)
+        loss = classification_loss(logits, labels, multi_label)
         if stage.orthogonality and stage.bank is not None:
             loss = loss + stage.orthogonality * stage.bank.orthogonality_penalty()
     return optimizer_step(loss * weight, optimizer, scheduler, params, grad_clip, stage.name, where)
