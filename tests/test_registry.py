@@ -18,9 +18,9 @@ from .conftest import REPO
 
 PLUGINS = "tests.plugins.gated_mlp,tests.plugins.blobs"
 SEARCHPATH = f"hydra.searchpath=[file://{REPO / 'tests' / 'plugins' / 'conf'}]"
-TINY = ["trainer.epochs=2", "trainer.batch_size=24", "trainer.progress=false", "backbone.embed_dim=32",
-        "backbone.num_heads=2", "backbone.depth=1", "backbone.patch_size=8", "backbone.image_patch_size=4",
-        "data.num_workers=0", "method.cached_views=1"]
+TINY = ["trainer.epochs=2", "frozen.epochs=2", "trainer.batch_size=24", "trainer.progress=false",
+        "backbone.embed_dim=32", "backbone.num_heads=2", "backbone.depth=1", "backbone.patch_size=8",
+        "backbone.image_patch_size=4", "data.num_workers=0", "method.cached_views=1"]
 
 
 def _uvav(tmp_path: Path, module: str, *args: str) -> subprocess.CompletedProcess:

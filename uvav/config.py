@@ -27,13 +27,16 @@ VISUAL_NOISES = ("black", "gaussian", "blur", "pixelate")
 RUNTIME_KEYS = ("trainer.progress", "trainer.num_threads", "trainer.checkpoint_every_epoch",
                 "data.num_workers", "data.verify_store", "method.cache_device_gb", "backbone.checkpoint_sha256",
                 "logger")  # a whole section: where the training curves go
-JOB_KEY_NEUTRAL = (*RUNTIME_KEYS, "reuse_finished")
+# - DERIVED_KEYS: read only through the interpolations of other keys, so their effect is in those keys' resolved
+#   values (``frozen``: the frozen-base methods' ``method.epochs``/``method.lr``; FT jobs ignore it).
+DERIVED_KEYS = ("frozen",)
+JOB_KEY_NEUTRAL = (*RUNTIME_KEYS, *DERIVED_KEYS, "reuse_finished")
 # - MODEL_KEY_NEUTRAL: cannot change a fine-tuned model's weights either (the key of a shared FT model).
 MODEL_KEY_NEUTRAL = (*RUNTIME_KEYS, "trainer.eval_batch_size")
 # - EVALUATION_NEUTRAL: cannot change what a saved model is evaluated on (left out of an evaluation's name).
 EVALUATION_NEUTRAL = (*MODEL_KEY_NEUTRAL, "trainer.device", "paths.cache_dir")
 # - GROUPING_NEUTRAL: do not make another experiment (with the seed: the jobs that share a row of the tables).
-GROUPING_NEUTRAL = (*EVALUATION_NEUTRAL, "seed", "paths", "reuse_finished", "objective", "data.root",
+GROUPING_NEUTRAL = (*EVALUATION_NEUTRAL, *DERIVED_KEYS, "seed", "paths", "reuse_finished", "objective", "data.root",
                     "data.cache_dir")
 
 
@@ -42,7 +45,12 @@ GROUPING_NEUTRAL = (*EVALUATION_NEUTRAL, "seed", "paths", "reuse_finished", "obj
 KEYED_OFF_DEFAULT_ONLY = {"data.label_fraction": 1.0, "trainer.head_lr_scale": 1.0, "prompt.depth": 1,
                           "prompt.shared_depth": 0, "scenario.missing_rate": None, "method.base": "finetuned",
                           "data.store_dtype": "float16", "data.eval_frames": "average", "data.multi_label": "auto",
-                          "data.labels_per_clip": 1}
+                          "data.labels_per_clip": 1,
+                          # CAV-MAE's fine-tuning recipe (uvav/recipe.py): off by default
+                          "trainer.optimizer": "adamw", "trainer.betas": [0.9, 0.999], "trainer.lr_schedule": "cosine",
+                          "trainer.lr_step_start": 2, "trainer.lr_step_every": 1, "trainer.lr_step_decay": 0.5,
+                          "trainer.mixup": 0.0, "trainer.label_smoothing": 0.0, "trainer.wa_start": None,
+                          "trainer.wa_end": None}
 
 
 def key_content(container: dict[str, Any], neutral: tuple[str, ...]) -> dict[str, Any]:
@@ -130,11 +138,21 @@ class ScenarioConfig:
 
 @dataclass
 class MethodConfig:
-    """Fields every method has; each method's schema extends it (``uvav/methods/<name>.py``)."""
+    """Fields every method has; each method's schema extends it (``uvav/methods/<name>.py``). ``epochs``/``lr``:
+    this method's own stage (``ft``: the FT stage; a frozen-base method: its stages, by default ``frozen.*``)."""
 
     name: str = MISSING
     epochs: int | None = None  # None -> trainer.epochs
     lr: float | None = None  # None -> trainer.lr
+
+
+@dataclass
+class FrozenStageConfig:
+    """The schedule of every frozen-base method's stages (its own and the head-only baseline): the default of its
+    ``method.epochs``/``method.lr`` (:class:`uvav.methods.FrozenBaseConfig`). FT's schedule is the trainer's."""
+
+    epochs: int = 10
+    lr: float = 0.005
 
 
 @dataclass
@@ -154,6 +172,17 @@ class TrainerConfig:
     num_threads: int | None = None
     progress: bool = True
     checkpoint_every_epoch: bool = True
+    # CAV-MAE's fine-tuning recipe, options of the FT stage only (uvav/recipe.py; each off by default)
+    optimizer: str = "adamw"  # adamw (decoupled weight decay) | adam (L2 in the gradient, as CAV-MAE)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam's (beta1, beta2)
+    lr_schedule: str = "cosine"  # cosine (to zero) | step (x lr_step_decay at epochs start, start+every, ...)
+    lr_step_start: int = 2  # step: epochs at the full rate before the first decay (CAV-MAE's lrscheduler_start)
+    lr_step_every: int = 1
+    lr_step_decay: float = 0.5
+    mixup: float = 0.0  # share of training samples mixed with another of the batch (lambda ~ Beta(10, 10))
+    label_smoothing: float = 0.0  # targets: positives 1 - eps, every other class eps / K
+    wa_start: int | None = None  # average the weights of epochs wa_start..wa_end (1-based, inclusive) ...
+    wa_end: int | None = None  # ... as the FT model, instead of the best epoch on validation
 
 
 @dataclass
@@ -200,6 +229,7 @@ class Config:
     scenario: ScenarioConfig = MISSING
     method: MethodConfig = MISSING
     trainer: TrainerConfig = MISSING
+    frozen: FrozenStageConfig = field(default_factory=FrozenStageConfig)  # the frozen-base stages' schedule
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)  # runs without the section: the default
@@ -295,6 +325,29 @@ def _check_missing_rate(scenario: DictConfig) -> None:
             "complete and at least one corrupted case when scenario.missing_rate is set (e.g. scenario=all)")
 
 
+def _check_recipe(cfg: DictConfig) -> None:
+    """The FT recipe options (:mod:`uvav.recipe`); the weight-averaged epochs must be epochs FT trains."""
+    from uvav.methods import ft_schedule
+
+    t = cfg.trainer
+    require(t.optimizer in ("adamw", "adam"), "trainer.optimizer", t.optimizer, "adamw or adam")
+    require(len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), "trainer.betas", list(t.betas),
+            "two numbers in [0, 1), e.g. [0.95, 0.999]")
+    require(t.lr_schedule in ("cosine", "step"), "trainer.lr_schedule", t.lr_schedule, "cosine or step")
+    require(t.lr_step_start >= 0, "trainer.lr_step_start", t.lr_step_start, ">= 0")
+    require(t.lr_step_every >= 1, "trainer.lr_step_every", t.lr_step_every, ">= 1")
+    require(0 < t.lr_step_decay <= 1, "trainer.lr_step_decay", t.lr_step_decay, "in (0, 1]")
+    require(0 <= t.mixup <= 1, "trainer.mixup", t.mixup, "in [0, 1] (the share of samples mixed)")
+    require(0 <= t.label_smoothing < 1, "trainer.label_smoothing", t.label_smoothing, "in [0, 1)")
+    if t.wa_start is None and t.wa_end is None:
+        return
+    epochs = ft_schedule(cfg)[0]
+    require(t.wa_start is not None and t.wa_end is not None, "trainer.wa_start", t.wa_start,
+            "set with trainer.wa_end (both, or neither for the best epoch on validation)")
+    require(1 <= t.wa_start <= t.wa_end <= epochs, "trainer.wa_end", t.wa_end,
+            f"1 <= trainer.wa_start ({t.wa_start}) <= trainer.wa_end <= the FT epochs ({epochs}); epochs count from 1")
+
+
 def validate(cfg: DictConfig) -> None:
     """Reject combinations that compose but cannot run. Raises :class:`ConfigError` naming key and allowed values.
     The checks of one method's own fields are that method's (:meth:`uvav.methods.Method.check`)."""
@@ -338,6 +391,7 @@ def validate(cfg: DictConfig) -> None:
         require(cfg.trainer[key] > 0, f"trainer.{key}", cfg.trainer[key], "a positive integer")
     require(cfg.trainer.lr > 0, "trainer.lr", cfg.trainer.lr, "> 0")
     require(cfg.trainer.head_lr_scale > 0, "trainer.head_lr_scale", cfg.trainer.head_lr_scale, "> 0")
+    _check_recipe(cfg)
     require(cfg.trainer.precision in ("auto", "fp32", "bf16"), "trainer.precision", cfg.trainer.precision,
             "auto, fp32 or bf16")
     device = cfg.trainer.device

@@ -25,11 +25,12 @@ from uvav.data import AVData, load_data
 from uvav.data.loading import LoaderOptions, cores_per_rank
 from uvav.evaluation import SALTS, Scores, evaluate_split, metric_name
 from uvav.loggers import TrainingLogger, open_logger
-from uvav.methods import FT, HEAD_ONLY, METHODS, cache_views, schedule
+from uvav.methods import FT, HEAD_ONLY, METHODS, cache_views, ft_schedule, schedule
 from uvav.models import MODEL_VERSION
 from uvav.models.classifier import AVClassifier, count_parameters
 from uvav.models.zoo import content_key
 from uvav.outputs import atomic_torch_save, atomic_write_json, file_lock, fingerprint, read_json
+from uvav.recipe import Recipe
 from uvav.train import Feed, Stage, fit, freeze_for_prompts
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ def ft_config(cfg: DictConfig) -> dict[str, Any]:
     """Everything that determines the fine-tuned model's weights (a local checkpoint file by its content)."""
     neutral = key_content(OmegaConf.to_container(cfg, resolve=True), MODEL_KEY_NEUTRAL)
     is_ft = cfg.method.name == FT
+    epochs, lr = ft_schedule(cfg)
     return {
         "data": neutral["data"],
         "backbone": neutral["backbone"],
@@ -96,8 +98,8 @@ def ft_config(cfg: DictConfig) -> dict[str, Any]:
         # the rate of method=ft's own training cases (the FT base of other methods trains on one case)
         **({"missing_rate": cfg.scenario.missing_rate} if is_ft and cfg.scenario.get("missing_rate") is not None
            else {}),
-        "epochs": (cfg.method.epochs if is_ft and cfg.method.epochs else cfg.trainer.epochs),
-        "lr": (cfg.method.lr if is_ft and cfg.method.lr else cfg.trainer.lr),
+        "epochs": epochs,
+        "lr": lr,
         "model_version": MODEL_VERSION,
         **content_key(cfg.backbone.checkpoint),
     }
@@ -175,7 +177,7 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
         model, weights = build_model(ctx)
         stage = Stage.finetune(model, spec["train_cases"], epochs=spec["epochs"], lr=spec["lr"],
                                weight_decay=ctx.cfg.trainer.weight_decay,
-                               head_lr_scale=ctx.cfg.trainer.head_lr_scale)
+                               head_lr_scale=ctx.cfg.trainer.head_lr_scale, recipe=Recipe.of(ctx.cfg.trainer))
         log.info("training FT model %s on %s (%d epochs)", key, spec["train_cases"], spec["epochs"])
         result = fit(stage, ctx.feed(), ctx.cfg.trainer, ctx.device, seed=ctx.cfg.seed, autocast=ctx.autocast,
                      checkpoint_path=folder / "last.pt", logger=ctx.logger)
@@ -184,6 +186,7 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
             "history": result.history, "resources": result.resources,
             "params": {"trainable": count_parameters(model, True), "total": count_parameters(model)},
             "initial_weights": weights,
+            **({"weight_average": result.weight_average} if result.weight_average else {}),
         }
         if main_rank:
             atomic_torch_save(folder / "model.pt", model.state_dict())
@@ -226,7 +229,8 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
         final = Stage.trained(FT, base_model, None, base_info["spec"]["train_cases"])
         test = ctx.evaluate(final, "test")
         accuracy, per_class_ap, val = test.values, test.per_class, ctx.evaluate(final, "val").values
-        stages = {FT: {**{k: base_info[k] for k in ("key", "best_epoch", "best_val", "reused")},
+        stages = {FT: {**{k: base_info[k] for k in ("key", "best_epoch", "best_val", "reused", "weight_average")
+                          if k in base_info},
                        "params": base_info["params"], "resources": base_info["resources"]}}
     base_model.cpu()  # each later stage trains its own copy on the device; this one is only copied from
 
@@ -249,7 +253,8 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
             "class_names": data.class_names, "ft_key": base_info["key"],
         })
     main_key = method.main_key
-    objective_value = (stages[method.name]["best_val"] if cfg.objective == "val_acc"
+    own = stages[method.name]  # with weight averaging, the FT model is the average: its validation accuracy
+    objective_value = ((own.get("weight_average") or {}).get("val_acc", own["best_val"]) if cfg.objective == "val_acc"
                        else val[main_key][cfg.objective.removeprefix("val_")])
     return {
         "accuracy": accuracy, "val": val, "stages": stages, "main_mode": main_key,

@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from uvav.methods import FT
 from uvav.models.classifier import AVClassifier
 from uvav.models.prompts import PromptBank
 from uvav.outputs import atomic_torch_save
+from uvav.recipe import Recipe, WeightAverage, draw_mix, mix_inputs, soft_targets
 from uvav.resources import ResourceMeter
 from uvav.scenarios import sample_generator
 from uvav.token_cache import TokenCache, cache_dtype, encode_into
@@ -69,13 +70,15 @@ class Stage:
     cache_views: int = 0  # > 0: precompute this many corrupted views of the frozen encoders' outputs
     orthogonality: float = 0.0  # weight of the prompt sets' orthogonality penalty in the loss
     head_lr_scale: float = 1.0  # the classifier head's learning rate is lr x this
+    recipe: Recipe = field(default_factory=Recipe)  # optimiser, schedule, targets, weight averaging (uvav.recipe)
 
     @classmethod
     def finetune(cls, model: AVClassifier, cases: list[str], *, epochs: int, lr: float, weight_decay: float,
-                 head_lr_scale: float = 1.0) -> Stage:
-        """Every weight of ``model`` trains, no prompts (the FT stage); the head at ``lr x head_lr_scale``."""
+                 head_lr_scale: float = 1.0, recipe: Recipe | None = None) -> Stage:
+        """Every weight of ``model`` trains, no prompts (the FT stage); the head at ``lr x head_lr_scale``;
+        ``recipe``: CAV-MAE's fine-tuning options (default: none)."""
         return cls(name=FT, model=model, train_cases=list(cases), epochs=epochs, lr=lr, weight_decay=weight_decay,
-                   head_lr_scale=head_lr_scale)
+                   head_lr_scale=head_lr_scale, recipe=recipe or Recipe())
 
     @classmethod
     def frozen(cls, name: str, model: AVClassifier, cases: list[str], *, epochs: int, lr: float, weight_decay: float,
@@ -207,6 +210,9 @@ class FitResult:
     best_val: float
     history: list[dict[str, float]]
     resources: dict[str, Any]
+    # with weight averaging: {"epochs": [start, end] (1-based), "count", "val_acc"} of the averaged model, which
+    # the stage then holds (best_epoch/best_val still describe the per-epoch validation)
+    weight_average: dict[str, Any] | None = None
 
 
 def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -221,9 +227,40 @@ def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: float
                   ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Every stage's schedule: linear warm-up over ``warmup_epochs`` (at least one step), then cosine to zero."""
+    """uvav's schedule: linear warm-up over ``warmup_epochs`` (at least one step), then cosine to zero."""
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(steps_per_epoch * epochs, max(1, int(warmup_epochs * steps_per_epoch))))
+
+
+def warmup_step(optimizer: torch.optim.Optimizer, steps_per_epoch: int, warmup_epochs: float, recipe: Recipe
+                ) -> torch.optim.lr_scheduler.LambdaLR:
+    """CAV-MAE's step schedule (:meth:`uvav.recipe.Recipe.lr_factor`, constant within an epoch) after the same
+    linear warm-up (``warmup_epochs=0``: none, as CAV-MAE)."""
+    warmup = max(1, int(warmup_epochs * steps_per_epoch))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) * recipe.lr_factor(step // steps_per_epoch))
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, stage: Stage, steps_per_epoch: int, warmup_epochs: float
+                 ) -> torch.optim.lr_scheduler.LambdaLR:
+    """The stage's schedule, per optimiser step: its recipe's ``lr_schedule`` (cosine or step)."""
+    if stage.recipe.lr_schedule == "step":
+        return warmup_step(optimizer, steps_per_epoch, warmup_epochs, stage.recipe)
+    return warmup_cosine(optimizer, steps_per_epoch, stage.epochs, warmup_epochs)
+
+
+def recipe_batch(stage: Stage, inputs: tuple[torch.Tensor, ...], labels: torch.Tensor, draws: tuple[Any, ...]
+                 ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """A training batch's inputs and targets under the stage's recipe: mixed rows (``mixup``, drawn from
+    ``sample_generator("mixup", *draws)``: the same after a resume) and soft targets [B, K]; unchanged when neither
+    mixup nor label smoothing is on."""
+    recipe = stage.recipe
+    if not recipe.soft_targets:
+        return inputs, labels
+    mix = draw_mix(labels.shape[0], recipe.mixup, sample_generator("mixup", *draws)) if recipe.mixup > 0 else None
+    num_classes = stage.model.head[-1].out_features
+    targets = soft_targets(labels, num_classes, recipe.label_smoothing, mix)
+    return (mix_inputs(inputs, mix) if mix is not None else inputs), targets
 
 
 def optimizer_step(loss: torch.Tensor, optimizer, scheduler, params, grad_clip: float, name: str, where: str
@@ -254,9 +291,10 @@ def fit(
     logger = logger or TrainingLogger()
     params = stage.trainable()
     multi_label = feed.train.labels.dim() == 2  # multi-hot labels: BCE, selection on validation mAP
-    optimizer = torch.optim.AdamW(stage.param_groups(), lr=stage.lr, weight_decay=stage.weight_decay)
+    optimizer = stage.recipe.optimizer_for(stage.param_groups(), stage.lr, stage.weight_decay)
     steps_per_epoch = math.ceil(len(feed.train) / trainer.batch_size)
-    scheduler = warmup_cosine(optimizer, steps_per_epoch, stage.epochs, trainer.warmup_epochs)
+    scheduler = lr_scheduler(optimizer, stage, steps_per_epoch, trainer.warmup_epochs)
+    average = WeightAverage()
     meter = ResourceMeter(device)
     history: list[dict[str, float]] = []
     best_val, best_epoch, best_state = -1.0, -1, None
@@ -268,6 +306,7 @@ def fit(
         scheduler.load_state_dict(state["scheduler"])
         history, best_val, best_epoch = state["history"], state["best_val"], state["best_epoch"]
         best_state, start_epoch = state["best_state"], state["epoch"] + 1
+        average = WeightAverage(state.get("weight_average"))
         meter.epoch_times = list(state["epoch_times"])
         log.info("%s: resumed from %s at epoch %d", stage.name, checkpoint_path, start_epoch)
 
@@ -289,9 +328,11 @@ def fit(
                 batches = tqdm(_train_batches(stage, feed, trainer.batch_size, device, seed, epoch, caches),
                                desc=f"epoch {epoch}", total=steps_per_epoch, leave=False, disable=not progress)
                 for step, (inputs, case_ids, labels, weight) in enumerate(batches):
+                    inputs, targets = recipe_batch(stage, inputs, labels.to(device),
+                                                   (seed, epoch, step, distributed.rank()))
                     forward = functools.partial(net, *inputs, case_ids, caches is not None)
                     train_step = functools.partial(
-                        _train_step, stage, optimizer, scheduler, params, forward, labels.to(device), weight,
+                        _train_step, stage, optimizer, scheduler, params, forward, targets, weight,
                         autocast, trainer.grad_clip,
                         f"epoch {epoch}, step {step}; last good checkpoint: {checkpoint_path}", multi_label,
                     )
@@ -311,12 +352,14 @@ def fit(
             bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", val=f"{val:.3f}")
             if val > best_val:
                 best_val, best_epoch, best_state = val, epoch, _trainable_state(stage)
+            if stage.recipe.averaged(epoch):
+                average.add(_trainable_state(stage))
             if checkpoint_path is not None and distributed.is_main():
                 atomic_torch_save(checkpoint_path, {
                     "trainable": _trainable_state(stage), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "history": history, "best_val": best_val,
                     "best_epoch": best_epoch, "best_state": best_state, "epoch": epoch,
-                    "epoch_times": meter.epoch_times,
+                    "epoch_times": meter.epoch_times, "weight_average": average.state(),
                 })
         meter.end_training()
     finally:
@@ -324,9 +367,18 @@ def fit(
             for cache in caches:
                 cache.close()
             _place_encoders(stage, device)
-    if best_state is not None:
+    averaged = None
+    if stage.recipe.averages:  # CAV-MAE: the averaged weights replace the best epoch's
+        if not average.count:
+            raise ValueError(f"{stage.name}: trainer.wa_start..wa_end ({stage.recipe.wa_start}..{stage.recipe.wa_end})"
+                             f" holds none of its {stage.epochs} epochs; set them within 1..{stage.epochs}")
+        _load_trainable(stage, average.mean())
+        per_case = _validate(stage, feed, trainer.eval_batch_size, device, autocast, None)
+        averaged = {"epochs": [stage.recipe.wa_start, stage.recipe.wa_end], "count": average.count,
+                    "val_acc": sum(per_case.values()) / len(per_case)}
+    elif best_state is not None:
         _load_trainable(stage, best_state)
-    return FitResult(best_epoch, best_val, history, meter.summary())
+    return FitResult(best_epoch, best_val, history, meter.summary(), averaged)
 
 
 def _train_batches(stage: Stage, feed: Feed, batch_size: int, device: torch.device, seed: int, epoch: int,

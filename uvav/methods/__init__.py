@@ -169,8 +169,12 @@ class PeftMethod(FrozenBaseMethod):
 
 @dataclass
 class FrozenBaseConfig(MethodConfig):
-    """Settings of every method that trains on the frozen FT model (and of its head-only baseline)."""
+    """Settings of every method that trains on the frozen FT model (and of its head-only baseline). Its stages'
+    schedule is ``frozen.epochs``/``frozen.lr`` (one node for every frozen-base method, set by an experiment),
+    unless ``method.epochs``/``method.lr`` are given."""
 
+    epochs: int | None = "${frozen.epochs}"  # type: ignore[assignment]  # an interpolation, resolved by OmegaConf
+    lr: float | None = "${frozen.lr}"  # type: ignore[assignment]
     base: str = "finetuned"  # the frozen model: finetuned (the FT model) | pretrained (backbone.checkpoint, new head)
     train_head: bool = True  # the classifier head trains with the method's own parameters
     head_only_baseline: bool = True  # also train the head alone (no prompts, no new layers): the honest baseline
@@ -190,8 +194,15 @@ def classifying() -> list[Method]:
 
 
 def schedule(cfg: DictConfig) -> tuple[int, float]:
-    """(epochs, lr) of the method's stage: its own, else the trainer's."""
+    """(epochs, lr) of the method's own stage: ``method.epochs``/``method.lr`` (a frozen-base method's default to
+    ``frozen.*``), else the trainer's."""
     return cfg.method.epochs or cfg.trainer.epochs, cfg.method.lr or cfg.trainer.lr
+
+
+def ft_schedule(cfg: DictConfig) -> tuple[int, float]:
+    """(epochs, lr) of the FT stage: the trainer's, or ``method.epochs``/``method.lr`` of ``method=ft`` itself
+    (the FT model that frozen-base methods stand on always trains on the trainer's)."""
+    return schedule(cfg) if cfg.method.name == FT else (cfg.trainer.epochs, cfg.trainer.lr)
 
 
 def cache_views(cfg: DictConfig) -> int:
@@ -241,6 +252,5 @@ def describe_result(key: str, case: str | None = None) -> str:
 
 
 __all__ = ["BASES", "FT", "HEAD_ONLY", "METHODS", "Column", "FrozenBaseConfig", "FrozenBaseMethod", "Method",
-           "PeftMethod", "classifying",
-           "cache_views", "comparison_columns", "describe_result", "improvements", "result_labels", "schedule",
-           "stage_labels"]
+           "PeftMethod", "cache_views", "classifying", "comparison_columns", "describe_result", "ft_schedule",
+           "improvements", "result_labels", "schedule", "stage_labels"]
