@@ -1,7 +1,7 @@
 """Build an AudioSet-style multi-label set in CAV-MAE's datafile layout from spoken (FSDD) and written (MNIST) digits.
 
     python experiments/make_multilabel_digits.py OUT_DIR [--data-root ../shared/data] [--train 1200] [--val 300]
-        [--frames 3] [--seed 0]
+        [--test 300] [--frames 3] [--seed 0]
 
 Each clip pairs a spoken digit with a written digit drawn independently of it, and is labelled with both: class
 ``d`` means "digit d is heard or seen" (two labels, or one when both sources agree: about 1 clip in 10), so neither
@@ -47,7 +47,7 @@ def build(out: Path, data_root: Path, sizes: dict[str, int], frames: int, seed: 
     order = rng.permutation(len(train_takes))
     chosen = {"train": [train_takes[i] for i in order[: sizes["train"]]],
               "val": [train_takes[i] for i in order[sizes["train"]: sizes["train"] + sizes["val"]]],
-              "test": [c for c in clips if c.split == "test"]}
+              "test": [c for c in clips if c.split == "test"][: sizes.get("test")]}
     images, labels = load_mnist(data_root)
     pools = image_pools(labels, TEST_IMAGE_FRACTION, 0)
     (out / "audio").mkdir(parents=True, exist_ok=True)
@@ -82,13 +82,14 @@ def main() -> None:
     parser.add_argument("--data-root", default=None, help="folder with fsdd/ and mnist/ (default: uvav's search)")
     parser.add_argument("--train", type=int, default=1200, help="training clips (FSDD train takes)")
     parser.add_argument("--val", type=int, default=300, help="validation clips (other FSDD train takes)")
+    parser.add_argument("--test", type=int, default=300, help="test clips (FSDD test takes, at most 300)")
     parser.add_argument("--frames", type=int, default=3, help="frames extracted per clip (CAV-MAE: 10)")
     parser.add_argument("--seed", type=int, default=0, help="the written digits and their images")
     args = parser.parse_args()
-    if args.train + args.val > 2700 or min(args.train, args.val) < 1 or not 1 <= args.frames <= 10:
+    if args.train + args.val > 2700 or min(args.train, args.val, args.test) < 1 or not 1 <= args.frames <= 10:
         parser.error("--train + --val must be at most 2700 (FSDD's train takes), each >= 1; --frames 1..10")
-    sizes = build(args.out, find_data_root(args.data_root), {"train": args.train, "val": args.val}, args.frames,
-                  args.seed)
+    sizes = build(args.out, find_data_root(args.data_root), {"train": args.train, "val": args.val, "test": args.test},
+                  args.frames, args.seed)
     print(f"clips {sizes} with {args.frames} frames each, CAV-MAE datafiles under {args.out}")
 
 
