@@ -29,6 +29,5 @@ $PY -m uvav.aggregate outputs/experiments/multilabel_digits --out results/multil
   echo "- seeds: 0,1,2 (training); split: test; metric: mAP (scikit-learn average precision, mean over classes)"
   echo "- trainer.num_threads=1 per job; finished $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "- wall time: $(( $(date +%s) - start )) s (finished jobs are reused on a relaunch)"
-  echo "- device: cpu"
   provenance_lines "$PY"
 } > results/multilabel_digits/RUN.md
