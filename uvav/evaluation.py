@@ -108,7 +108,9 @@ def score(stage: Stage, batches: Iterable[Sequence[torch.Tensor]], cases: Sequen
     allowed = {m: torch.tensor([c in scored_cases(stage, m, cases) for c in cases]) for m in modes}
     correct = {m: torch.zeros(len(cases), dtype=torch.long) for m in modes}
     total = torch.zeros(len(cases), dtype=torch.long)
-    outputs: dict[str, list[tuple[torch.Tensor, ...]]] = {m: [] for m in modes}  # multi-label: kept to rank
+    # multi-label: every (score, target) is kept to rank, float32 scores and bool targets: 5 bytes per sample, class
+    # and case (AudioSet's 20k evaluation clips x 527 classes x 5 cases: 264 MB per mode)
+    outputs: dict[str, list[tuple[torch.Tensor, ...]]] = {m: [] for m in modes}
     multi_label = False
     reuse = encoded or stage.encoders_frozen()
     for audio, visual, labels, case_ids, positions in batches:
@@ -121,7 +123,7 @@ def score(stage: Stage, batches: Iterable[Sequence[torch.Tensor]], cases: Sequen
             keep = allowed[mode][positions]
             logits = average_frame_logits([p[mode] for p in per_frame], multi_label)
             if multi_label:
-                outputs[mode].append((logits.float().sigmoid().cpu(), labels[keep].float(), positions[keep]))
+                outputs[mode].append((logits.float().sigmoid().cpu(), labels[keep].bool(), positions[keep]))
                 continue
             hit = (logits.argmax(dim=1).cpu() == labels[keep]).long()
             correct[mode] += torch.bincount(positions[keep], weights=hit, minlength=len(cases)).long()

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from uvav.data.base import AVData, AVSplit
+from uvav.data.base import AVData, AVSplit, as_labels
 from uvav.data.features import (
     CAVMAE_MEAN,
     CAVMAE_STD,
@@ -173,7 +173,7 @@ class StoreSplit(AVSplit):
                  audio_std: float, frames: str = "middle") -> None:
         labels = torch.as_tensor(labels)
         self.store, self.rows = store, torch.as_tensor(rows).long()
-        self.labels = labels.float() if labels.dim() == 2 else labels.long()
+        self.labels = as_labels(labels)
         if self.rows.shape[0] != self.labels.shape[0]:
             raise ValueError(f"{self.rows.numel()} rows but {self.labels.shape[0]} labels")
         if frames not in FRAME_CHOICES:
