@@ -26,7 +26,7 @@ VISUAL_NOISES = ("black", "gaussian", "blur", "pixelate")
 # (backbone.checkpoint_sha256 only verifies the file: it can fail a job, never change a number)
 RUNTIME_KEYS = ("trainer.progress", "trainer.num_threads", "trainer.checkpoint_every_epoch",
                 "data.num_workers", "data.verify_store", "method.cache_device_gb", "backbone.checkpoint_sha256",
-                "logger")  # a whole section: where the training curves go
+                "trainer.preflight", "logger")  # a whole section: where the training curves go
 # - DERIVED_KEYS: read only through the interpolations of other keys, so their effect is in those keys' resolved
 #   values (``frozen``: the frozen-base methods' ``method.epochs``/``method.lr``; FT jobs ignore it).
 DERIVED_KEYS = ("frozen",)
@@ -172,6 +172,7 @@ class TrainerConfig:
     num_threads: int | None = None
     progress: bool = True
     checkpoint_every_epoch: bool = True
+    preflight: bool = True  # estimate the training step's memory and refuse a job that cannot fit (uvav/preflight.py)
     # CAV-MAE's fine-tuning recipe, options of the FT stage only (uvav/recipe.py; each off by default)
     optimizer: str = "adamw"  # adamw (decoupled weight decay) | adam (L2 in the gradient, as CAV-MAE)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam's (beta1, beta2)
@@ -315,6 +316,20 @@ def _check_prompt_depth(cfg: DictConfig) -> None:
                 "input or both with prompt.depth > 1 or prompt.shared_depth > 0 (deep prompts are input-level)")
 
 
+def _check_prompt_length(cfg: DictConfig) -> None:
+    """At most ``uvav.preflight.PROMPT_LENGTH_FACTOR`` x the smaller modality's patch tokens."""
+    from uvav.preflight import PROMPT_LENGTH_FACTOR, max_prompt_length
+
+    if cfg.data.target_length < cfg.backbone.patch_size or cfg.data.image_size < (
+            cfg.backbone.image_patch_size or cfg.backbone.patch_size):
+        return  # no patch at all: the token checks below name the key
+    bound = max_prompt_length(cfg)
+    require(cfg.prompt.length <= bound, "prompt.length", cfg.prompt.length,
+            f"at most {bound} ({PROMPT_LENGTH_FACTOR} x the smaller modality's patch tokens, "
+            f"{bound // PROMPT_LENGTH_FACTOR}, from data.target_length, data.num_mel_bins, data.image_size and "
+            "backbone.patch_size / image_patch_size)")
+
+
 def _check_missing_rate(scenario: DictConfig) -> None:
     rate = scenario.missing_rate
     if rate is None:
@@ -361,6 +376,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"method.name: {exc}") from exc
     require(cfg.prompt.kind in PROMPT_KINDS, "prompt.kind", cfg.prompt.kind, f"one of {list(PROMPT_KINDS)}")
     require(cfg.prompt.length > 0, "prompt.length", cfg.prompt.length, "a positive integer")
+    _check_prompt_length(cfg)
     for case in cfg.scenario.train_cases:
         require(case in CASES, "scenario.train_cases", case, f"each one of {list(CASES)}")
     require(len(cfg.scenario.train_cases) > 0, "scenario.train_cases", [], "at least one case")

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from uvav import distributed
+from uvav import distributed, preflight
 from uvav.cases import result_key
 from uvav.config import MODEL_KEY_NEUTRAL, NoiseConfig, key_content
 from uvav.data import AVData, load_data
@@ -204,6 +204,7 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
     started = time.perf_counter()
     method = METHODS.get(cfg.method.name)
     device = setup_runtime(cfg)
+    preflight.check(cfg, device)  # refuses (ConfigError) a step that cannot fit the device's memory, before any work
     with distributed.main_first():  # rank 0 builds the feature store; the others open it
         data = load_data(cfg.data, str(cfg.data.cache_dir or Path(cfg.paths.cache_dir) / "features"))
     ctx = Context(cfg, data, NoiseConfig.of(cfg.noise), device, autocast_for(device, cfg.trainer.precision),

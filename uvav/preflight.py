@@ -1,0 +1,211 @@
+"""Pre-flight check: does a job's training step fit the device's memory? Estimated from the config alone.
+
+The estimate is the peak of bytes held by live tensors in one training step (what ``uvav.resources`` measures:
+``torch.cuda.max_memory_allocated`` on CUDA, :class:`uvav.resources.LiveTensorBytes` on CPU), for the job's
+largest stage (the FT stage, and the frozen-base method's own stage), or its evaluation batch if larger:
+
+- parameters (all, fp32), gradients and two Adam(W) moments of the trainable ones, and the optimiser step's
+  temporaries (one more copy of the trainable ones);
+- activations saved for backward, per transformer block ``SAVED_PER_TOKEN`` x (B x N x D) elements with N its
+  tokens (prompt tokens included; an MLP of ratio r adds 2r x B x N x D), plus one block's transient work;
+  a frozen part that runs without autograd holds only its output tokens and one block's transient work; a stage
+  on cached encoder outputs runs no encoder at all;
+- the batch, and under bf16 autocast (CUDA) 2-byte activations and a 2-byte copy of the weights;
+- the evaluation batch (``trainer.eval_batch_size``) without autograd: the weights, and one block's transient work.
+
+Calibrated against measured peaks (README, "Pre-flight check"). Methods that train no classifier (``pretrain``)
+are not checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from uvav.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+GIB = 2**30
+# per block, x B N D saved for backward besides the MLP's 2r (fc1 output for GELU, GELU output for fc2): the two
+# norms' inputs (2), the qkv projection's input (1), SDPA's q, k, v and output (4; the projection reads the output
+# as a view) and fc1's input (1)
+SAVED_PER_TOKEN = 8
+TRANSIENT_PER_TOKEN = 4  # per block, x B N D alive at once besides saved ones (grad buffers, one MLP hidden / r)
+EMBED_PER_TOKEN = 3  # patch embedding, + position, + modality (per encoder token)
+# how many prompt tokens a prompted stage may add per place, as a multiple of the smaller modality's patch tokens
+PROMPT_LENGTH_FACTOR = 4
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Token counts of one sample: each modality's patch tokens and the prompt tokens each place adds."""
+
+    audio: int
+    visual: int
+
+    @classmethod
+    def of(cls, cfg: DictConfig) -> Tokens:
+        from uvav.models.backbone import audio_grid, image_grid
+
+        patch_a = cfg.backbone.patch_size
+        fa, ta = audio_grid(cfg.data.num_mel_bins, cfg.data.target_length, patch_a)
+        gv = image_grid(cfg.data.image_size, cfg.backbone.image_patch_size or patch_a)
+        return cls(fa * ta, gv[0] * gv[1])
+
+
+def max_prompt_length(cfg: DictConfig) -> int:
+    """The largest ``prompt.length`` validation allows: ``PROMPT_LENGTH_FACTOR`` x the smaller modality's patch
+    tokens (a prompt set longer than that outweighs the tokens it is meant to steer and only costs memory)."""
+    tokens = Tokens.of(cfg)
+    return PROMPT_LENGTH_FACTOR * min(tokens.audio, tokens.visual)
+
+
+@dataclass
+class Estimate:
+    """Peak bytes of one stage's training step, by part."""
+
+    stage: str
+    weights: int
+    trainable_state: int  # gradients, Adam moments, optimiser temporaries
+    activations: int
+    batch: int
+    evaluation: int  # the evaluation batch's peak (weights included)
+
+    @property
+    def total(self) -> int:
+        return max(self.weights + self.trainable_state + self.activations + self.batch, self.evaluation)
+
+    def describe(self) -> str:
+        return (f"{self.stage} stage ~{self.total / GIB:.2f} GiB (weights {self.weights / GIB:.2f}, "
+                f"gradients and optimiser {self.trainable_state / GIB:.2f}, activations {self.activations / GIB:.2f}, "
+                f"evaluation batch {self.evaluation / GIB:.2f})")
+
+
+def _parameter_counts(cfg: DictConfig) -> tuple[int, int, int, int]:
+    """(model parameters, head parameters, encoder parameters, prompt-bank parameters), from modules built on
+    the meta device (no memory, no initialisation cost)."""
+    from uvav.methods import METHODS
+    from uvav.models.classifier import AVClassifier
+
+    method = METHODS.get(cfg.method.name)
+    with torch.device("meta"):
+        model = AVClassifier.from_config(cfg.backbone, cfg.data, num_classes=int(cfg.data.get("num_classes") or 10))
+        bank = method.bank(cfg) if method.uses_prompts else None
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    return (count(model), count(model.head), count(model.audio) + count(model.visual),
+            count(bank) if bank is not None else 0)
+
+
+def _prompt_tokens(cfg: DictConfig, mode_all_sets: bool) -> int:
+    """Prompt tokens one place adds for one sample: one set (oracle, or cpl's mixture of its pool), or every set
+    (PL's uncertain selection, when it trains as used)."""
+    if cfg.method.name not in ("pl", "cpl") or cfg.prompt.kind == "none":
+        return 0
+    return cfg.prompt.length * (len(cfg.scenario.train_cases) if mode_all_sets else 1)
+
+
+def estimate(cfg: DictConfig, device: torch.device) -> list[Estimate]:
+    """The estimates of the stages this job may train (FT, unless ``method.base=pretrained``; and a frozen-base
+    method's own stage). Empty for methods that train no classifier."""
+    from uvav.methods import FT, METHODS, cache_views
+
+    method = METHODS.get(cfg.method.name)
+    if not method.classifies:
+        return []
+    bf16 = cfg.trainer.precision == "bf16" or (cfg.trainer.precision == "auto" and device.type == "cuda")
+    act = 2 if bf16 else 4
+    backbone, data = cfg.backbone, cfg.data
+    d, r = backbone.embed_dim, backbone.mlp_ratio
+    tokens = Tokens.of(cfg)
+    params, head, encoders, bank = _parameter_counts(cfg)
+    weights = 4 * params + (2 * params if bf16 else 0)
+    batch_elems = data.target_length * data.num_mel_bins + 3 * data.image_size**2
+    per_block_saved = SAVED_PER_TOKEN + 2 * r
+    per_block_transient = TRANSIENT_PER_TOKEN + r
+
+    def stage(name: str, trainable: int, prompt: int, input_prompts: bool, encoders_grad: bool, cached: bool
+              ) -> Estimate:
+        b = cfg.trainer.batch_size
+        na, nv = tokens.audio + (prompt if input_prompts else 0), tokens.visual + (prompt if input_prompts else 0)
+        enc_tokens = backbone.depth * (na + nv)
+        if encoders_grad:  # every encoder block's saved tensors, and the embeddings'
+            encoder_elems = per_block_saved * enc_tokens + EMBED_PER_TOKEN * (na + nv)
+        elif cached:  # encoder outputs read from the cache
+            encoder_elems = tokens.audio + tokens.visual
+        else:  # encoders without autograd: their outputs, one block's transient work
+            encoder_elems = tokens.audio + tokens.visual + per_block_transient * max(na, nv)
+        attention_prompt = prompt if cfg.prompt.kind in ("attention", "both") else 0
+        fusion_elems = backbone.fusion_depth * (
+            (per_block_saved - 2) * (tokens.audio + tokens.visual) + 4 * (tokens.audio + tokens.visual)
+            + 4 * attention_prompt)
+        shared_elems = backbone.shared_depth * per_block_saved * (tokens.audio + tokens.visual)
+        transient = per_block_transient * max(na, nv, tokens.audio + tokens.visual)
+        activations = act * b * d * (encoder_elems + fusion_elems + shared_elems + transient)
+        b_eval = cfg.trainer.eval_batch_size
+        eval_elems = b_eval * (batch_elems + d * (tokens.audio + tokens.visual + per_block_transient * max(na, nv)))
+        return Estimate(name, int(weights + 4 * bank), int(4 * 4 * trainable), int(activations),
+                        int(4 * b * batch_elems), int(weights + 4 * bank + act * eval_elems))
+
+    stages = []
+    if not (method.frozen_base and cfg.method.get("base") == "pretrained"):
+        stages.append(stage(FT, params, 0, False, True, False))
+    if method.frozen_base:
+        joint = cfg.method.get("prompt_training") == "joint"
+        prompt = _prompt_tokens(cfg, joint)
+        input_prompts = cfg.prompt.kind in ("input", "both") and method.uses_prompts
+        peft = not method.uses_prompts  # LoRA / adapters train weights inside the encoders
+        trainable = bank + head + (encoders // 10 if peft else 0)  # PEFT: a tenth of the encoders bounds theirs
+        cached = cache_views(cfg) > 0 and not input_prompts and not peft and cfg.method.name != "cpl"
+        stages.append(stage(method.name, trainable, prompt, input_prompts, input_prompts or peft, cached))
+    return stages
+
+
+def available_bytes(device: torch.device) -> int:
+    """Free memory for tensors: CUDA's free device memory; on CPU ``MemAvailable`` from /proc/meminfo, or the
+    cgroup's remaining allowance (``memory.max - memory.current``) when that is smaller."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    free = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    cgroup = Path("/sys/fs/cgroup")
+    try:
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            left = int(limit) - int((cgroup / "memory.current").read_text())
+            free = left if free is None else min(free, left)
+    except (OSError, ValueError):
+        pass
+    return free if free is not None else (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+def check(cfg: DictConfig, device: torch.device, available: int | None = None) -> list[Estimate]:
+    """Log the estimate at INFO and raise :class:`ConfigError` when the largest stage cannot fit ``available``
+    bytes (default: :func:`available_bytes` of ``device``). ``trainer.preflight=false`` skips the check."""
+    if not cfg.trainer.get("preflight", True):
+        return []
+    estimates = estimate(cfg, device)
+    if not estimates:
+        return []
+    largest = max(estimates, key=lambda e: e.total)
+    free = available_bytes(device) if available is None else available
+    log.info("pre-flight memory estimate: %s; %.2f GiB available on %s",
+             "; ".join(e.describe() for e in estimates), free / GIB, device)
+    if largest.total > free:
+        raise ConfigError(
+            f"pre-flight: the {largest.stage} stage needs about {largest.total / GIB:.2f} GiB "
+            f"({largest.describe()}) but {free / GIB:.2f} GiB is available on {device}; lower trainer.batch_size "
+            f"({cfg.trainer.batch_size}), trainer.eval_batch_size ({cfg.trainer.eval_batch_size}), data.target_length "
+            f"({cfg.data.target_length}), data.image_size ({cfg.data.image_size}) or prompt.length "
+            f"({cfg.prompt.length}), or skip this check with trainer.preflight=false")
+    return estimates
