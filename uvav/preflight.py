@@ -4,14 +4,13 @@ The estimate is the peak of bytes held by live tensors in one training step (wha
 ``torch.cuda.max_memory_allocated`` on CUDA, :class:`uvav.resources.LiveTensorBytes` on CPU), for the job's
 largest stage (the FT stage, and the frozen-base method's own stage), or its evaluation batch if larger:
 
-- parameters (all, fp32), gradients and two Adam(W) moments of the trainable ones, and the optimiser step's
-  temporaries (one more copy of the trainable ones);
-- activations saved for backward, per transformer block ``SAVED_PER_TOKEN`` x (B x N x D) elements with N its
-  tokens (prompt tokens included; an MLP of ratio r adds 2r x B x N x D), plus one block's transient work;
-  a frozen part that runs without autograd holds only its output tokens and one block's transient work; a stage
-  on cached encoder outputs runs no encoder at all;
-- the batch, and under bf16 autocast (CUDA) 2-byte activations and a 2-byte copy of the weights;
-- the evaluation batch (``trainer.eval_batch_size``) without autograd: the weights, and one block's transient work.
+- parameters (all, fp32; a bf16 copy under autocast), and of the trainable ones gradients and two Adam(W) moments;
+- activations saved for backward: per transformer block with a gradient through it, per token and dimension
+  (B x N x D, N its tokens with prompt tokens), the residual stream's norm inputs (fp32) and, by whether its
+  weights train, the saved inputs of its projections, SDPA's q, k, v and output, and the MLP's hidden (2r or r);
+  a part that runs without autograd (frozen encoders under attention-level prompts) holds only its output tokens;
+  plus one block's transient work; the batch (none on cached encoder outputs);
+- the evaluation batch (``trainer.eval_batch_size``) without autograd: the weights, inputs and one block's work.
 
 Calibrated against measured peaks (README, "Pre-flight check"). Methods that train no classifier (``pretrain``)
 are not checked.
@@ -32,12 +31,16 @@ from uvav.config import ConfigError
 log = logging.getLogger(__name__)
 
 GIB = 2**30
-# per block, x B N D saved for backward besides the MLP's 2r (fc1 output for GELU, GELU output for fc2): the two
-# norms' inputs (2), the qkv projection's input (1), SDPA's q, k, v and output (4; the projection reads the output
-# as a view) and fc1's input (1)
-SAVED_PER_TOKEN = 8
-TRANSIENT_PER_TOKEN = 4  # per block, x B N D alive at once besides saved ones (grad buffers, one MLP hidden / r)
-EMBED_PER_TOKEN = 3  # patch embedding, + position, + modality (per encoder token)
+# Per transformer block, tensors saved for backward in units of B x N x D (r: the MLP ratio):
+RESIDUAL_SAVED = 2  # the two norms' inputs, the residual stream: fp32 even under bf16 autocast
+# trainable weights: the qkv projection's input, SDPA's q, k, v and output (the output projection reads it as a
+# view), fc1's input; the MLP adds 2r (fc1's output for GELU, GELU's output for fc2)
+TRAINABLE_SAVED = 6
+# frozen weights with a gradient passing through (prompts): a frozen linear layer saves nothing, so SDPA's 4 and
+# GELU's input (r)
+FROZEN_SAVED = 4
+TRANSIENT = 4  # alive at once in one block besides saved tensors (gradient buffers; the MLP hidden adds r)
+EMBED_SAVED = 3  # patch embedding, + position, + modality (per encoder token)
 # how many prompt tokens a prompted stage may add per place, as a multiple of the smaller modality's patch tokens
 PROMPT_LENGTH_FACTOR = 4
 
@@ -78,8 +81,13 @@ class Estimate:
     evaluation: int  # the evaluation batch's peak (weights included)
 
     @property
+    def train(self) -> int:
+        """The training step's peak (what ``uvav.resources`` measures)."""
+        return self.weights + self.trainable_state + self.activations + self.batch
+
+    @property
     def total(self) -> int:
-        return max(self.weights + self.trainable_state + self.activations + self.batch, self.evaluation)
+        return max(self.train, self.evaluation)
 
     def describe(self) -> str:
         return (f"{self.stage} stage ~{self.total / GIB:.2f} GiB (weights {self.weights / GIB:.2f}, "
@@ -119,42 +127,44 @@ def estimate(cfg: DictConfig, device: torch.device) -> list[Estimate]:
     if not method.classifies:
         return []
     bf16 = cfg.trainer.precision == "bf16" or (cfg.trainer.precision == "auto" and device.type == "cuda")
-    act = 2 if bf16 else 4
+    act = 2 if bf16 else 4  # bytes of an activation element (matmul outputs under autocast)
     backbone, data = cfg.backbone, cfg.data
     d, r = backbone.embed_dim, backbone.mlp_ratio
     tokens = Tokens.of(cfg)
+    both = tokens.audio + tokens.visual
     params, head, encoders, bank = _parameter_counts(cfg)
-    weights = 4 * params + (2 * params if bf16 else 0)
+    weights = 4 * params + (2 * params if bf16 else 0)  # autocast keeps a bf16 copy of the weights it uses
     batch_elems = data.target_length * data.num_mel_bins + 3 * data.image_size**2
-    per_block_saved = SAVED_PER_TOKEN + 2 * r
-    per_block_transient = TRANSIENT_PER_TOKEN + r
+    transient = act * (TRANSIENT + r)
 
-    def stage(name: str, trainable: int, prompt: int, input_prompts: bool, encoders_grad: bool, cached: bool
-              ) -> Estimate:
-        b = cfg.trainer.batch_size
+    def block(trains: bool) -> float:
+        """Bytes saved per token and dimension by one block with a gradient through it."""
+        return 4 * RESIDUAL_SAVED + act * ((TRAINABLE_SAVED + 2 * r) if trains else (FROZEN_SAVED + r))
+
+    def stage(name: str, trainable: int, prompt: int, input_prompts: bool, weights_train: bool,
+              encoders_grad: bool, cached: bool) -> Estimate:
         na, nv = tokens.audio + (prompt if input_prompts else 0), tokens.visual + (prompt if input_prompts else 0)
-        enc_tokens = backbone.depth * (na + nv)
         if encoders_grad:  # every encoder block's saved tensors, and the embeddings'
-            encoder_elems = per_block_saved * enc_tokens + EMBED_PER_TOKEN * (na + nv)
+            encoder = block(weights_train) * backbone.depth * (na + nv) + act * EMBED_SAVED * (na + nv)
         elif cached:  # encoder outputs read from the cache
-            encoder_elems = tokens.audio + tokens.visual
-        else:  # encoders without autograd: their outputs, one block's transient work
-            encoder_elems = tokens.audio + tokens.visual + per_block_transient * max(na, nv)
+            encoder = act * both
+        else:  # encoders without autograd: their outputs (their work is transient, before the fusion's)
+            encoder = act * both
         attention_prompt = prompt if cfg.prompt.kind in ("attention", "both") else 0
-        fusion_elems = backbone.fusion_depth * (
-            (per_block_saved - 2) * (tokens.audio + tokens.visual) + 4 * (tokens.audio + tokens.visual)
-            + 4 * attention_prompt)
-        shared_elems = backbone.shared_depth * per_block_saved * (tokens.audio + tokens.visual)
-        transient = per_block_transient * max(na, nv, tokens.audio + tokens.visual)
-        activations = act * b * d * (encoder_elems + fusion_elems + shared_elems + transient)
-        b_eval = cfg.trainer.eval_batch_size
-        eval_elems = b_eval * (batch_elems + d * (tokens.audio + tokens.visual + per_block_transient * max(na, nv)))
+        # per direction: a block over the queries (its q, k, v, out counted per query token); trainable weights
+        # also save the context's norm input and projection input; prompt keys and values lengthen k and v
+        context = (4 + act) * both if weights_train else 0
+        fusion = backbone.fusion_depth * (block(weights_train) * both + context + act * 2 * 2 * attention_prompt)
+        shared = backbone.shared_depth * block(weights_train) * both
+        b, b_eval = cfg.trainer.batch_size, cfg.trainer.eval_batch_size
+        activations = b * d * (encoder + fusion + shared + transient * max(na, nv, both))
+        evaluation = b_eval * (4 * batch_elems + d * (act * both + transient * max(na, nv)))
         return Estimate(name, int(weights + 4 * bank), int(4 * 4 * trainable), int(activations),
-                        int(4 * b * batch_elems), int(weights + 4 * bank + act * eval_elems))
+                        0 if cached else int(4 * b * batch_elems), int(weights + 4 * bank + evaluation))
 
     stages = []
     if not (method.frozen_base and cfg.method.get("base") == "pretrained"):
-        stages.append(stage(FT, params, 0, False, True, False))
+        stages.append(stage(FT, params, 0, False, True, True, False))
     if method.frozen_base:
         joint = cfg.method.get("prompt_training") == "joint"
         prompt = _prompt_tokens(cfg, joint)
@@ -162,7 +172,7 @@ def estimate(cfg: DictConfig, device: torch.device) -> list[Estimate]:
         peft = not method.uses_prompts  # LoRA / adapters train weights inside the encoders
         trainable = bank + head + (encoders // 10 if peft else 0)  # PEFT: a tenth of the encoders bounds theirs
         cached = cache_views(cfg) > 0 and not input_prompts and not peft and cfg.method.name != "cpl"
-        stages.append(stage(method.name, trainable, prompt, input_prompts, input_prompts or peft, cached))
+        stages.append(stage(method.name, trainable, prompt, input_prompts, peft, input_prompts or peft, cached))
     return stages
 
 

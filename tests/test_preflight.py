@@ -1,0 +1,110 @@
+"""The pre-flight memory check (uvav/preflight.py) and the prompt.length bound."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import compose_config, run_cli
+from uvav import preflight
+from uvav.config import ConfigError, validate
+
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "resources"
+# the committed resource benchmarks' variants (experiments/resource_benchmark.py) as job overrides
+VARIANTS = {"FT": ["method=ft"], "PL input-level": ["method=pl", "prompt=input", "method.cache_features=off"],
+            "PL attention-level": ["method=pl", "prompt=attention", "method.cache_features=off"],
+            "PL attention-level, cached features": ["method=pl", "prompt=attention", "method.cache_features=on"]}
+# the classifier jobs of the committed recipes (experiments/*.sh; method=pretrain trains no classifier)
+RECIPES = [
+    *(["experiment=av_mnist", f"method={m}"] for m in ("ft", "pl", "lora", "adapter", "cpl")),
+    ["experiment=av_mnist", "method=pl", "method.prompt_training=joint"],
+    ["experiment=av_mnist", "method=pl", "method.base=pretrained"],
+    *(["method=" + m] for m in ("ft", "pl", "lora", "adapter")),
+    ["method=pl", "method.cache_features=off"],
+    ["data=cavmae_json", "method=pl", "data.num_frames=3", "data.target_length=128", "data.image_size=32",
+     "backbone.image_patch_size=4"],
+    ["data=urbansound8k_av", "method=ft", "data.target_length=128", "data.image_size=32",
+     "backbone.image_patch_size=4"],
+    ["data=urbansound8k_av", "backbone=cavmae_tiny", "data.target_length=1024", "data.image_size=224"],
+    ["hparams_search=prompt_length", "prompt.length=16"],
+]
+
+
+def _benchmarks() -> list[tuple[str, dict, dict]]:
+    out = []
+    for path in sorted(RESULTS.glob("*.json")):
+        result = json.loads(path.read_text())
+        out += [(path.stem, result["meta"], row) for row in result["rows"] if row["name"] in VARIANTS]
+    return out
+
+
+@pytest.mark.parametrize("name,meta,row", _benchmarks(), ids=lambda v: v if isinstance(v, str) else "")
+def test_estimate_tracks_the_committed_measured_peaks(name, meta, row):
+    """Every committed resource benchmark (CPU: live-tensor peak; CUDA: max_memory_allocated) within -25% .. +35%
+    of the estimate's training step; the FT and input-level PL stages within +-25%."""
+    sizes = [a for a in meta["command"].split() if a.startswith(("data.target_length=", "data.image_size="))]
+    cfg = compose_config(f"backbone={meta['backbone']}", f"trainer.batch_size={meta['batch_size']}", *sizes,
+                         *VARIANTS[row["name"]], tiny=False)
+    ratio = preflight.estimate(cfg, torch.device(meta["device"]))[-1].train / row["peak_train_memory_bytes"]
+    bound = 1.25 if row["name"] in ("FT", "PL input-level") else 1.35
+    assert 0.75 <= ratio <= bound, f"{name} {row['name']}: estimate / measured = {ratio:.2f}"
+
+
+@pytest.mark.parametrize("overrides", RECIPES, ids=" ".join)
+def test_committed_recipes_fit_16_gib(overrides):
+    estimates = preflight.estimate(compose_config(*overrides, tiny=False), torch.device("cpu"))
+    assert estimates and max(e.total for e in estimates) < 16 * preflight.GIB
+
+
+@pytest.mark.parametrize("method", ["ft", "pl", "cpl", "lora", "adapter"])
+def test_the_paper_experiment_fits_an_80_gb_gpu(method):
+    cfg = compose_config("experiment=paper_us8k", f"method={method}", tiny=False)
+    estimates = preflight.estimate(cfg, torch.device("cuda"))
+    assert 8 * preflight.GIB < max(e.total for e in estimates) < 80e9 - 4 * preflight.GIB  # CUDA context aside
+
+
+def test_a_step_that_cannot_fit_is_refused_naming_the_settings(caplog):
+    caplog.set_level(logging.INFO, logger="uvav.preflight")
+    cfg = compose_config()
+    estimates = preflight.check(cfg, torch.device("cpu"))  # fits this machine
+    assert estimates and "pre-flight memory estimate" in caplog.text
+    with pytest.raises(ConfigError, match=r"GiB.*trainer\.batch_size \(32\).*prompt\.length.*trainer\.preflight"):
+        preflight.check(cfg, torch.device("cpu"), available=2**20)
+    assert preflight.check(compose_config("trainer.preflight=false"), torch.device("cpu"), available=2**20) == []
+
+
+def test_the_estimate_grows_with_the_batch_and_the_prompts():
+    def total(*overrides: str) -> int:
+        return max(e.train for e in preflight.estimate(compose_config(*overrides), torch.device("cpu")))
+
+    assert total("trainer.batch_size=64") > 1.5 * total("trainer.batch_size=32")
+    assert total("prompt=input", "prompt.length=64") > total("prompt=input", "prompt.length=4")
+
+
+def test_available_memory_is_read():
+    assert 0 < preflight.available_bytes(torch.device("cpu"))
+
+
+def test_prompt_length_is_bounded_by_the_token_count():
+    cfg = compose_config("prompt.length=100000")
+    with pytest.raises(ConfigError, match=r"prompt\.length.*at most 64"):  # 4 x the 16 image tokens
+        validate(cfg)
+    validate(compose_config("prompt.length=64"))
+
+
+def test_the_cli_refuses_a_job_that_cannot_fit_before_any_work(tmp_path):
+    proc = run_cli(tmp_path, "method=ft", "trainer.batch_size=100000000", "trainer.device=cpu", *compose_tiny(),
+                   check=False, timeout=120)
+    assert proc.returncode != 0
+    assert "pre-flight" in proc.stderr and "trainer.batch_size" in proc.stderr
+    assert not (tmp_path / "cache" / "features").exists()  # refused before the data was built
+
+
+def compose_tiny() -> list[str]:
+    from tests.conftest import TINY
+
+    return [o for o in TINY if not o.startswith("trainer.batch_size")]
