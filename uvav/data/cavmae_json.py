@@ -109,7 +109,24 @@ def read_label_csv(path: str | Path) -> tuple[list[str], dict[str, int]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"label CSV {path} not found. Expected: {LAYOUT}")
-    with open(path, newline="") as fh:
+    try:
+        rows = _label_rows(path)
+    except (csv.Error, UnicodeDecodeError) as exc:  # a field over csv's limit, bytes that are not UTF-8 ...
+        raise ValueError(f"{path}: not a readable CSV ({type(exc).__name__}: {exc}); expected index,mid[,display_name]"
+                         ) from None
+    rows.sort()
+    if [r[0] for r in rows] != list(range(len(rows))) or not rows:
+        raise ValueError(f"{path}: the index column must be 0..K-1, each once")
+    mids = {mid: i for i, mid, _ in rows}
+    if len(mids) != len(rows):
+        twice = [m for m, n in Counter(r[1] for r in rows).items() if n > 1]
+        raise ValueError(f"{path}: mid(s) {twice} listed twice")
+    return [name for _, _, name in rows], mids
+
+
+def _label_rows(path: Path) -> list[tuple[int, str, str]]:
+    """(index, mid, display name) of each row of a label CSV, in file order."""
+    with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         if not {"index", "mid"} <= set(reader.fieldnames or ()):
             raise ValueError(f"{path}: header {reader.fieldnames}, expected index,mid[,display_name]")
@@ -123,14 +140,7 @@ def read_label_csv(path: str | Path) -> tuple[list[str], dict[str, int]]:
                 raise ValueError(f"{path} line {line}: no mid column (a row needs index,mid)")
             mid = r["mid"].strip()
             rows.append((index, mid, (r.get("display_name") or "").strip() or mid))
-    rows.sort()
-    if [r[0] for r in rows] != list(range(len(rows))) or not rows:
-        raise ValueError(f"{path}: the index column must be 0..K-1, each once")
-    mids = {mid: i for i, mid, _ in rows}
-    if len(mids) != len(rows):
-        twice = [m for m, n in Counter(r[1] for r in rows).items() if n > 1]
-        raise ValueError(f"{path}: mid(s) {twice} listed twice")
-    return [name for _, _, name in rows], mids
+    return rows
 
 
 def load_datafile(path: Path) -> list[Any]:
@@ -138,10 +148,13 @@ def load_datafile(path: Path) -> list[Any]:
     if not path.is_file():
         raise FileNotFoundError(f"datafile {path} not found. Expected: {LAYOUT}")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg}); a CAV-MAE "
                          f"datafile is {{\"data\": [...]}}") from None
+    except (UnicodeDecodeError, RecursionError) as exc:  # not UTF-8; nested deeper than Python's recursion limit
+        raise ValueError(f"{path}: not a readable JSON datafile ({type(exc).__name__}); a CAV-MAE datafile is "
+                         f"{{\"data\": [...]}}") from None
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise ValueError(f"{path}: not a CAV-MAE datafile ({{\"data\": [...]}})")
     return data["data"]
@@ -177,6 +190,10 @@ def read_datafile(path: Path, rows: list[Any], mids: dict[str, int], wanted: lis
         missing = {"video_id", "wav", "video_path", "labels"} - set(e if isinstance(e, dict) else ())
         if missing:
             bad_file(where, f"keys {sorted(missing)} missing: {where}. Expected: {LAYOUT}", on_bad_file, skipped)
+            continue
+        not_text = [k for k in ("wav", "video_path") if not isinstance(e[k], str)]
+        if not_text:
+            bad_file(where, f"{not_text} must be text (paths): {where}", on_bad_file, skipped)
             continue
         labels = mids_of(e)
         if not labels or (len(labels) > 1 and not multi_label):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from torchvision.transforms import CenterCrop, InterpolationMode, Resize
 FEATURE_VERSION = 2
 SAMPLE_RATE = 16000
 WINDOW_SAMPLES = 400  # one 25 ms Kaldi window at 16 kHz
+MAX_SAMPLE_RATE = 384_000  # the highest common audio rate; a larger one is a corrupt header
 FBANK_KWARGS: dict[str, Any] = {
     "htk_compat": True, "sample_frequency": SAMPLE_RATE, "use_energy": False, "window_type": "hanning",
     "dither": 0.0, "frame_shift": 10.0, "frame_length": 25.0,
@@ -46,11 +48,19 @@ IMAGE_RESIZE = "torchvision Resize(S, bicubic) + CenterCrop(S)"
 
 # ---------------------------------------------------------------- audio
 def read_wav(path: str | Path) -> tuple[torch.Tensor, int]:
-    """Decode a WAV with soundfile: float32 ``[channels, samples]`` and the sample rate."""
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    """Decode a WAV with soundfile: float32 ``[channels, samples]`` and the sample rate. A file soundfile cannot
+    decode, with non-finite samples or a sample rate outside 1 Hz .. ``MAX_SAMPLE_RATE`` raises
+    :class:`DecodeError` naming it."""
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, ValueError, TypeError, OSError, EOFError) as exc:  # sf.LibsndfileError is a RuntimeError
+        raise decode_failure(path, exc) from exc
     wave = torch.from_numpy(np.ascontiguousarray(data.T))
-    if not torch.isfinite(wave).all():
-        raise ValueError("non-finite samples")
+    problem = ("non-finite samples" if not torch.isfinite(wave).all() else
+               f"sample rate {rate} Hz outside 1 .. {MAX_SAMPLE_RATE}" if not 0 < rate <= MAX_SAMPLE_RATE else None)
+    if problem:  # a corrupt header's rate would make resampling's filter huge
+        exc = ValueError(problem)
+        raise decode_failure(path, exc) from exc
     return wave, int(rate)
 
 
@@ -90,11 +100,16 @@ def fbank(wave: torch.Tensor, target_length: int, num_mel_bins: int) -> tuple[to
 def audio_features(
     path: str | Path, target_length: int, num_mel_bins: int, snr_db: float | None = None, noise_seed: int = 0
 ) -> tuple[torch.Tensor, bool]:
-    """WAV file -> ``([T, F] fbank, padded_short)``; optional white noise at ``snr_db`` (at 16 kHz)."""
+    """WAV file -> ``([T, F] fbank, padded_short)``; optional white noise at ``snr_db`` (at 16 kHz). Samples so
+    large that the features overflow raise :class:`DecodeError` naming the file."""
     wave = to_mono_16k(*read_wav(path))
     if snr_db is not None:
         wave = add_white_noise(wave - wave.mean(), snr_db, noise_seed)
-    return fbank(wave, target_length, num_mel_bins)
+    features, short = fbank(wave, target_length, num_mel_bins)
+    if not torch.isfinite(features).all():
+        exc = ValueError(f"non-finite features (samples up to {wave.abs().max().item():.3g})")
+        raise decode_failure(path, exc) from exc
+    return features, short
 
 
 def clip_seed(seed: int, name: str) -> int:
@@ -103,6 +118,10 @@ def clip_seed(seed: int, name: str) -> int:
 
 
 # ---------------------------------------------------------------- images
+# what PIL raises on a corrupt file (OSError includes UnidentifiedImageError; SyntaxError: broken PNG chunks)
+IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
+
+
 def _rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode -> RGB; 16-bit / float greyscale is scaled to 8 bits first."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
@@ -122,10 +141,14 @@ def image_to_uint8(img: Image.Image, image_size: int) -> torch.Tensor:
 
 
 def load_image(path: str | Path, image_size: int) -> torch.Tensor:
-    """Open and fully decode an image file (corrupt or truncated files raise): ``uint8 [3, S, S]``."""
-    with Image.open(path) as img:
-        img.load()
-        return image_to_uint8(img, image_size)
+    """Open and fully decode an image file: ``uint8 [3, S, S]``. A corrupt, truncated or oversized file (PIL's
+    decompression-bomb limit) raises :class:`DecodeError` naming it."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return image_to_uint8(img, image_size)
+    except IMAGE_ERRORS as exc:
+        raise decode_failure(path, exc) from exc
 
 
 def images_to_float(images: torch.Tensor) -> torch.Tensor:
@@ -153,17 +176,25 @@ def one_torch_thread() -> Iterator[None]:
 
 
 class DecodeError(Exception):
-    """Raised by :func:`decode_at`: names the file whose decoding failed (the cause is chained)."""
+    """A file whose decoding failed: names it (and the reason, when given); the cause is chained."""
 
-    def __init__(self, path: str | Path) -> None:
-        super().__init__(str(path))
+    def __init__(self, path: str | Path, reason: str | None = None) -> None:
+        super().__init__(f"{path}: {reason}" if reason else str(path))
         self.path = str(path)
 
 
+def decode_failure(path: str | Path, exc: BaseException) -> DecodeError:
+    """The :class:`DecodeError` for ``path`` failing with ``exc`` (raise it ``from exc``)."""
+    return DecodeError(path, f"cannot decode: {type(exc).__name__}: {exc}")
+
+
 def decode_at(path: str | Path, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(path, *args)``; any failure is re-raised as :class:`DecodeError` naming ``path``."""
+    """``fn(path, *args)``; any failure is re-raised as :class:`DecodeError` naming ``path`` (a reader's own
+    :class:`DecodeError` as it is)."""
     try:
         return fn(path, *args)
+    except DecodeError:
+        raise
     except Exception as exc:
         raise DecodeError(path) from exc
 

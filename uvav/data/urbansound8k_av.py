@@ -8,6 +8,7 @@ and listed in ``info["skipped_files"]`` with ``on_bad_file=skip``.
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -121,6 +122,26 @@ def split_stratified(labels: torch.Tensor, cfg: Any) -> dict[str, torch.Tensor]:
     return {"train": rest[tr], "val": rest[va], "test": test}
 
 
+def read_metadata_csv(path: str | Path) -> dict[str, tuple[int, int]]:
+    """UrbanSound8K's metadata CSV: file stem -> (fold, classID). Raises ``ValueError`` naming the file when it
+    cannot be parsed, lacks a column or holds a fold or classID that is not an integer."""
+    need = {"slice_file_name", "fold", "classID"}
+    try:
+        meta = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path}: not a readable metadata CSV ({type(exc).__name__}: {exc})") from None
+    if not need <= set(meta.columns):
+        raise ValueError(f"{path}: columns {sorted(need - set(meta.columns))} missing")
+    rows = {}
+    for line, (name, fold, label) in enumerate(zip(meta["slice_file_name"], meta["fold"], meta["classID"],
+                                                   strict=True), start=2):
+        try:
+            rows[Path(name).stem] = (int(fold), int(label))
+        except ValueError:
+            raise ValueError(f"{path} line {line}: fold {fold!r} and classID {label!r} must be integers") from None
+    return rows
+
+
 def split_folds(
     files: list[str], labels: torch.Tensor, cfg: Any, skipped: list[dict[str, str]]
 ) -> dict[str, torch.Tensor]:
@@ -128,12 +149,7 @@ def split_folds(
     validation is carved (stratified) from the other folds. Files missing from the CSV are bad files."""
     if not cfg.metadata_csv:
         raise ValueError("data.split=folds needs data.metadata_csv (UrbanSound8K.csv)")
-    meta = pd.read_csv(cfg.metadata_csv)
-    need = {"slice_file_name", "fold", "classID"}
-    if not need <= set(meta.columns):
-        raise ValueError(f"{cfg.metadata_csv}: columns {sorted(need - set(meta.columns))} missing")
-    rows = {Path(n).stem: (int(f), int(c)) for n, f, c in
-            zip(meta["slice_file_name"], meta["fold"], meta["classID"], strict=True)}
+    rows = read_metadata_csv(cfg.metadata_csv)
     test_folds = {int(f) for f in cfg.test_folds}
     keep, is_test = [], []
     for i, (name, label) in enumerate(zip(files, labels.tolist(), strict=True)):
