@@ -127,8 +127,9 @@ def test_corrupt_image_raises(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "t.jpg")
     data = (tmp_path / "t.jpg").read_bytes()
     (tmp_path / "t.jpg").write_bytes(data[: len(data) // 2])
-    with pytest.raises(OSError):
+    with pytest.raises(DecodeError, match="t.jpg: cannot decode: OSError") as err:
         load_image(tmp_path / "t.jpg", 8)
+    assert isinstance(err.value.__cause__, OSError)
 
 
 def test_decode_files_names_the_failing_file(tmp_path: Path) -> None:
