@@ -100,7 +100,8 @@ def test_the_cli_refuses_a_job_that_cannot_fit_before_any_work(tmp_path):
     proc = run_cli(tmp_path, "method=ft", "trainer.batch_size=100000000", "trainer.device=cpu", *compose_tiny(),
                    check=False, timeout=120)
     assert proc.returncode != 0
-    assert "pre-flight" in proc.stderr and "trainer.batch_size" in proc.stderr
+    assert "pre-flight" in proc.stderr and "trainer.batch_size (100000000)" in proc.stderr
+    assert "prompt.length" not in proc.stderr  # method=ft has no prompts to shorten
     assert not (tmp_path / "cache" / "features").exists()  # refused before the data was built
 
 

@@ -212,10 +212,12 @@ def check(cfg: DictConfig, device: torch.device, available: int | None = None) -
     log.info("pre-flight memory estimate: %s; %.2f GiB available on %s",
              "; ".join(e.describe() for e in estimates), free / GIB, device)
     if largest.total > free:
+        settings = [f"trainer.batch_size ({cfg.trainer.batch_size})",
+                    f"trainer.eval_batch_size ({cfg.trainer.eval_batch_size})",
+                    f"data.target_length ({cfg.data.target_length})", f"data.image_size ({cfg.data.image_size})"]
+        if _prompt_tokens(cfg, False):
+            settings.append(f"prompt.length ({cfg.prompt.length})")
         raise ConfigError(
-            f"pre-flight: the {largest.stage} stage needs about {largest.total / GIB:.2f} GiB "
-            f"({largest.describe()}) but {free / GIB:.2f} GiB is available on {device}; lower trainer.batch_size "
-            f"({cfg.trainer.batch_size}), trainer.eval_batch_size ({cfg.trainer.eval_batch_size}), data.target_length "
-            f"({cfg.data.target_length}), data.image_size ({cfg.data.image_size}) or prompt.length "
-            f"({cfg.prompt.length}), or skip this check with trainer.preflight=false")
+            f"pre-flight: {largest.describe()} but {free / GIB:.2f} GiB is available on {device}; lower "
+            f"{', '.join(settings[:-1])} or {settings[-1]}, or skip this check with trainer.preflight=false")
     return estimates
