@@ -39,7 +39,8 @@ TRAINABLE_SAVED = 6
 # frozen weights with a gradient passing through (prompts): a frozen linear layer saves nothing, so SDPA's 4 and
 # GELU's input (r)
 FROZEN_SAVED = 4
-TRANSIENT = 4  # alive at once in one block besides saved tensors (gradient buffers; the MLP hidden adds r)
+TRANSIENT = 2  # alive at once in one block besides saved tensors: the gradients of its input and output (+ r: the
+# MLP hidden's)
 EMBED_SAVED = 3  # patch embedding, + position, + modality (per encoder token)
 # how many prompt tokens a prompted stage may add per place, as a multiple of the smaller modality's patch tokens
 PROMPT_LENGTH_FACTOR = 4
