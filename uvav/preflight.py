@@ -48,7 +48,7 @@ PROMPT_LENGTH_FACTOR = 4
 
 @dataclass(frozen=True)
 class Tokens:
-    """Token counts of one sample: each modality's patch tokens and the prompt tokens each place adds."""
+    """Each modality's patch tokens in one sample."""
 
     audio: int
     visual: int
@@ -147,9 +147,7 @@ def estimate(cfg: DictConfig, device: torch.device) -> list[Estimate]:
         na, nv = tokens.audio + (prompt if input_prompts else 0), tokens.visual + (prompt if input_prompts else 0)
         if encoders_grad:  # every encoder block's saved tensors, and the embeddings'
             encoder = block(weights_train) * backbone.depth * (na + nv) + act * EMBED_SAVED * (na + nv)
-        elif cached:  # encoder outputs read from the cache
-            encoder = act * both
-        else:  # encoders without autograd: their outputs (their work is transient, before the fusion's)
+        else:  # cached encoder outputs, or encoders without autograd (their work is transient, before the fusion's)
             encoder = act * both
         attention_prompt = prompt if cfg.prompt.kind in ("attention", "both") else 0
         # per direction: a block over the queries (its q, k, v, out counted per query token); trainable weights
@@ -172,7 +170,8 @@ def estimate(cfg: DictConfig, device: torch.device) -> list[Estimate]:
         input_prompts = cfg.prompt.kind in ("input", "both") and method.uses_prompts
         peft = not method.uses_prompts  # LoRA / adapters train weights inside the encoders
         trainable = bank + head + (encoders // 10 if peft else 0)  # PEFT: a tenth of the encoders bounds theirs
-        cached = cache_views(cfg) > 0 and not input_prompts and not peft and cfg.method.name != "cpl"
+        conditioned = cfg.method.name == "cpl"  # its prompts are mixed from each sample's input: never cached
+        cached = cache_views(cfg) > 0 and not input_prompts and not peft and not conditioned
         stages.append(stage(method.name, trainable, prompt, input_prompts, peft, input_prompts or peft, cached))
     return stages
 
