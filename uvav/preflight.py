@@ -10,7 +10,8 @@ largest stage (the FT stage, and the frozen-base method's own stage), or its eva
   weights train, the saved inputs of its projections, SDPA's q, k, v and output, and the MLP's hidden (2r or r);
   a part that runs without autograd (frozen encoders under attention-level prompts) holds only its output tokens;
   plus one block's transient work; the batch (none on cached encoder outputs);
-- the evaluation batch (``trainer.eval_batch_size``) without autograd: the weights, inputs and one block's work.
+- the evaluation batch (``trainer.eval_batch_size``) without autograd, beside the weights, the last gradients and
+  the optimiser state: its inputs, tokens and one block's work.
 
 Calibrated against measured peaks (README, "Pre-flight check"). Methods that train no classifier (``pretrain``)
 are not checked.
@@ -79,7 +80,7 @@ class Estimate:
     trainable_state: int  # gradients, Adam moments, optimiser temporaries
     activations: int
     batch: int
-    evaluation: int  # the evaluation batch's peak (weights included)
+    evaluation: int  # the evaluation batch's peak (weights, gradients and optimiser state included)
 
     @property
     def train(self) -> int:
@@ -158,8 +159,9 @@ def estimate(cfg: DictConfig, device: torch.device) -> list[Estimate]:
         b, b_eval = cfg.trainer.batch_size, cfg.trainer.eval_batch_size
         activations = b * d * (encoder + fusion + shared + transient * max(na, nv, both))
         evaluation = b_eval * (4 * batch_elems + d * (act * both + transient * max(na, nv)))
+        held = weights + 4 * bank + 3 * 4 * trainable  # validation runs with the last gradients and Adam's moments
         return Estimate(name, int(weights + 4 * bank), int(4 * 4 * trainable), int(activations),
-                        0 if cached else int(4 * b * batch_elems), int(weights + 4 * bank + evaluation))
+                        0 if cached else int(4 * b * batch_elems), int(held + evaluation))
 
     stages = []
     if not (method.frozen_base and cfg.method.get("base") == "pretrained"):
