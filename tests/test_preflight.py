@@ -108,3 +108,12 @@ def compose_tiny() -> list[str]:
     from tests.conftest import TINY
 
     return [o for o in TINY if not o.startswith("trainer.batch_size")]
+
+
+def test_skipping_the_check_changes_no_key():
+    from uvav.outputs import fingerprint
+    from uvav.pipeline import ft_config
+    from uvav.run import job_key
+
+    on, off = compose_config(), compose_config("trainer.preflight=false")
+    assert job_key(on) == job_key(off) and fingerprint(ft_config(on)) == fingerprint(ft_config(off))
