@@ -101,11 +101,25 @@ def _absolutize(cfg: DictConfig, cwd: Path | None) -> DictConfig:
     return cfg
 
 
+def _provenance(checkpoint: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """What made the run's model: the uvav commit (or version), torch's and timm's versions (from ``model.pt``;
+    for a run made before models recorded it, from ``metrics.json``'s environment); the data's content digest
+    and the model's sha256 recorded when the job finished."""
+    made = checkpoint.get("provenance")
+    if not isinstance(made, dict):
+        env = metrics.get("environment") or {}
+        versions = env.get("versions") or {}
+        made = {"uvav": env.get("git_commit") or versions.get("uvav"), "torch": versions.get("torch"),
+                "timm": versions.get("timm")}
+    return {**made, "data_digest": metrics.get("data_digest"), "model_sha256": metrics.get("model_sha256")}
+
+
 # ---------------------------------------------------------------- the run
 
 
 class Run(Predicting):
-    """A finished run, rebuilt: ``.config``, ``.metrics``, ``.class_names``, ``.evaluate()``, ``.predict()``.
+    """A finished run, rebuilt: ``.config``, ``.metrics``, ``.class_names``, ``.provenance``, ``.evaluate()``,
+    ``.predict()``.
 
     Over 150 lines because it is the one public handle of a run: rebuilding (``__init__``) and evaluating
     (``evaluate``, the longest method, mostly its record) read the same state; prediction is in
@@ -126,6 +140,7 @@ class Run(Predicting):
         self.config = config
         OmegaConf.set_readonly(self.config, True)
         self.metrics = metrics
+        self.provenance = _provenance(checkpoint, metrics)
         self.class_names: list[str] = list(checkpoint["class_names"])
         self.method: str = config.method.name
         self.device = select_device(device or config.trainer.device)
