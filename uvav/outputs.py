@@ -213,7 +213,7 @@ def provenance() -> dict[str, Any]:
     uncommitted changes), else the installed uvav version; torch's and timm's versions."""
     import timm
 
-    return {"uvav": _git_commit() or _uvav_version(), "torch": torch.__version__, "timm": timm.__version__}
+    return {"uvav": _git_commit() or _uvav_version(), "torch": str(torch.__version__), "timm": str(timm.__version__)}
 
 
 def _uvav_version() -> str:
