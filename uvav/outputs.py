@@ -28,6 +28,9 @@
 - ``initial_weights``: where the FT model's starting weights came from (``kind``: random, name, url or path;
   ``spec``, ``url``, ``path``, ``sha256``; ``loaded``, ``missing``, ``unexpected``, ``mismatched`` keys)
 - ``environment``: device name, library versions, host, CPU threads; ``wall_time_s``
+- ``model_sha256``: the sha256 of the job's ``model.pt`` as stored in the cache; ``data_digest``: the content
+  digest of the data it was trained on (``data_info.content_digest``); job reuse checks both
+  (:func:`uvav.run.reusable_job`)
 """
 
 from __future__ import annotations

@@ -122,13 +122,13 @@ def reusable_job(cfg: DictConfig, finished: Path, job_dir: Path) -> dict | None:
     if not metrics.get("model_sha256") or not metrics.get("data_digest"):
         problem = "it was stored before uvav recorded content hashes"
     elif copy_hashed(finished / "model.pt", job_dir / "model.pt") != metrics["model_sha256"]:
-        (job_dir / "model.pt").unlink()
         problem = f"{finished / 'model.pt'} does not match the sha256 recorded when it was written (edited or damaged)"
     else:
         current = data_digest(open_data(cfg).info)
         if current != metrics["data_digest"]:
             problem = f"its data changed since (content digest {metrics['data_digest']}, now {current})"
     if problem:
+        (job_dir / "model.pt").unlink(missing_ok=True)
         log.warning("not reusing the finished job %s: %s; training it again", finished, problem)
         return None
     return metrics
