@@ -22,6 +22,7 @@ from uvav.pipeline import ft_key, open_data, run_pipeline
 from uvav.run import reusable_job
 
 from .conftest import TINY, compose_config, run_cli
+from .test_evaluate import evaluate_cli
 
 JOB = ("method=ft",)
 
@@ -97,12 +98,14 @@ def test_edited_stored_models_are_retrained_not_reported(finished: Path) -> None
     assert file_sha256(ft / "model.pt") == json.loads((ft / "info.json").read_text())["model_sha256"]
 
 
-def test_models_record_what_made_them(finished: Path) -> None:
+def test_models_record_what_made_them(finished: Path, tmp_path: Path) -> None:
     run = load_run(finished / "run")
     assert run.provenance["torch"] == torch.__version__ and run.provenance["timm"] == timm.__version__
     assert run.provenance["uvav"] and run.provenance["data_digest"].startswith("settings:")
     info = json.loads((cached(finished, "ft") / "info.json").read_text())
     assert info["provenance"]["torch"] == torch.__version__
+    printed = evaluate_cli(tmp_path, f"run={finished / 'run'}", "case=complete").stdout
+    assert f"model made by: uvav {run.provenance['uvav']}, torch {torch.__version__}" in printed
 
 
 def test_the_ft_key_names_the_datas_content() -> None:
