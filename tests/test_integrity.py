@@ -22,7 +22,9 @@ from uvav.pipeline import ft_key, open_data, run_pipeline
 from uvav.run import reusable_job
 
 from .conftest import TINY, compose_config, run_cli
+from .data.conftest import make_us8k
 from .test_evaluate import evaluate_cli
+from .test_predict import US8K_TINY
 
 JOB = ("method=ft",)
 
@@ -162,3 +164,15 @@ def test_a_repaired_chunk_changes_the_stores_digest(tmp_path: Path) -> None:
         repaired = build(verify=True)
     assert repaired.content_digest != digest  # models trained on the damaged chunk are not reused
     assert build().content_digest == repaired.content_digest
+
+
+def test_jobs_trained_on_a_damaged_chunk_are_not_reused_once_it_is_repaired(tmp_path: Path) -> None:
+    make_us8k(tmp_path / "us8k", per_class=4)
+    job = ("method=ft", *US8K_TINY, f"data.root={tmp_path / 'us8k'}", "data.num_workers=0")
+    run_cli(tmp_path, *job)
+    (store,) = (tmp_path / "cache" / "features").iterdir()
+    edit_in_place(store / "chunk-00000.audio.npy")  # unseen without data.verify_store (size and mtime kept)
+    repaired = run_cli(tmp_path, *job, "data.verify_store=true")
+    log = repaired.stdout + repaired.stderr
+    assert "fails its sha256" in log and "its data changed" in log and "training FT model" in log
+    assert "reused_from" not in json.loads((tmp_path / "run" / "metrics.json").read_text())
