@@ -113,7 +113,9 @@ def test_models_record_what_made_them(finished: Path, tmp_path: Path) -> None:
 def test_the_ft_key_names_the_datas_content() -> None:
     cfg = compose_config("method=pl", "seed=0", tiny=False)
     info = open_data(cfg).info
-    assert ft_key(cfg, info)[0] == "9bcc80b48445cce7"  # the default config's FT model (pinned)
+    assert ft_key(cfg, info)[0] == "c44e9534592e4592"  # the default config's FT model (pinned)
+    runtime = compose_config("method=pl", "seed=0", "data.num_workers=3", tiny=False)
+    assert ft_key(runtime, open_data(runtime).info)[0] == "c44e9534592e4592"  # settings that change no number
     assert ft_key(cfg, {**info, "content_digest": "store:other"})[0] != ft_key(cfg, info)[0]
 
 

@@ -120,8 +120,8 @@ def open_data(cfg: DictConfig) -> AVData:
     sha256s (:attr:`uvav.data.store.FeatureStore.content_digest`); for data read from no store (generated), a
     digest of the settings that generate it."""
     data = load_data(cfg.data, str(cfg.data.cache_dir or Path(cfg.paths.cache_dir) / "features"))
-    if "content_digest" not in data.info:
-        data.info["content_digest"] = "settings:" + fingerprint(OmegaConf.to_container(cfg.data, resolve=True))
+    if "content_digest" not in data.info:  # the data settings that can change a number (ft_config's)
+        data.info["content_digest"] = "settings:" + fingerprint(ft_config(cfg)["data"])
     return data
 
 
