@@ -56,14 +56,21 @@ def job_cfg(tmp: Path):
     return compose_config(*JOB, f"paths.cache_dir={tmp / 'cache'}")
 
 
-def test_writing_the_runs_model_leaves_the_cache_intact(finished: Path) -> None:
+def test_writing_the_runs_model_leaves_the_cache_intact(finished: Path, caplog) -> None:
     run_model, job = finished / "run" / "model.pt", cached(finished, "jobs")
     record = json.loads((job / "metrics.json").read_text())
     assert run_model.stat().st_ino != (job / "model.pt").stat().st_ino
     before = run_model.read_bytes()
     try:
-        edit_in_place(run_model)
+        other = torch.load(run_model, weights_only=True)
+        other["model"] = {k: v + 1 for k, v in other["model"].items()}
+        with open(run_model, "r+b") as fh:  # written in place, as an editor or `cat other > model.pt` does
+            torch.save(other, fh)
+            fh.truncate()
         assert file_sha256(job / "model.pt") == record["model_sha256"]
+        with caplog.at_level(logging.WARNING, logger="uvav.api"):
+            load_run(finished / "run")
+        assert f"{run_model} is not the model its metrics.json scored" in caplog.text
     finally:
         run_model.write_bytes(before)
 

@@ -14,6 +14,8 @@ sample with its own case's prompt set).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import logging
 import time
 from collections.abc import Iterator
@@ -66,9 +68,13 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
                                                              resolve=True)
     cfg = _absolutize(OmegaConf.create(config), _run_cwd(root))
     try:
-        checkpoint = torch.load(root / "model.pt", map_location="cpu", weights_only=True)
+        raw = (root / "model.pt").read_bytes()
+        checkpoint = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint
         raise RunError(f"{root / 'model.pt'} is unreadable ({type(exc).__name__}: {exc})") from exc
+    if metrics.get("model_sha256") and hashlib.sha256(raw).hexdigest() != metrics["model_sha256"]:
+        log.warning("%s is not the model its metrics.json scored (its sha256 differs from model_sha256): the run's "
+                    "own numbers do not describe these weights", root / "model.pt")
     absent = [k for k in ("model", "bank", "class_names") if k not in checkpoint]
     if absent:
         raise RunError(f"{root / 'model.pt'} lacks {absent}: not a uvav run checkpoint, cannot rebuild")
