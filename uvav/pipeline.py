@@ -253,7 +253,8 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
                   job_dir, resume_dir or job_dir, open_logger(cfg, job_dir, enabled=distributed.is_main()))
     log.info("data: %s, device: %s, loader workers: %d", data.sizes(), device, ctx.options.workers)
     try:
-        return method.run_job(ctx) if not method.classifies else _classify_job(ctx, method, started)
+        metrics = method.run_job(ctx) if not method.classifies else _classify_job(ctx, method, started)
+        return {"data_info": data.info, **metrics}  # the data's content digest reaches every job's record
     finally:
         ctx.logger.close()
 
