@@ -120,8 +120,9 @@ def open_data(cfg: DictConfig) -> AVData:
     sha256s (:attr:`uvav.data.store.FeatureStore.content_digest`); for data read from no store (generated), a
     digest of the settings that generate it."""
     data = load_data(cfg.data, str(cfg.data.cache_dir or Path(cfg.paths.cache_dir) / "features"))
-    if "content_digest" not in data.info:  # the data settings that can change a number (ft_config's)
-        data.info["content_digest"] = "settings:" + fingerprint(ft_config(cfg)["data"])
+    if "content_digest" not in data.info:  # the data settings that can change a number (as in ft_config)
+        settings = key_content(OmegaConf.to_container(cfg, resolve=True), MODEL_KEY_NEUTRAL)["data"]
+        data.info["content_digest"] = "settings:" + fingerprint(settings)
     return data
 
 
