@@ -14,6 +14,8 @@ sample with its own case's prompt set).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import logging
 import time
 from collections.abc import Iterator
@@ -66,9 +68,13 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
                                                              resolve=True)
     cfg = _absolutize(OmegaConf.create(config), _run_cwd(root))
     try:
-        checkpoint = torch.load(root / "model.pt", map_location="cpu", weights_only=True)
+        raw = (root / "model.pt").read_bytes()
+        checkpoint = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint
         raise RunError(f"{root / 'model.pt'} is unreadable ({type(exc).__name__}: {exc})") from exc
+    if metrics.get("model_sha256") and hashlib.sha256(raw).hexdigest() != metrics["model_sha256"]:
+        log.warning("%s is not the model its metrics.json scored (its sha256 differs from model_sha256): the run's "
+                    "own numbers do not describe these weights", root / "model.pt")
     absent = [k for k in ("model", "bank", "class_names") if k not in checkpoint]
     if absent:
         raise RunError(f"{root / 'model.pt'} lacks {absent}: not a uvav run checkpoint, cannot rebuild")
@@ -101,11 +107,25 @@ def _absolutize(cfg: DictConfig, cwd: Path | None) -> DictConfig:
     return cfg
 
 
+def _provenance(checkpoint: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """What made the run's model: the uvav commit (or version), torch's and timm's versions (from ``model.pt``;
+    for a run made before models recorded it, from ``metrics.json``'s environment); the data's content digest
+    and the model's sha256 recorded when the job finished."""
+    made = checkpoint.get("provenance")
+    if not isinstance(made, dict):
+        env = metrics.get("environment") or {}
+        versions = env.get("versions") or {}
+        made = {"uvav": env.get("git_commit") or versions.get("uvav"), "torch": versions.get("torch"),
+                "timm": versions.get("timm")}
+    return {**made, "data_digest": metrics.get("data_digest"), "model_sha256": metrics.get("model_sha256")}
+
+
 # ---------------------------------------------------------------- the run
 
 
 class Run(Predicting):
-    """A finished run, rebuilt: ``.config``, ``.metrics``, ``.class_names``, ``.evaluate()``, ``.predict()``.
+    """A finished run, rebuilt: ``.config``, ``.metrics``, ``.class_names``, ``.provenance``, ``.evaluate()``,
+    ``.predict()``.
 
     Over 150 lines because it is the one public handle of a run: rebuilding (``__init__``) and evaluating
     (``evaluate``, the longest method, mostly its record) read the same state; prediction is in
@@ -126,6 +146,7 @@ class Run(Predicting):
         self.config = config
         OmegaConf.set_readonly(self.config, True)
         self.metrics = metrics
+        self.provenance = _provenance(checkpoint, metrics)
         self.class_names: list[str] = list(checkpoint["class_names"])
         self.method: str = config.method.name
         self.device = select_device(device or config.trainer.device)

@@ -109,6 +109,7 @@ def main(cfg: DictConfig) -> float:
         log.error("%s", error)
         sys.exit(2)
     print(format_table(result), flush=True)
+    print("model made by: " + ", ".join(f"{k} {v}" for k, v in run.provenance.items()), flush=True)
     values = [v for per_case in result["accuracy"].values() for v in per_case.values()]
     return sum(values) / max(1, len(values))
 

@@ -4,7 +4,8 @@ Aggregation, the method comparison and job reuse (``uvav.run``) ask :func:`read_
 asks :func:`metrics_problem` (after checking the run's own files). A job is usable when its ``metrics.json`` is a
 completed job's (status ``completed``, an ``accuracy`` table with the FT model's row, a finite objective), of this
 uvav's schema version, and not stale (its overrides are those of the folder's ``.hydra/overrides.yaml``); for reuse
-and rebuilding, ``model.pt`` must be there too.
+and rebuilding, ``model.pt`` must be there too. Job reuse further checks the model's sha256 and the data's content
+digest against the record (:func:`uvav.run.reusable_job`).
 """
 
 from __future__ import annotations

@@ -28,18 +28,22 @@
 - ``initial_weights``: where the FT model's starting weights came from (``kind``: random, name, url or path;
   ``spec``, ``url``, ``path``, ``sha256``; ``loaded``, ``missing``, ``unexpected``, ``mismatched`` keys)
 - ``environment``: device name, library versions, host, CPU threads; ``wall_time_s``
+- ``model_sha256``: the sha256 of the job's ``model.pt`` as stored in the cache; ``data_digest``: the content
+  digest of the data it was trained on (``data_info.content_digest``); job reuse checks both
+  (:func:`uvav.run.reusable_job`)
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import io
 import json
+import logging
 import os
 import platform
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +52,7 @@ from typing import Any
 import torch
 
 SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -71,10 +76,70 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n").encode())
 
 
-def atomic_torch_save(path: str | Path, obj: Any) -> None:
+def atomic_torch_save(path: str | Path, obj: Any) -> str:
+    """``torch.save`` atomically; returns the sha256 of the bytes written (hashed in memory, no re-read)."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    data = buffer.getvalue()
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def save_checkpoint(path: str | Path, obj: Any) -> None:
+    """A resumable checkpoint and its ``<name>.sha256`` sidecar, written after it (a crash between the two leaves
+    a mismatch: the checkpoint is then discarded, never trusted)."""
+    path = Path(path)
+    atomic_write_bytes(_sidecar(path), (atomic_torch_save(path, obj) + "\n").encode())
+
+
+def load_checkpoint(path: str | Path) -> Any | None:
+    """The checkpoint at ``path`` when its bytes match its sidecar's sha256; else None, with a WARNING naming the
+    file, and both files removed (the stage restarts). Reads the file once."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    data = path.read_bytes()
+    try:
+        expected = _sidecar(path).read_text().strip()
+    except OSError:
+        expected = None
+    if hashlib.sha256(data).hexdigest() != expected:
+        log.warning("%s does not match the sha256 recorded when it was written (%s): discarded, the stage restarts",
+                    path, "no sidecar" if expected is None else "edited or damaged")
+        path.unlink(missing_ok=True)
+        _sidecar(path).unlink(missing_ok=True)
+        return None
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def remove_checkpoint(path: str | Path) -> None:
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    _sidecar(path).unlink(missing_ok=True)
+
+
+def copy_hashed(src: str | Path, dst: str | Path) -> str:
+    """Copy ``src`` to ``dst`` (atomically replaced; a file of its own, never a link into the cache) and return
+    the sha256 of the bytes copied: one read both copies and proves them."""
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        with open(src, "rb") as source, os.fdopen(fd, "wb") as target:
+            for block in iter(lambda: source.read(1 << 22), b""):
+                h.update(block)
+                target.write(block)
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return h.hexdigest()
 
 
 def _jsonable(value: Any) -> Any:
@@ -83,19 +148,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def link_or_copy(src: str | Path, dst: str | Path) -> None:
-    """Make ``dst`` a hard link of ``src`` (a copy across file systems), replacing ``dst`` atomically."""
-    src, dst = Path(src), Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
 
 
 @contextlib.contextmanager
@@ -159,6 +211,14 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
 
 
+def provenance() -> dict[str, Any]:
+    """What made a stored model: the uvav checkout's commit (``git describe``-like: the commit, ``+dirty`` with
+    uncommitted changes), else the installed uvav version; torch's and timm's versions."""
+    import timm
+
+    return {"uvav": _git_commit() or _uvav_version(), "torch": str(torch.__version__), "timm": str(timm.__version__)}
+
+
 def _uvav_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -168,6 +228,7 @@ def _uvav_version() -> str:
         return "unknown"
 
 
+@functools.lru_cache(maxsize=1)
 def _git_commit() -> str | None:
     """The checkout's commit (with ``+dirty`` when it has uncommitted changes), or None outside a checkout."""
     import subprocess

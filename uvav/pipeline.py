@@ -1,8 +1,9 @@
 """The FT -> PL pipeline of one job: find or train the fine-tuned model, then the PL stages, then evaluate.
 
-A PL job finds its fine-tuned model by the config that produced it (a content hash of data, backbone,
-trainer, noise, seed and FT training cases) under ``<paths.cache_dir>/ft/<key>/``, and trains it first when
-absent, holding a file lock so that two jobs that need the same model never both train it.
+A PL job finds its fine-tuned model by the config that produced it (a content hash of data settings, backbone,
+trainer, noise, seed and FT training cases) and the content digest of its data, under
+``<paths.cache_dir>/ft/<key>/``, and trains it first when absent (or when its ``model.pt`` no longer matches the
+sha256 in its ``info.json``), holding a file lock so that two jobs that need the same model never both train it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,16 @@ from uvav.methods import FT, HEAD_ONLY, METHODS, cache_views, ft_schedule, sched
 from uvav.models import MODEL_VERSION
 from uvav.models.classifier import AVClassifier, count_parameters
 from uvav.models.zoo import content_key
-from uvav.outputs import atomic_torch_save, atomic_write_json, file_lock, fingerprint, read_json
+from uvav.outputs import (
+    atomic_torch_save,
+    atomic_write_json,
+    file_lock,
+    file_sha256,
+    fingerprint,
+    provenance,
+    read_json,
+    remove_checkpoint,
+)
 from uvav.recipe import Recipe
 from uvav.train import Feed, Stage, fit, freeze_for_prompts
 
@@ -105,6 +115,28 @@ def ft_config(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def open_data(cfg: DictConfig) -> AVData:
+    """The job's data, its ``info["content_digest"]`` naming its content: the feature store's digest of its chunks'
+    sha256s (:attr:`uvav.data.store.FeatureStore.content_digest`); for data read from no store (generated), a
+    digest of the settings that generate it."""
+    data = load_data(cfg.data, str(cfg.data.cache_dir or Path(cfg.paths.cache_dir) / "features"))
+    if "content_digest" not in data.info:  # the data settings that can change a number (as in ft_config)
+        settings = key_content(OmegaConf.to_container(cfg, resolve=True), MODEL_KEY_NEUTRAL)["data"]
+        data.info["content_digest"] = "settings:" + fingerprint(settings)
+    return data
+
+
+def data_digest(data_info: dict[str, Any] | None) -> str | None:
+    """The content digest recorded in a job's ``data_info`` (None for a record made before digests)."""
+    return (data_info or {}).get("content_digest")
+
+
+def ft_key(cfg: DictConfig, data_info: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The FT model's cache key and what it hashes: :func:`ft_config` and the content digest of its data."""
+    spec = {**ft_config(cfg), "data_digest": data_digest(data_info)}
+    return fingerprint(spec), spec
+
+
 @dataclass
 class Context:
     cfg: DictConfig
@@ -162,13 +194,11 @@ def build_model(ctx: Context, initial_weights: bool = True) -> tuple[AVClassifie
 
 def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
     """Load the fine-tuned model for this config, or train it (once, under a lock) and store it."""
-    spec = ft_config(ctx.cfg)
-    key = fingerprint(spec)
+    key, spec = ft_key(ctx.cfg, ctx.data.info)
     folder = ctx.cache_dir / FT / key
     main_rank = distributed.is_main()  # rank 0 alone locks, decides and writes; every rank trains
     with file_lock(ctx.cache_dir / FT / f"{key}.lock") if main_rank else contextlib.nullcontext():
-        stored = main_rank and (folder / "model.pt").exists()
-        info = distributed.from_main(read_json(folder / "info.json") if stored else None)
+        info = distributed.from_main(_stored_ft_model(folder) if main_rank else None)
         if info is not None:
             model, _ = build_model(ctx, initial_weights=False)  # the stored weights replace them all
             model.load_state_dict(torch.load(folder / "model.pt", map_location=ctx.device, weights_only=True))
@@ -189,10 +219,24 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
             **({"weight_average": result.weight_average} if result.weight_average else {}),
         }
         if main_rank:
-            atomic_torch_save(folder / "model.pt", model.state_dict())
+            info["model_sha256"] = atomic_torch_save(folder / "model.pt", model.state_dict())
+            info["provenance"] = provenance()
             atomic_write_json(folder / "info.json", info)
-            (folder / "last.pt").unlink(missing_ok=True)
+            remove_checkpoint(folder / "last.pt")
         return model, {**info, "reused": False}
+
+
+def _stored_ft_model(folder: Path) -> dict[str, Any] | None:
+    """The stored FT model's ``info.json`` when its ``model.pt`` is the bytes recorded there (one sha256 pass per
+    reuse, ~1 s per GB); else None, with a WARNING naming the file when it is there but differs (retrained)."""
+    model, info = folder / "model.pt", read_json(folder / "info.json")
+    if info is None or not model.exists():
+        return None
+    if file_sha256(model) != info.get("model_sha256"):
+        log.warning("FT model %s does not match the sha256 recorded in its info.json (edited or damaged): "
+                    "training it again", model)
+        return None
+    return info
 
 
 def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None) -> dict[str, Any]:
@@ -206,12 +250,13 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
     device = setup_runtime(cfg)
     preflight.check(cfg, device)  # refuses (ConfigError) a step that cannot fit the device's memory, before any work
     with distributed.main_first():  # rank 0 builds the feature store; the others open it
-        data = load_data(cfg.data, str(cfg.data.cache_dir or Path(cfg.paths.cache_dir) / "features"))
+        data = open_data(cfg)
     ctx = Context(cfg, data, NoiseConfig.of(cfg.noise), device, autocast_for(device, cfg.trainer.precision),
                   job_dir, resume_dir or job_dir, open_logger(cfg, job_dir, enabled=distributed.is_main()))
     log.info("data: %s, device: %s, loader workers: %d", data.sizes(), device, ctx.options.workers)
     try:
-        return method.run_job(ctx) if not method.classifies else _classify_job(ctx, method, started)
+        metrics = method.run_job(ctx) if not method.classifies else _classify_job(ctx, method, started)
+        return {"data_info": data.info, **metrics}  # the data's content digest reaches every job's record
     finally:
         ctx.logger.close()
 
@@ -251,7 +296,7 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
     if distributed.is_main():
         atomic_torch_save(ctx.job_dir / "model.pt", {
             "model": final.model.state_dict(), "bank": final.bank.state_dict() if final.bank else None,
-            "class_names": data.class_names, "ft_key": base_info["key"],
+            "class_names": data.class_names, "ft_key": base_info["key"], "provenance": provenance(),
         })
     main_key = method.main_key
     own = stages[method.name]  # with weight averaging, the FT model is the average: its validation accuracy

@@ -24,7 +24,7 @@ from uvav.evaluation import SALTS
 from uvav.methods import schedule
 from uvav.models.classifier import count_parameters
 from uvav.models.pretraining import AVPretrainer
-from uvav.outputs import atomic_torch_save
+from uvav.outputs import atomic_torch_save, load_checkpoint, provenance, save_checkpoint
 from uvav.pipeline import Context, build_model
 from uvav.resources import ResourceMeter
 from uvav.scenarios import sample_generator
@@ -53,8 +53,8 @@ def pretrain(ctx: Context) -> dict[str, Any]:
     scheduler = warmup_cosine(optimizer, steps, epochs, cfg.trainer.warmup_epochs)
     meter, history, start = ResourceMeter(device), [], 0
     checkpoint = ctx.resume_dir / CHECKPOINT
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = load_checkpoint(checkpoint)  # None when absent, or discarded (WARNING) when it fails its sha256
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -87,13 +87,14 @@ def pretrain(ctx: Context) -> dict[str, Any]:
         log.info("pretrain epoch %d: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in record.items()
                                                           if k != "epoch"))
         bar.set_postfix(loss=f"{record['train_total']:.3f}", val=f"{record['val_total']:.3f}")
-        atomic_torch_save(checkpoint, {
+        save_checkpoint(checkpoint, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "history": history, "epoch": epoch, "epoch_times": meter.epoch_times})
     meter.end_training()
 
     backbone_state = {k: v for k, v in model.backbone.state_dict().items() if not k.startswith("head.")}
-    atomic_torch_save(ctx.job_dir / "model.pt", {"model": backbone_state, "kind": "uvav-pretrained-backbone"})
+    atomic_torch_save(ctx.job_dir / "model.pt", {"model": backbone_state, "kind": "uvav-pretrained-backbone",
+                                                 "provenance": provenance()})
     final = history[-1] if history else {}
     return {
         "pretraining": {

@@ -27,12 +27,12 @@ from uvav.models.zoo import content_key
 from uvav.outputs import (
     SCHEMA_VERSION,
     atomic_write_json,
+    copy_hashed,
     environment,
     file_lock,
     fingerprint,
-    link_or_copy,
 )
-from uvav.pipeline import run_pipeline
+from uvav.pipeline import data_digest, open_data, run_pipeline
 
 log = logging.getLogger("uvav.run")
 register_configs()
@@ -66,20 +66,16 @@ def main(cfg: DictConfig) -> float:
     with file_lock(finished.with_suffix(".lock")) if main_rank else contextlib.nullcontext():
         metrics = None
         if cfg.reuse_finished and main_rank:
-            metrics = read_finished(finished, need_model=True, pretraining_ok=True)[0]
+            metrics = reusable_job(cfg, finished, job_dir)
         if distributed.from_main(metrics is not None):
             if main_rank:
-                log.info("reusing the finished job with the same config (%s)", finished)
+                log.info("reusing the finished job with the same config and data (%s)", finished)
                 metrics = {**metrics, "reused_from": metrics.get("job_dir"),
                            "overrides": list(hydra_cfg.overrides.task)}
-                link_or_copy(finished / "model.pt", job_dir / "model.pt")
         else:
             metrics = _run_fresh(cfg, job_dir, choices, key, finished)
             if main_rank:
-                link_or_copy(job_dir / "model.pt", finished / "model.pt")
-                atomic_write_json(finished / "metrics.json", metrics)
-                for partial in finished.glob("last_*.pt"):
-                    partial.unlink()
+                store_finished(metrics, job_dir, finished)
     if main_rank:
         metrics["job_dir"] = str(job_dir.resolve())
         atomic_write_json(job_dir / "metrics.json", metrics)
@@ -112,6 +108,40 @@ def job_key(cfg: DictConfig) -> str:
     container = key_content(OmegaConf.to_container(cfg, resolve=True), JOB_KEY_NEUTRAL)
     return fingerprint({"schema": SCHEMA_VERSION, "model_version": MODEL_VERSION, "config": container,
                         **content_key(cfg.backbone.checkpoint)})
+
+
+def reusable_job(cfg: DictConfig, finished: Path, job_dir: Path) -> dict | None:
+    """The finished job's record when it may be reported again: usable (:func:`uvav.jobs.read_finished`), its
+    ``model.pt`` still the bytes recorded when it was written (copied into ``job_dir`` by the same read), and its
+    data's content digest the current data's. Otherwise None, with a WARNING saying why (the job then runs again).
+    Opening the data is what a reuse costs; data that is gone fails there with the dataset's own error."""
+    metrics = read_finished(finished, need_model=True, pretraining_ok=True)[0]
+    if metrics is None:
+        return None
+    problem = None
+    if not metrics.get("model_sha256") or not metrics.get("data_digest"):
+        problem = "it was stored before uvav recorded content hashes"
+    elif copy_hashed(finished / "model.pt", job_dir / "model.pt") != metrics["model_sha256"]:
+        problem = f"{finished / 'model.pt'} does not match the sha256 recorded when it was written (edited or damaged)"
+    else:
+        current = data_digest(open_data(cfg).info)
+        if current != metrics["data_digest"]:
+            problem = f"its data changed since (content digest {metrics['data_digest']}, now {current})"
+    if problem:
+        (job_dir / "model.pt").unlink(missing_ok=True)
+        log.warning("not reusing the finished job %s: %s; training it again", finished, problem)
+        return None
+    return metrics
+
+
+def store_finished(metrics: dict, job_dir: Path, finished: Path) -> None:
+    """Copy the job's model into the cache (a file of its own: editing the run's copy cannot reach it), record its
+    sha256 and the data digest, then publish the record; drop the stage checkpoints."""
+    metrics["model_sha256"] = copy_hashed(job_dir / "model.pt", finished / "model.pt")
+    metrics["data_digest"] = data_digest(metrics.get("data_info"))
+    atomic_write_json(finished / "metrics.json", metrics)
+    for partial in finished.glob("last_*.pt*"):
+        partial.unlink()
 
 
 def _run_fresh(cfg: DictConfig, job_dir: Path, choices: dict, key: str, resume_dir: Path) -> dict:

@@ -35,7 +35,7 @@ from uvav.loggers import TrainingLogger
 from uvav.methods import FT
 from uvav.models.classifier import AVClassifier
 from uvav.models.prompts import PromptBank
-from uvav.outputs import atomic_torch_save
+from uvav.outputs import load_checkpoint, save_checkpoint
 from uvav.recipe import Recipe, WeightAverage, draw_mix, mix_inputs, soft_targets
 from uvav.resources import ResourceMeter
 from uvav.scenarios import sample_generator
@@ -299,8 +299,12 @@ def fit(
     history: list[dict[str, float]] = []
     best_val, best_epoch, best_state = -1.0, -1, None
     start_epoch = 0
-    if checkpoint_path is not None and distributed.from_main(checkpoint_path.exists()):
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    state = None
+    if checkpoint_path is not None:  # rank 0 verifies the sha256 (a mismatch: discarded, the stage restarts)
+        state = load_checkpoint(checkpoint_path) if distributed.is_main() else None
+        if distributed.from_main(state is not None) and state is None:
+            state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    if state is not None:
         _load_trainable(stage, state["trainable"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -355,7 +359,7 @@ def fit(
             if stage.recipe.averaged(epoch):
                 average.add(_trainable_state(stage))
             if checkpoint_path is not None and distributed.is_main():
-                atomic_torch_save(checkpoint_path, {
+                save_checkpoint(checkpoint_path, {
                     "trainable": _trainable_state(stage), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "history": history, "best_val": best_val,
                     "best_epoch": best_epoch, "best_state": best_state, "epoch": epoch,

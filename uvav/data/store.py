@@ -7,9 +7,11 @@ source file (path, size, mtime) and every feature setting (:func:`uvav.data.feat
     chunk-00000.audio.npy    float16 [n, T, F]        unnormalised fbank of items 0 .. n-1 (float32 with
                                                       data.store_dtype=float32)
     chunk-00000.visual.npy   uint8   [n, V, 3, S, S]  images: V frames per clip (1 but for cavmae_json)
-    chunk-00000.json         per item: ok, short, and why it was skipped; per npy file: bytes, mtime, sha256
+    chunk-00000.json         per item: ok, short, and why it was skipped; per npy file: bytes, mtime, sha256;
+                             ``repair``: an id given when the chunk was rebuilt because it was found damaged
     ...                      (store_build.CHUNK_SIZE items per chunk, the last one shorter)
-    store.json               written last: settings, items, shapes, dtypes, chunk size, skipped and short rows
+    store.json               written last: settings, items, shapes, dtypes, chunk size, skipped and short rows,
+                             content_digest (:func:`content_digest`, recorded by every model trained on it)
     stats-<digest>.json      audio mean/std of a set of rows (a training split), computed once
 
 Why numpy ``.npy`` files opened with ``np.load(mmap_mode="r")``: no dependency beyond numpy; reading sample
@@ -77,6 +79,18 @@ def chunk_path(folder: Path, chunk: int, suffix: str) -> Path:
     return folder / f"chunk-{chunk:05d}.{suffix}"
 
 
+def content_digest(folder: Path, chunks: int) -> str:
+    """What a store holds, in one hash: every chunk's npy sha256s and, for a chunk rebuilt because it was found
+    damaged, the id of that repair (the same bytes decoded again still name other content than what a model
+    trained on the damaged chunk saw). Models and jobs record it; :attr:`FeatureStore.content_digest`."""
+    parts = []
+    for c in range(chunks):
+        record = read_json(chunk_path(folder, c, "json")) or {}
+        files = record.get("files") or {}
+        parts.append([c, *(files.get(k, {}).get("sha256") for k in ("audio", "visual")), record.get("repair")])
+    return "store:" + hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+
 class FeatureStore:
     """A published store: ``read(row)`` gives item ``row``'s unnormalised features as read-only arrays."""
 
@@ -89,6 +103,7 @@ class FeatureStore:
         self.skipped: list[dict[str, Any]] = meta["skipped"]  # {"row", "path", "reason"}
         self.short_rows: list[int] = meta["short_rows"]
         self.bytes = int(meta["bytes"])
+        self.content_digest: str = meta.get("content_digest") or content_digest(self.folder, int(meta["chunks"]))
         self.report = report or {}  # how this process got the store (see build_store)
         self._maps: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
@@ -138,7 +153,7 @@ class FeatureStore:
             raise ValueError("the training split is empty: cannot compute normalisation statistics")
         cache = self.folder / f"stats-{hashlib.sha256(rows.tobytes()).hexdigest()[:16]}.json"
         known = read_json(cache)
-        if known is not None and known.get("rows") == int(rows.size):
+        if known is not None and known.get("rows") == int(rows.size) and known.get("content") == self.content_digest:
             return float(known["mean"]), float(known["std"])
         n, mean, m2 = 0, 0.0, 0.0
         bounds = np.searchsorted(rows, np.arange(0, self.items + self.chunk_size, self.chunk_size))
@@ -150,7 +165,7 @@ class FeatureStore:
             m2_k, delta = float(np.square(x - mean_k).sum()), mean_k - mean
             mean, m2, n = mean + delta * k / (n + k), m2 + m2_k + delta * delta * n * k / (n + k), n + k
         std = math.sqrt(m2 / max(n - 1, 1))
-        _try_write(cache, {"rows": int(rows.size), "mean": mean, "std": std})
+        _try_write(cache, {"rows": int(rows.size), "mean": mean, "std": std, "content": self.content_digest})
         return mean, std
 
     def __getstate__(self) -> dict[str, Any]:
@@ -246,6 +261,7 @@ def store_avdata(
         "frames": {"stored": store.frames, **({"train": "random", "val": "middle", "test": eval_frames}
                                                if store.frames > 1 else {})},
         "store": store.report,
+        "content_digest": store.content_digest,
         "cache": {"path": store.report.get("path", str(store.folder)), "hit": store.report.get("hit", True)},
     }
     return AVData(splits["train"], splits["val"], splits["test"], class_names, info)

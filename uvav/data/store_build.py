@@ -22,6 +22,7 @@ import hashlib
 import math
 import multiprocessing as mp
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -47,6 +48,7 @@ from uvav.data.store import (
     _try_write,
     _write_json,
     chunk_path,
+    content_digest,
 )
 from uvav.outputs import file_sha256, read_json
 
@@ -102,12 +104,13 @@ def build_store(
         meta = _published(folder, len(items))  # another process may have built or repaired it meanwhile
         for stale in folder.glob("*.tmp"):  # left by a killed build: nobody else writes while we hold the lock
             stale.unlink(missing_ok=True)
-        todo = []
+        todo, repaired = [], []
         for c in range(job.chunks):
             problem = _chunk_problem(job, c, verify)
             if problem and (meta is not None or chunk_path(folder, c, "json").exists()):
                 warnings.warn(f"feature store {folder}: {problem}; rebuilding chunk {c}", stacklevel=2)
                 report["chunks_rebuilt"] += 1
+                repaired.append(c)
             if problem:
                 todo.append(c)
         needed = sum(job.chunk_bytes(c) for c in todo) + 65536  # + store.json
@@ -119,6 +122,7 @@ def build_store(
                 start = time.perf_counter()
                 report["workers"] = _decode(job, todo, resolve_workers(workers), lock_fd)
                 report.update(chunks_decoded=len(todo), decode_s=round(time.perf_counter() - start, 3))
+                _mark_repaired(job, repaired)
             if todo or meta is None:
                 report["hit"] = meta is not None
                 meta = _publish(job, settings)
@@ -169,6 +173,16 @@ def _chunk_problem(job: _Job, chunk: int, rehash: bool) -> str | None:
     if refreshed:  # intact but touched (copied, restored): record the new mtime so it is not re-hashed again
         _try_write(path, record)
     return None
+
+
+def _mark_repaired(job: _Job, chunks: list[int]) -> None:
+    """Give each chunk rebuilt because it was damaged a new ``repair`` id, so the store's content digest changes
+    and what was trained on the damaged chunk is not reused."""
+    for c in chunks:
+        path = chunk_path(job.folder, c, "json")
+        record = read_json(path)
+        if record is not None:
+            _write_json(path, {**record, "repair": secrets.token_hex(8)})
 
 
 def _decode(job: _Job, todo: list[int], workers: int, lock_fd: int) -> int:
@@ -306,7 +320,7 @@ def _publish(job: _Job, settings: dict[str, Any]) -> dict[str, Any]:
         "chunk_size": job.chunk_size, "chunks": job.chunks, "bytes": nbytes,
         "audio": {"shape": [n, *job.spec.audio_shape], "dtype": job.spec.audio_dtype},
         "visual": {"shape": [n, job.spec.frames, *job.spec.visual_shape], "dtype": "uint8"},
-        "skipped": skipped, "short_rows": short,
+        "skipped": skipped, "short_rows": short, "content_digest": content_digest(job.folder, job.chunks),
     }
     _write_json(job.folder / "store.json", meta)
     return meta
