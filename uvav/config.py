@@ -15,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from uvav.cases import CASES, EVAL_CASES
+from uvav.errors import UserError
 
 PROMPT_KINDS = ("none", "input", "attention", "both")
 AUDIO_NOISES = ("gaussian", "time_roll", "freq_mask", "missing")
@@ -72,7 +73,7 @@ def without_keys(container: dict[str, Any], keys: tuple[str, ...]) -> dict[str, 
     return out
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration that composes but cannot run (an impossible combination of values)."""
 
 

@@ -47,6 +47,7 @@ from uvav.data.features import (
 )
 from uvav.data.store import EVAL_FRAMES, StoreSpec, store_avdata
 from uvav.data.store_build import build_store
+from uvav.errors import DataFileError, DataPathError
 
 LAYOUT = ("datafiles {\"data\": [{\"video_id\", \"wav\", \"video_path\", \"labels\"}]}, audio at <wav>, frames at "
           "<video_path>/frame_<i>/<video_id>.jpg for i in 0..num_frames-1, a label CSV with header "
@@ -82,7 +83,7 @@ def setting(cfg: Any, key: str) -> Any:
     except MissingMandatoryValue:
         value = None
     if value in (None, "", "???"):
-        raise FileNotFoundError(f"data.{key} is not set. Expected: {LAYOUT}")
+        raise DataPathError(f"data.{key} is not set. Expected: {LAYOUT}")
     return value
 
 
@@ -108,42 +109,42 @@ def read_label_csv(path: str | Path) -> tuple[list[str], dict[str, int]]:
     """Class names in ``index`` order (``display_name``, else the mid) and ``mid -> index``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"label CSV {path} not found. Expected: {LAYOUT}")
+        raise DataPathError(f"data.label_csv={path}: no such file. Expected: {LAYOUT}")
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
         if not {"index", "mid"} <= set(reader.fieldnames or ()):
-            raise ValueError(f"{path}: header {reader.fieldnames}, expected index,mid[,display_name]")
+            raise DataFileError(f"{path}: header {reader.fieldnames}, expected index,mid[,display_name]")
         rows = []
         for line, r in enumerate(reader, start=2):
             try:
                 index = int(str(r["index"]).strip())
             except ValueError:
-                raise ValueError(f"{path} line {line}: index {r['index']!r} is not an integer") from None
+                raise DataFileError(f"{path} line {line}: index {r['index']!r} is not an integer") from None
             if r["mid"] is None:
-                raise ValueError(f"{path} line {line}: no mid column (a row needs index,mid)")
+                raise DataFileError(f"{path} line {line}: no mid column (a row needs index,mid)")
             mid = r["mid"].strip()
             rows.append((index, mid, (r.get("display_name") or "").strip() or mid))
     rows.sort()
     if [r[0] for r in rows] != list(range(len(rows))) or not rows:
-        raise ValueError(f"{path}: the index column must be 0..K-1, each once")
+        raise DataFileError(f"{path}: the index column must be 0..K-1, each once")
     mids = {mid: i for i, mid, _ in rows}
     if len(mids) != len(rows):
         twice = [m for m, n in Counter(r[1] for r in rows).items() if n > 1]
-        raise ValueError(f"{path}: mid(s) {twice} listed twice")
+        raise DataFileError(f"{path}: mid(s) {twice} listed twice")
     return [name for _, _, name in rows], mids
 
 
 def load_datafile(path: Path) -> list[Any]:
     """The ``data`` list of a datafile; malformed JSON names the file, line and column."""
     if not path.is_file():
-        raise FileNotFoundError(f"datafile {path} not found. Expected: {LAYOUT}")
+        raise DataPathError(f"datafile {path} not found (data.train_json/val_json/test_json). Expected: {LAYOUT}")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg}); a CAV-MAE "
+        raise DataFileError(f"{path} line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg}); a CAV-MAE "
                          f"datafile is {{\"data\": [...]}}") from None
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise ValueError(f"{path}: not a CAV-MAE datafile ({{\"data\": [...]}})")
+        raise DataFileError(f"{path}: not a CAV-MAE datafile ({{\"data\": [...]}})")
     return data["data"]
 
 
@@ -289,7 +290,7 @@ def load_cavmae_json(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
         entries[part] = read_datafile(Path(file), rows[part], mids, wanted, cfg.num_frames, multi_label,
                                       cfg.on_bad_file, skipped, report) if file else []
         if file and not entries[part] and part != "val":
-            raise ValueError(no_clips_message(part, file, len(rows[part]), skipped[start:]))
+            raise DataFileError(no_clips_message(part, file, len(rows[part]), skipped[start:]))
     overlaps = overlap_warnings(files, entries)
     if report.fallbacks:
         warnings.warn(f"{report.fallbacks} frame file(s) of {report.clips} clip(s) missing, replaced by the next "
@@ -311,7 +312,7 @@ def load_cavmae_json(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
     position = {k: torch.tensor([j for j, i in enumerate(keep) if part_of[i] == k], dtype=torch.long)
                 for k in ("train", "val", "test")}
     if position["train"].numel() == 0:
-        raise ValueError(f"no readable clips in the train datafile {files['train']} (every one failed to decode: "
+        raise DataFileError(f"no readable clips in the train datafile {files['train']} (every one failed to decode: "
                          "see data_info.skipped_files)")
     if cfg.val_json:
         parts = position

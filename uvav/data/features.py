@@ -26,6 +26,8 @@ import torchaudio
 from PIL import Image
 from torchvision.transforms import CenterCrop, InterpolationMode, Resize
 
+from uvav.errors import UserError
+
 # bump whenever decoding changes, so that old caches are not reused. 2: first channel, torchvision's resize/crop
 FEATURE_VERSION = 2
 SAMPLE_RATE = 16000
@@ -136,7 +138,7 @@ def images_to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- decoding files
-class BadFileError(ValueError):
+class BadFileError(UserError, ValueError):
     """A dataset file that is missing its partner, misplaced or unreadable (``data.on_bad_file=error``)."""
 
 

@@ -32,6 +32,7 @@ from uvav.data.features import (
 )
 from uvav.data.store import StoreSpec, store_avdata
 from uvav.data.store_build import build_store
+from uvav.errors import DataFileError, DataPathError
 
 CLASS_NAMES = [
     "air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling",
@@ -60,11 +61,11 @@ def find_root(cfg: Any) -> Path:
     except MissingMandatoryValue:
         root = None
     if not root or root == "???":
-        raise FileNotFoundError(f"data.root is not set. Expected layout: {LAYOUT}")
+        raise DataPathError(f"data.root is not set. Expected layout: {LAYOUT}")
     root = Path(root).expanduser()
     for sub in (SOUND_DIR, VISION_DIR):
         if not (root / sub).is_dir():
-            raise FileNotFoundError(f"{root / sub} not found. Expected layout: {LAYOUT}")
+            raise DataPathError(f"data.root={root}: {root / sub} not found. Expected layout: {LAYOUT}")
     return root
 
 
@@ -108,7 +109,7 @@ def list_pairs(root: Path, on_bad_file: str, skipped: list[dict[str, str]]) -> l
             else:
                 pairs.append(Pair(audio[stem], images[stem], label))
     if not pairs:
-        raise FileNotFoundError(f"no audio-image pairs under {root}. Expected layout: {LAYOUT}")
+        raise DataPathError(f"data.root={root}: no audio-image pairs under {root}. Expected layout: {LAYOUT}")
     return pairs
 
 
@@ -131,7 +132,7 @@ def split_folds(
     meta = pd.read_csv(cfg.metadata_csv)
     need = {"slice_file_name", "fold", "classID"}
     if not need <= set(meta.columns):
-        raise ValueError(f"{cfg.metadata_csv}: columns {sorted(need - set(meta.columns))} missing")
+        raise DataFileError(f"data.metadata_csv={cfg.metadata_csv}: columns {sorted(need - set(meta.columns))} missing")
     rows = {Path(n).stem: (int(f), int(c)) for n, f, c in
             zip(meta["slice_file_name"], meta["fold"], meta["classID"], strict=True)}
     test_folds = {int(f) for f in cfg.test_folds}
@@ -186,7 +187,7 @@ def load_urbansound8k_av(cfg: Any, cache_dir: str | Path | None = None) -> AVDat
     skipped += [{"path": s["path"], "reason": s["reason"]} for s in store.skipped]
     keep = [i for i, good in enumerate(store.ok) if good]
     if not keep:
-        raise ValueError(f"no readable audio-image pairs under {root}")
+        raise DataFileError(f"data.root={root}: no readable audio-image pairs (see data.on_bad_file)")
     rows = torch.tensor(keep, dtype=torch.long)
     labels = torch.tensor([pairs[i].label for i in keep])
     names = [str(pairs[i].audio.relative_to(root)) for i in keep]
