@@ -28,7 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 from uvav.cases import ACCURACY, EVAL_CASES, MAP, result_key
 from uvav.config import EVALUATION_NEUTRAL, NoiseConfig
 from uvav.data.base import AVSplit
-from uvav.errors import InputError, RunError
+from uvav.errors import InputError, RunError, safe_file_name
 from uvav.jobs import metrics_problem
 from uvav.outputs import SCHEMA_VERSION, atomic_write_json, read_json
 from uvav.overrides import evaluation_config, evaluation_name, override_items, split_overrides
@@ -223,6 +223,7 @@ class Run(Predicting):
         ``trainer.device`` is given. With ``save=True`` the result is written to
         ``<run>/evaluations/<name>.json`` (never over ``metrics.json``).
         """
+        safe_file_name(name, "name")  # a plain file name: written as <run>/evaluations/<name>.json
         from uvav.data import DATASETS, load_data
         from uvav.data.loading import LoaderOptions
         from uvav.evaluation import SALTS, evaluate_split, oracle_available

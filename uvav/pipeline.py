@@ -152,7 +152,7 @@ def build_model(ctx: Context, initial_weights: bool = True) -> tuple[AVClassifie
 
         source = resolve(ctx.cfg.backbone.checkpoint, ctx.cfg.backbone.checkpoint_sha256,
                          progress=ctx.cfg.trainer.progress)
-        report = load_cavmae_checkpoint(model, source.path)
+        report = load_cavmae_checkpoint(model, source.path, allow_partial=ctx.cfg.backbone.get("allow_partial", False))
         log.info("CAV-MAE checkpoint: %s", report.summary())
         weights = {**source.as_dict(), **report.record()}
     if ctx.cfg.trainer.compile:
