@@ -153,7 +153,7 @@ def test_cache_dir_on_a_file_is_named_and_full_error_shows_the_traceback(tmp_pat
     proc = uvav_cli(tmp_path, "uvav.run", *TINY, f"paths.cache_dir={a_file}")
     assert_one_line(proc, "paths.cache_dir", str(a_file))
     full = uvav_cli(tmp_path, "uvav.run", *TINY, f"paths.cache_dir={a_file}", full_error=True)
-    assert full.returncode == 1 and "Traceback" in full.stderr and "ConfigError" in full.stderr
+    assert full.returncode == 2 and "Traceback" in full.stderr and "ConfigError" in full.stderr
 
 
 def test_a_random_bytes_checkpoint_is_one_line_without_the_unsafe_advice(tmp_path):

@@ -4,8 +4,8 @@ Every mistake a user can fix (a setting, a data file, a checkpoint, disk space, 
 :class:`UserError` whose message names the file or setting and the fix. The ``python -m uvav.*`` entrypoints
 print it as one line ``uvav: <message>`` on stderr and exit with code 2 (:func:`report_user_errors`); any
 other exception is a crash and keeps its traceback (exit 1). ``HYDRA_FULL_ERROR=1`` (Hydra's convention)
-shows the full traceback of user errors too. The concrete types live beside the code that raises them and
-stay importable there (``uvav.config.ConfigError``, ``uvav.data.features.BadFileError``, ...).
+prints the full traceback of user errors too (still exit 2). The concrete types live beside the code that
+raises them and stay importable there (``uvav.config.ConfigError``, ``uvav.data.features.BadFileError``, ...).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -98,26 +99,28 @@ def report_user_errors(task: Callable[[Any], _T]) -> Callable[[Any], _T]:
     """Wrap a Hydra task function (under ``@hydra.main``): a :class:`UserError` prints ``uvav: <message>`` on
     stderr and exits with :data:`USER_ERROR_EXIT`. In a ``-m`` sweep every failure (user error: one line; crash:
     its traceback, logged) is recorded and re-raised as :class:`JobFailed`, so the launcher runs the other jobs
-    and the sweep ends with the list of failed jobs and exit code 1. ``HYDRA_FULL_ERROR=1`` leaves errors
-    to Hydra."""
+    and the sweep ends with the list of failed jobs and exit code 1. ``HYDRA_FULL_ERROR=1`` adds the traceback
+    of user errors (same exit codes)."""
 
     @functools.wraps(task)
     def wrapped(cfg: Any) -> _T:
         try:
             return task(cfg)
         except Exception as error:
-            if full_error():
-                raise
             user = isinstance(error, UserError)
             message = one_line(error)
             if not _in_multirun():
                 if not user:
                     raise
+                if full_error():
+                    traceback.print_exc()
                 _log_to_files(message)
                 print(f"uvav: {message}", file=sys.stderr, flush=True)
                 sys.exit(USER_ERROR_EXIT)
             job = _job_label()
             if user:
+                if full_error():
+                    traceback.print_exc()
                 _log_to_files(message)
                 print(f"uvav: job {job}: {message}", file=sys.stderr, flush=True)
             else:

@@ -324,9 +324,8 @@ def load_cavmae_checkpoint(model: AVClassifier, path: str | Path, allow_partial:
 
 def _reason(err: Exception) -> str:
     """torch's reason for refusing a file, without its advice to retry with ``weights_only=False``."""
-    text = str(err)
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        return text[text.index(marker):].splitlines()[0].strip()
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return type(err).__name__ + (f": {first[:200]}" if first and "weights_only" not in first else "")
+    lines = str(err).replace("WeightsUnpickler error:", "\n").splitlines()
+    kept = [line.strip() for line in lines if line.strip() and "weights_only" not in line
+            and not line.strip().startswith(("Weights only load failed", "Check the documentation"))]
+    detail = kept[0].split(". ")[0][:200] if kept else ""
+    return f"{type(err).__name__}: {detail}" if detail else type(err).__name__
