@@ -131,6 +131,18 @@ def report_user_errors(task: Callable[[Any], _T]) -> Callable[[Any], _T]:
     return wrapped
 
 
+def exit_code_of(main: Callable[[], int | None]) -> int:
+    """For argparse entrypoints (``sys.exit(exit_code_of(main))``): ``main()``'s code, or 2 and one line
+    ``uvav: <message>`` for a :class:`UserError`."""
+    try:
+        return main() or 0
+    except UserError as error:
+        if full_error():
+            traceback.print_exc()
+        print(f"uvav: {one_line(error)}", file=sys.stderr, flush=True)
+        return USER_ERROR_EXIT
+
+
 def _in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
