@@ -51,10 +51,10 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
     """
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise RunError(f"run folder {root} does not exist (expected a `python -m uvav.run` job folder)")
+        raise RunError(f"run={root}: the run folder does not exist (expected a `python -m uvav.run` job folder)")
     missing = [name for name in RUN_FILES if not (root / name).is_file()]
     if missing:
-        raise RunError(f"{root} is not a complete uvav run: missing {', '.join(missing)}; the model cannot be "
+        raise RunError(f"run={root} is not a complete uvav run: missing {', '.join(missing)}; the model cannot be "
                        "rebuilt without them (a job writes model.pt and metrics.json when it finishes)")
     metrics = read_json(root / "metrics.json")
     if metrics is None:
