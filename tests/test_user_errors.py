@@ -128,6 +128,7 @@ def test_unreadable_checkpoints_never_advise_weights_only_false(tmp_path):
 
 
 # ---------------------------------------------------------------- the command line
+@pytest.mark.slow
 def test_a_bad_data_root_is_one_line_naming_the_setting(tmp_path):
     proc = uvav_cli(tmp_path, "uvav.run", "data=urbansound8k_av", f"data.root={tmp_path / 'nowhere'}",
                     "data.num_workers=0")
@@ -135,6 +136,7 @@ def test_a_bad_data_root_is_one_line_naming_the_setting(tmp_path):
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_a_corrupt_wav_is_one_line_naming_the_file(tmp_path):
     from tests.data.conftest import make_us8k
     from uvav.data.urbansound8k_av import CLASS_NAMES, SOUND_DIR
@@ -147,6 +149,7 @@ def test_a_corrupt_wav_is_one_line_naming_the_file(tmp_path):
     assert_one_line(proc, str(bad), "data.on_bad_file=skip")
 
 
+@pytest.mark.slow
 def test_cache_dir_on_a_file_is_named_and_full_error_shows_the_traceback(tmp_path):
     a_file = tmp_path / "not_a_folder"
     a_file.write_text("x")
@@ -156,6 +159,7 @@ def test_cache_dir_on_a_file_is_named_and_full_error_shows_the_traceback(tmp_pat
     assert full.returncode == 2 and "Traceback" in full.stderr and "ConfigError" in full.stderr
 
 
+@pytest.mark.slow
 def test_a_random_bytes_checkpoint_is_one_line_without_the_unsafe_advice(tmp_path):
     garbage = tmp_path / "random.pt"
     garbage.write_bytes(os.urandom(2048))
@@ -164,6 +168,7 @@ def test_a_random_bytes_checkpoint_is_one_line_without_the_unsafe_advice(tmp_pat
     assert "weights_only=False" not in proc.stderr + proc.stdout
 
 
+@pytest.mark.slow
 def test_a_sweep_runs_its_other_jobs_and_lists_the_failed_one(tmp_path):
     garbage = tmp_path / "random.pt"
     garbage.write_bytes(os.urandom(2048))
@@ -175,6 +180,7 @@ def test_a_sweep_runs_its_other_jobs_and_lists_the_failed_one(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["../x", "/abs/evaluation"])
 def test_evaluate_refuses_names_outside_the_run_before_any_work(tmp_path, name):
     run = tmp_path / "run"
