@@ -83,6 +83,16 @@ def test_path_settings_of_the_wrong_kind_are_named(tmp_path):
     validate(compose_config(f"paths.cache_dir={tmp_path / 'new' / 'cache'}"))  # not there yet: made later
 
 
+def test_a_lock_that_cannot_be_made_names_its_file(tmp_path):
+    from uvav.errors import LockError
+    from uvav.outputs import file_lock
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(LockError, match=str(a_file / "jobs" / "k.lock")), file_lock(a_file / "jobs" / "k.lock"):
+        pass
+
+
 def test_a_checkpoint_of_another_size_is_refused_naming_the_rule(tmp_path):
     """The issue's case: one tensor of another preset matches (the head's bias); the encoders are not covered."""
     path = tmp_path / "tiny.pt"
