@@ -311,7 +311,8 @@ def load_cavmae_checkpoint(model: AVClassifier, path: str | Path, allow_partial:
             f"{path}: fills {len(encoder)} of {len(encoder) + len(gap)} encoder tensors of this model (the rule: "
             "every audio.* and visual.* tensor must load; head, fusion, shared blocks and norm may stay as "
             f"initialised). Not filled: {_compact(gap)}. Filled: {_compact(report.loaded) or 'none'}."
-            + (f" Shape mismatches (theirs vs ours): {_compact([k for k, _, _ in report.mismatched])}."
+            + (f" {len(report.mismatched)} of their tensors have other shapes, e.g. {report.mismatched[0][0]} "
+               f"{list(report.mismatched[0][1])} vs ours {list(report.mismatched[0][2])}: another backbone size?"
                if report.mismatched else "")
             + " Use a checkpoint of the same backbone (backbone=...), or backbone.allow_partial=true to load it "
               "anyway")
