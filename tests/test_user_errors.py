@@ -167,6 +167,9 @@ def test_cache_dir_on_a_file_is_named_and_full_error_shows_the_traceback(tmp_pat
     assert_one_line(proc, "paths.cache_dir", str(a_file))
     full = uvav_cli(tmp_path, "uvav.run", *TINY, f"paths.cache_dir={a_file}", full_error=True)
     assert full.returncode == 2 and "Traceback" in full.stderr and "ConfigError" in full.stderr
+    hydra_refused = uvav_cli(tmp_path, "uvav.run", "trainer.no_such_key=1")  # Hydra's own message, uvav's exit code
+    assert hydra_refused.returncode == 2 and "no_such_key" in hydra_refused.stderr
+    assert "Traceback" not in hydra_refused.stderr
 
 
 @pytest.mark.slow

@@ -95,6 +95,29 @@ def _log_to_files(message: str) -> None:
             handler.handle(record)
 
 
+def run_entrypoint(main: Callable[[], Any]) -> None:
+    """Call a ``@hydra.main`` function (a module's ``__main__``). What fails before any job started is Hydra
+    refusing the command line or the config (unknown key, wrong type, unknown option: its own one message):
+    exit 2 like uvav's own user errors, where Hydra exits 1."""
+    try:
+        main()
+    except SystemExit as done:
+        if done.code == 1 and not _TASK_STARTED:
+            sys.exit(USER_ERROR_EXIT)
+        raise
+    except Exception as error:  # HYDRA_FULL_ERROR=1: Hydra re-raises instead of exiting
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        if _TASK_STARTED or not isinstance(error, (HydraException, OmegaConfBaseException)):
+            raise
+        traceback.print_exc()
+        sys.exit(USER_ERROR_EXIT)
+
+
+_TASK_STARTED = False  # set when the first job starts: an earlier failure is Hydra's refusal of the command line
+
+
 def report_user_errors(task: Callable[[Any], _T]) -> Callable[[Any], _T]:
     """Wrap a Hydra task function (under ``@hydra.main``): a :class:`UserError` prints ``uvav: <message>`` on
     stderr and exits with :data:`USER_ERROR_EXIT`. In a ``-m`` sweep every failure (user error: one line; crash:
@@ -104,6 +127,8 @@ def report_user_errors(task: Callable[[Any], _T]) -> Callable[[Any], _T]:
 
     @functools.wraps(task)
     def wrapped(cfg: Any) -> _T:
+        global _TASK_STARTED
+        _TASK_STARTED = True
         try:
             return task(cfg)
         except Exception as error:

@@ -21,7 +21,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from uvav.api import InputError, load_run
 from uvav.config import NoiseConfig, PathsConfig, TrainerConfig, config_dir, register_configs
-from uvav.errors import report_user_errors, safe_file_name
+from uvav.errors import report_user_errors, run_entrypoint, safe_file_name
 from uvav.methods import describe_result
 
 log = logging.getLogger("uvav.evaluate")
@@ -111,4 +111,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    run_entrypoint(main)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from uvav.api import InputError, Prediction, list_inputs, load_run, prediction_rows
 from uvav.config import config_dir
-from uvav.errors import report_user_errors
+from uvav.errors import report_user_errors, run_entrypoint
 from uvav.methods import describe_result
 from uvav.outputs import atomic_write_bytes
 
@@ -89,4 +89,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_entrypoint(main)

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from uvav import distributed
 from uvav.config import JOB_KEY_NEUTRAL, ConfigError, config_dir, key_content, register_configs, validate
-from uvav.errors import report_user_errors
+from uvav.errors import report_user_errors, run_entrypoint
 from uvav.jobs import group_choices, read_finished
 from uvav.models import MODEL_VERSION
 from uvav.models.zoo import content_key
@@ -151,4 +151,4 @@ def _quiet_other_ranks() -> None:
 
 if __name__ == "__main__":
     _quiet_other_ranks()
-    main()
+    run_entrypoint(main)
