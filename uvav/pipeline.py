@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from uvav import distributed
 from uvav.cases import result_key
-from uvav.config import MODEL_KEY_NEUTRAL, NoiseConfig, key_content
+from uvav.config import MODEL_KEY_NEUTRAL, ConfigError, NoiseConfig, key_content
 from uvav.data import AVData, load_data
 from uvav.data.loading import LoaderOptions, cores_per_rank
 from uvav.evaluation import SALTS, Scores, evaluate_split, metric_name
@@ -58,7 +58,7 @@ def select_device(name: str) -> torch.device:
         return torch.device("cuda")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"trainer.device={name} but CUDA is not available; use trainer.device=auto or cpu")
+        raise ConfigError(f"trainer.device={name} but CUDA is not available; use trainer.device=auto or cpu")
     return device
 
 
