@@ -96,20 +96,22 @@ def _log_to_files(message: str) -> None:
 
 
 def run_entrypoint(main: Callable[[], Any]) -> None:
-    """Call a ``@hydra.main`` function (a module's ``__main__``). What fails before any job started is Hydra
-    refusing the command line or the config (unknown key, wrong type, unknown option: its own one message):
-    exit 2 like uvav's own user errors, where Hydra exits 1."""
+    """Call a ``@hydra.main`` function (a module's ``__main__``). In a single run, what fails before the job
+    started is Hydra refusing the command line or the config (unknown key, wrong type, unknown option: its own
+    one message): exit 2 like uvav's own user errors, where Hydra exits 1. (A sweep's jobs may run in other
+    processes, so a sweep keeps Hydra's exit codes.)"""
+    sweep = any(arg in ("-m", "--multirun") or arg.lower() == "hydra.mode=multirun" for arg in sys.argv[1:])
     try:
         main()
     except SystemExit as done:
-        if done.code == 1 and not _TASK_STARTED:
+        if done.code == 1 and not _TASK_STARTED and not sweep:
             sys.exit(USER_ERROR_EXIT)
         raise
     except Exception as error:  # HYDRA_FULL_ERROR=1: Hydra re-raises instead of exiting
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
-        if _TASK_STARTED or not isinstance(error, (HydraException, OmegaConfBaseException)):
+        if _TASK_STARTED or sweep or not isinstance(error, (HydraException, OmegaConfBaseException)):
             raise
         traceback.print_exc()
         sys.exit(USER_ERROR_EXIT)
