@@ -2,9 +2,10 @@
 
 Property: every input loads, or raises one of ``READER_ERRORS`` whose message contains the file's path; never
 another exception, never a hang (``TIME_LIMIT_S`` per input, by SIGALRM), never a file written outside the
-input's own (temporary) folder, which is also the working directory. ``READER_ERRORS``: uvav's
-:class:`~uvav.data.features.DecodeError` (WAV, image), and the ``ValueError`` subclasses the readers raise naming
-the file (datafile JSON, label CSV, metadata CSV, checkpoint; ``BadFileError`` for datafile entries).
+input's own (temporary) folder, which is also the working directory. ``READER_ERRORS``: uvav's own
+:class:`~uvav.errors.UserError` (the entrypoints print it as one line): ``DecodeError`` (WAV, image),
+``DataFileError`` (datafile JSON, label CSV, metadata CSV), ``BadFileError`` (datafile entries) and
+``CheckpointError``.
 
 Examples per reader: ``UVAV_FUZZ_EXAMPLES`` (default 40, seconds in CI; the README reports a run with 300).
 """
@@ -31,14 +32,15 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from uvav.data.cavmae_json import FrameReport, load_datafile, read_datafile, read_label_csv
-from uvav.data.features import DecodeError, audio_features, load_image
+from uvav.data.features import audio_features, load_image
 from uvav.data.urbansound8k_av import read_metadata_csv
+from uvav.errors import UserError
 from uvav.models.checkpoints import load_cavmae_checkpoint
 from uvav.models.classifier import AVClassifier
 
 EXAMPLES = int(os.environ.get("UVAV_FUZZ_EXAMPLES", "40"))
 TIME_LIMIT_S = 10
-READER_ERRORS = (DecodeError, ValueError, FileNotFoundError)
+READER_ERRORS = (UserError,)
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 40,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

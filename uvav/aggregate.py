@@ -403,4 +403,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from uvav.errors import exit_code_of
+
+    sys.exit(exit_code_of(main))

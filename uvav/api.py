@@ -30,7 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 from uvav.cases import ACCURACY, EVAL_CASES, MAP, result_key
 from uvav.config import EVALUATION_NEUTRAL, NoiseConfig
 from uvav.data.base import AVSplit
-from uvav.errors import InputError, RunError
+from uvav.errors import InputError, RunError, safe_file_name
 from uvav.jobs import metrics_problem
 from uvav.outputs import SCHEMA_VERSION, atomic_write_json, read_json
 from uvav.overrides import evaluation_config, evaluation_name, override_items, split_overrides
@@ -53,10 +53,10 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
     """
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise RunError(f"run folder {root} does not exist (expected a `python -m uvav.run` job folder)")
+        raise RunError(f"run={root}: the run folder does not exist (expected a `python -m uvav.run` job folder)")
     missing = [name for name in RUN_FILES if not (root / name).is_file()]
     if missing:
-        raise RunError(f"{root} is not a complete uvav run: missing {', '.join(missing)}; the model cannot be "
+        raise RunError(f"run={root} is not a complete uvav run: missing {', '.join(missing)}; the model cannot be "
                        "rebuilt without them (a job writes model.pt and metrics.json when it finishes)")
     metrics = read_json(root / "metrics.json")
     if metrics is None:
@@ -244,6 +244,7 @@ class Run(Predicting):
         ``trainer.device`` is given. With ``save=True`` the result is written to
         ``<run>/evaluations/<name>.json`` (never over ``metrics.json``).
         """
+        safe_file_name(name, "name")  # a plain file name: written as <run>/evaluations/<name>.json
         from uvav.data import DATASETS, load_data
         from uvav.data.loading import LoaderOptions
         from uvav.evaluation import SALTS, evaluate_split, oracle_available

@@ -15,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from uvav.cases import CASES, EVAL_CASES
+from uvav.errors import ConfigError, UserError  # noqa: F401  (ConfigError: importable from here too)
 
 PROMPT_KINDS = ("none", "input", "attention", "both")
 AUDIO_NOISES = ("gaussian", "time_roll", "freq_mask", "missing")
@@ -50,7 +51,8 @@ KEYED_OFF_DEFAULT_ONLY = {"data.label_fraction": 1.0, "trainer.head_lr_scale": 1
                           "trainer.optimizer": "adamw", "trainer.betas": [0.9, 0.999], "trainer.lr_schedule": "cosine",
                           "trainer.lr_step_start": 2, "trainer.lr_step_every": 1, "trainer.lr_step_decay": 0.5,
                           "trainer.mixup": 0.0, "trainer.label_smoothing": 0.0, "trainer.wa_start": None,
-                          "trainer.wa_end": None}
+                          "trainer.wa_end": None,
+                          "backbone.allow_partial": False}  # a partial checkpoint import (uvav/models/checkpoints.py)
 
 
 def key_content(container: dict[str, Any], neutral: tuple[str, ...]) -> dict[str, Any]:
@@ -70,10 +72,6 @@ def without_keys(container: dict[str, Any], keys: tuple[str, ...]) -> dict[str, 
         elif not name:
             out.pop(section, None)
     return out
-
-
-class ConfigError(ValueError):
-    """A configuration that composes but cannot run (an impossible combination of values)."""
 
 
 @dataclass
@@ -109,6 +107,7 @@ class BackboneConfig:
     # cavmae_scale+, cavmae_base, cavmae_vggsound_65.5; uvav/models/zoo.py); downloads are cached
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None  # verify the checkpoint file (a mismatch deletes a downloaded copy)
+    allow_partial: bool = False  # accept a checkpoint that leaves encoder tensors unfilled (logged at WARNING)
     embed_dim: int = 64
     num_heads: int = 4
     depth: int = 2
@@ -414,7 +413,32 @@ def validate(cfg: DictConfig) -> None:
     require(device in ("auto", "cpu", "cuda") or device.startswith("cuda:"), "trainer.device", device,
             "auto, cpu, cuda or cuda:N")
     _check_logger(cfg)
+    _check_path_settings(cfg)
     objective = cfg.objective
     allowed = ["val_acc", *(f"val_{case}" for case in EVAL_CASES)]
     require(objective in allowed, "objective", objective, f"one of {allowed} (validation only: never test)")
     method.check(cfg)
+
+
+# Path settings checked for their kind here (a missing one is named by the code that reads it).
+FOLDER_SETTINGS = ("paths.cache_dir", "data.cache_dir", "data.root")
+FILE_SETTINGS = ("data.train_json", "data.val_json", "data.test_json", "data.label_csv", "data.metadata_csv",
+                 "data.manifest", "backbone.checkpoint")
+
+
+def _check_path_settings(cfg: DictConfig) -> None:
+    """A folder setting that is (or lies under) a file, or a file setting that is a folder, is refused by name."""
+    for key, folder in [*((k, True) for k in FOLDER_SETTINGS), *((k, False) for k in FILE_SETTINGS)]:
+        try:
+            value = OmegaConf.select(cfg, key, default=None)
+        except Exception:  # noqa: BLE001 - a mandatory value not set: the dataset's own message names it
+            continue
+        if not isinstance(value, str) or value in ("", "???") or "://" in value:
+            continue
+        path = Path(value).expanduser()
+        if folder:
+            existing = next((p for p in (path, *path.parents) if p.exists()), None)
+            require(existing is None or existing.is_dir(), key, value,
+                    f"a folder ({existing} is a file); point it at a folder, or leave it out for the default")
+        else:
+            require(not path.is_dir(), key, value, "a file, not a folder")

@@ -10,7 +10,6 @@ log file; logs go to stderr); a ``-m`` sweep leaves its ``multirun.yaml`` under
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +19,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from uvav.api import InputError, RunError, load_run
+from uvav.api import InputError, load_run
 from uvav.config import NoiseConfig, PathsConfig, TrainerConfig, config_dir, register_configs
+from uvav.errors import report_user_errors, run_entrypoint, safe_file_name
 from uvav.methods import describe_result
 
 log = logging.getLogger("uvav.evaluate")
@@ -97,17 +97,14 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
+@report_user_errors  # a user error: one line `uvav: ...`, exit 2 (uvav/errors.py)
 def main(cfg: DictConfig) -> float:
     if OmegaConf.is_missing(cfg, "run"):
-        log.error("run=<run dir> is required: the job folder of `python -m uvav.run` to evaluate")
-        sys.exit(2)
-    try:
-        run = load_run(cfg.run)
-        result = run.evaluate(case=cfg.case, prompts=cfg.prompts, split=cfg.split, save=True, name=cfg.name,
-                              **task_overrides())
-    except (RunError, InputError) as error:
-        log.error("%s", error)
-        sys.exit(2)
+        raise InputError("run=<run dir> is required: the job folder of `python -m uvav.run` to evaluate")
+    safe_file_name(cfg.name, "name")  # refused before any work: written as <run>/evaluations/<name>.json
+    run = load_run(cfg.run)
+    result = run.evaluate(case=cfg.case, prompts=cfg.prompts, split=cfg.split, save=True, name=cfg.name,
+                          **task_overrides())
     print(format_table(result), flush=True)
     print("model made by: " + ", ".join(f"{k} {v}" for k, v in run.provenance.items()), flush=True)
     values = [v for per_case in result["accuracy"].values() for v in per_case.values()]
@@ -115,4 +112,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    run_entrypoint(main)

@@ -51,6 +51,8 @@ from typing import Any
 
 import torch
 
+from uvav.errors import LockError
+
 SCHEMA_VERSION = 1
 log = logging.getLogger(__name__)
 
@@ -154,8 +156,13 @@ def _jsonable(value: Any) -> Any:
 def file_lock(path: str | Path) -> Iterator[None]:
     """An exclusive inter-process lock (``flock``) on ``path``; released on exit, also when the holder dies."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise LockError(f"{path}: cannot create this lock file ({exc.strerror or exc}); its folder must be a "
+                        "writable folder (paths.cache_dir, or the run folder)") from exc
+    with handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield

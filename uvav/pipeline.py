@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from uvav import distributed, preflight
 from uvav.cases import result_key
-from uvav.config import MODEL_KEY_NEUTRAL, NoiseConfig, key_content
+from uvav.config import MODEL_KEY_NEUTRAL, ConfigError, NoiseConfig, key_content
 from uvav.data import AVData, load_data
 from uvav.data.loading import LoaderOptions, cores_per_rank
 from uvav.evaluation import SALTS, Scores, evaluate_split, metric_name
@@ -68,7 +68,7 @@ def select_device(name: str) -> torch.device:
         return torch.device("cuda")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"trainer.device={name} but CUDA is not available; use trainer.device=auto or cpu")
+        raise ConfigError(f"trainer.device={name} but CUDA is not available; use trainer.device=auto or cpu")
     return device
 
 
@@ -184,7 +184,7 @@ def build_model(ctx: Context, initial_weights: bool = True) -> tuple[AVClassifie
 
         source = resolve(ctx.cfg.backbone.checkpoint, ctx.cfg.backbone.checkpoint_sha256,
                          progress=ctx.cfg.trainer.progress)
-        report = load_cavmae_checkpoint(model, source.path)
+        report = load_cavmae_checkpoint(model, source.path, allow_partial=ctx.cfg.backbone.get("allow_partial", False))
         log.info("CAV-MAE checkpoint: %s", report.summary())
         weights = {**source.as_dict(), **report.record()}
     if ctx.cfg.trainer.compile:

@@ -18,8 +18,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from uvav.api import InputError, Prediction, RunError, list_inputs, load_run, prediction_rows
+from uvav.api import InputError, Prediction, list_inputs, load_run, prediction_rows
 from uvav.config import config_dir
+from uvav.errors import report_user_errors, run_entrypoint
 from uvav.methods import describe_result
 from uvav.outputs import atomic_write_bytes
 
@@ -82,13 +83,10 @@ def _predict(cfg: DictConfig) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="predict")
+@report_user_errors  # a user error: one line `uvav: ...`, exit 2 (uvav/errors.py)
 def main(cfg: DictConfig) -> None:
-    try:
-        _predict(cfg)
-    except (RunError, InputError) as error:
-        log.error("%s", error)
-        sys.exit(2)
+    _predict(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_entrypoint(main)

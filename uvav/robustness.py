@@ -111,4 +111,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from uvav.errors import exit_code_of
+
+    sys.exit(exit_code_of(main))

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from uvav import distributed
 from uvav.config import JOB_KEY_NEUTRAL, ConfigError, config_dir, key_content, register_configs, validate
+from uvav.errors import report_user_errors, run_entrypoint
 from uvav.jobs import group_choices, read_finished
 from uvav.models import MODEL_VERSION
 from uvav.models.zoo import content_key
@@ -46,6 +47,7 @@ def _remove_if_only_hydra_files(job_dir: Path) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+@report_user_errors  # a user error: one line `uvav: ...`, exit 2 (uvav/errors.py)
 def main(cfg: DictConfig) -> float:
     distributed.setup()  # a no-op unless torchrun or a multi-task Slurm job started this process
     hydra_cfg = HydraConfig.get()
@@ -53,10 +55,9 @@ def main(cfg: DictConfig) -> float:
     try:
         validate(cfg)
         _check_distributed(cfg, hydra_cfg)
-    except ConfigError as error:
+    except ConfigError:
         if distributed.is_main():
             _remove_if_only_hydra_files(job_dir)
-        log.error("%s", error)
         raise
     main_rank = distributed.is_main()  # rank 0 alone takes the lock, decides on reuse and writes
     choices = group_choices(hydra_cfg.runtime.choices)
@@ -180,4 +181,4 @@ def _quiet_other_ranks() -> None:
 
 if __name__ == "__main__":
     _quiet_other_ranks()
-    main()
+    run_entrypoint(main)

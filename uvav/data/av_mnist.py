@@ -39,6 +39,7 @@ from uvav.data.features import (
 )
 from uvav.data.store import StoreSpec, store_avdata
 from uvav.data.store_build import build_store
+from uvav.errors import ConfigError, DataFileError, DataPathError
 
 CLASS_NAMES = [str(d) for d in range(10)]
 RECORDINGS = "fsdd/recordings"
@@ -109,8 +110,8 @@ def find_data_root(root: str | None = None) -> Path:
         if has_files(cand):
             return cand
     looked = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(
-        f"AV-MNIST data not found (looked in: {looked}). Expected under the data root: "
+    raise DataPathError(
+        f"data.root: AV-MNIST data not found (looked in: {looked}). Expected under the data root: "
         f"{RECORDINGS}/*.wav, {MNIST_IMAGES}, {MNIST_LABELS}. Sources: FSDD recordings from "
         f"https://github.com/{FSDD_REPO} at commit {FSDD_COMMIT}; MNIST t10k files from a public mirror "
         f"({', '.join(MNIST_MIRRORS)}). Download and verify them with "
@@ -122,12 +123,12 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Parse a gzipped idx file of unsigned bytes (MNIST's format)."""
     raw = gzip.open(path, "rb").read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path}: not an idx file of unsigned bytes")
+        raise DataFileError(f"{path}: not an idx file of unsigned bytes")
     ndim = raw[3]
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: {data.size} values, header says {dims}")
+        raise DataFileError(f"{path}: {data.size} values, header says {dims}")
     return data.reshape(dims).copy()  # writable (frombuffer views are read-only)
 
 
@@ -135,7 +136,7 @@ def load_mnist(root: Path) -> tuple[np.ndarray, np.ndarray]:
     """MNIST t10k: ``uint8 [N, 28, 28]`` images and ``int64 [N]`` labels."""
     images, labels = read_idx(root / MNIST_IMAGES), read_idx(root / MNIST_LABELS).astype(np.int64)
     if images.ndim != 3 or labels.shape != (images.shape[0],):
-        raise ValueError(f"MNIST files disagree: images {images.shape}, labels {labels.shape}")
+        raise DataFileError(f"MNIST files disagree: images {images.shape}, labels {labels.shape}")
     return images, labels
 
 
@@ -151,7 +152,7 @@ def list_clips(root: Path, on_bad_file: str, skipped: list[dict[str, str]]) -> l
             continue
         clips.append(Clip(path.name, int(m.group(1)), m.group(2), int(m.group(3))))
     if not clips:
-        raise FileNotFoundError(f"no recordings in {root / RECORDINGS}")
+        raise DataPathError(f"data.root={root}: no recordings in {root / RECORDINGS}")
     return clips
 
 
@@ -159,7 +160,7 @@ def list_clips(root: Path, on_bad_file: str, skipped: list[dict[str, str]]) -> l
 def image_pools(labels: np.ndarray, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
     """Disjoint, per-digit stratified train/test pools of MNIST image indices."""
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"data.test_image_fraction={test_fraction}: must be in (0, 1)")
+        raise ConfigError(f"data.test_image_fraction={test_fraction}: must be in (0, 1)")
     train, test = stratified_split(torch.from_numpy(labels), test_fraction, seed)
     return {"train": train.numpy(), "test": test.numpy()}
 
@@ -176,7 +177,7 @@ def pair_clips(
             names = sorted(c.name for c in clips if c.split == split and c.digit == digit)
             pool = pools[split][labels[pools[split]] == digit]
             if names and pool.size == 0:
-                raise ValueError(f"no MNIST image of digit {digit} in the {split} pool")
+                raise DataFileError(f"no MNIST image of digit {digit} in the {split} pool")
             order = rng.permutation(pool)
             pairs.update({n: int(order[i % order.size]) for i, n in enumerate(names)})
     return pairs
@@ -303,13 +304,13 @@ def load_av_mnist(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
     own_manifest = default_manifest(cache_dir, cfg.seed, cfg.test_image_fraction)
     mpath = Path(cfg.manifest) if cfg.manifest else own_manifest
     if cfg.manifest and not mpath.is_file():  # a path from a config is read, never written (only the cache is)
-        raise FileNotFoundError(f"data.manifest={cfg.manifest} does not exist. uvav writes new manifests only "
+        raise DataPathError(f"data.manifest={cfg.manifest} does not exist. uvav writes new manifests only "
                                 f"under its cache folder ({own_manifest}); omit data.manifest to create one there.")
     pairs, reused = manifest_pairs(mpath, clips, labels, pools, cfg.seed)
     chosen = select_clips(clips, cfg.max_clips_per_split)
     removed = float(cfg.image_energy_removed)
     if not 0.0 <= removed < 1.0:
-        raise ValueError(f"data.image_energy_removed={removed}: must be in [0, 1)")
+        raise ConfigError(f"data.image_energy_removed={removed}: must be in [0, 1)")
     snr = None if cfg.audio_snr_db is None else float(cfg.audio_snr_db)
     settings = feature_settings(
         cfg, dataset="av_mnist", audio_snr_db=snr, image_energy_removed=removed, seed=cfg.seed,
@@ -328,7 +329,7 @@ def load_av_mnist(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
     store = build_store(spec, items, sources, settings, cache_dir, cfg.num_workers, cfg.verify_store)
     keep = [i for i, good in enumerate(store.ok) if good]
     if not keep:
-        raise ValueError(f"no readable recordings in {rec_dir}")
+        raise DataFileError(f"no readable recordings in {rec_dir}")
     kept = [chosen[i] for i in keep]
     clip_labels = torch.tensor([c.digit for c in kept])
     is_test = torch.tensor([c.split == "test" for c in kept])

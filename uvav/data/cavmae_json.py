@@ -47,6 +47,7 @@ from uvav.data.features import (
 )
 from uvav.data.store import EVAL_FRAMES, StoreSpec, store_avdata
 from uvav.data.store_build import build_store
+from uvav.errors import ConfigError, DataFileError, DataPathError
 
 LAYOUT = ("datafiles {\"data\": [{\"video_id\", \"wav\", \"video_path\", \"labels\"}]}, audio at <wav>, frames at "
           "<video_path>/frame_<i>/<video_id>.jpg for i in 0..num_frames-1, a label CSV with header "
@@ -82,7 +83,7 @@ def setting(cfg: Any, key: str) -> Any:
     except MissingMandatoryValue:
         value = None
     if value in (None, "", "???"):
-        raise FileNotFoundError(f"data.{key} is not set. Expected: {LAYOUT}")
+        raise DataPathError(f"data.{key} is not set. Expected: {LAYOUT}")
     return value
 
 
@@ -90,7 +91,7 @@ def stored_frames(frame: Any, num_frames: int) -> list[int]:
     """The frame indices stored per clip: ``random`` -> all ``num_frames``; ``middle`` -> ``num_frames // 2``;
     an integer (or its string) -> that index, checked."""
     if not 1 <= num_frames:
-        raise ValueError(f"data.num_frames={num_frames}: at least 1 (CAV-MAE extracts 10)")
+        raise ConfigError(f"data.num_frames={num_frames}: at least 1 (CAV-MAE extracts 10)")
     if str(frame) == "random":
         return list(range(num_frames))
     if str(frame) == "middle":
@@ -98,9 +99,9 @@ def stored_frames(frame: Any, num_frames: int) -> list[int]:
     try:
         index = int(str(frame))
     except ValueError:
-        raise ValueError(f"data.frame={frame!r}: 'random', 'middle' or a frame index 0..{num_frames - 1}") from None
+        raise ConfigError(f"data.frame={frame!r}: 'random', 'middle' or a frame index 0..{num_frames - 1}") from None
     if not 0 <= index < num_frames:
-        raise ValueError(f"data.frame={index}: a frame index 0..{num_frames - 1} (data.num_frames={num_frames})")
+        raise ConfigError(f"data.frame={index}: a frame index 0..{num_frames - 1} (data.num_frames={num_frames})")
     return [index]
 
 
@@ -108,19 +109,19 @@ def read_label_csv(path: str | Path) -> tuple[list[str], dict[str, int]]:
     """Class names in ``index`` order (``display_name``, else the mid) and ``mid -> index``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"label CSV {path} not found. Expected: {LAYOUT}")
+        raise DataPathError(f"data.label_csv={path}: no such file. Expected: {LAYOUT}")
     try:
         rows = _label_rows(path)
     except (csv.Error, UnicodeDecodeError) as exc:  # a field over csv's limit, bytes that are not UTF-8 ...
-        raise ValueError(f"{path}: not a readable CSV ({type(exc).__name__}: {exc}); expected index,mid[,display_name]"
-                         ) from None
+        raise DataFileError(f"{path}: not a readable CSV ({type(exc).__name__}: {exc}); "
+                            "expected index,mid[,display_name]") from None
     rows.sort()
     if [r[0] for r in rows] != list(range(len(rows))) or not rows:
-        raise ValueError(f"{path}: the index column must be 0..K-1, each once")
+        raise DataFileError(f"{path}: the index column must be 0..K-1, each once")
     mids = {mid: i for i, mid, _ in rows}
     if len(mids) != len(rows):
         twice = [m for m, n in Counter(r[1] for r in rows).items() if n > 1]
-        raise ValueError(f"{path}: mid(s) {twice} listed twice")
+        raise DataFileError(f"{path}: mid(s) {twice} listed twice")
     return [name for _, _, name in rows], mids
 
 
@@ -129,15 +130,15 @@ def _label_rows(path: Path) -> list[tuple[int, str, str]]:
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         if not {"index", "mid"} <= set(reader.fieldnames or ()):
-            raise ValueError(f"{path}: header {reader.fieldnames}, expected index,mid[,display_name]")
+            raise DataFileError(f"{path}: header {reader.fieldnames}, expected index,mid[,display_name]")
         rows = []
         for line, r in enumerate(reader, start=2):
             try:
                 index = int(str(r["index"]).strip())
             except ValueError:
-                raise ValueError(f"{path} line {line}: index {r['index']!r} is not an integer") from None
+                raise DataFileError(f"{path} line {line}: index {r['index']!r} is not an integer") from None
             if r["mid"] is None:
-                raise ValueError(f"{path} line {line}: no mid column (a row needs index,mid)")
+                raise DataFileError(f"{path} line {line}: no mid column (a row needs index,mid)")
             mid = r["mid"].strip()
             rows.append((index, mid, (r.get("display_name") or "").strip() or mid))
     return rows
@@ -146,17 +147,17 @@ def _label_rows(path: Path) -> list[tuple[int, str, str]]:
 def load_datafile(path: Path) -> list[Any]:
     """The ``data`` list of a datafile; malformed JSON names the file, line and column."""
     if not path.is_file():
-        raise FileNotFoundError(f"datafile {path} not found. Expected: {LAYOUT}")
+        raise DataPathError(f"datafile {path} not found (data.train_json/val_json/test_json). Expected: {LAYOUT}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg}); a CAV-MAE "
+        raise DataFileError(f"{path} line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg}); a CAV-MAE "
                          f"datafile is {{\"data\": [...]}}") from None
     except (UnicodeDecodeError, RecursionError) as exc:  # not UTF-8; nested deeper than Python's recursion limit
-        raise ValueError(f"{path}: not a readable JSON datafile ({type(exc).__name__}); a CAV-MAE datafile is "
+        raise DataFileError(f"{path}: not a readable JSON datafile ({type(exc).__name__}); a CAV-MAE datafile is "
                          f"{{\"data\": [...]}}") from None
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise ValueError(f"{path}: not a CAV-MAE datafile ({{\"data\": [...]}})")
+        raise DataFileError(f"{path}: not a CAV-MAE datafile ({{\"data\": [...]}})")
     return data["data"]
 
 
@@ -306,7 +307,7 @@ def load_cavmae_json(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
         entries[part] = read_datafile(Path(file), rows[part], mids, wanted, cfg.num_frames, multi_label,
                                       cfg.on_bad_file, skipped, report) if file else []
         if file and not entries[part] and part != "val":
-            raise ValueError(no_clips_message(part, file, len(rows[part]), skipped[start:]))
+            raise DataFileError(no_clips_message(part, file, len(rows[part]), skipped[start:]))
     overlaps = overlap_warnings(files, entries)
     if report.fallbacks:
         warnings.warn(f"{report.fallbacks} frame file(s) of {report.clips} clip(s) missing, replaced by the next "
@@ -328,7 +329,7 @@ def load_cavmae_json(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
     position = {k: torch.tensor([j for j, i in enumerate(keep) if part_of[i] == k], dtype=torch.long)
                 for k in ("train", "val", "test")}
     if position["train"].numel() == 0:
-        raise ValueError(f"no readable clips in the train datafile {files['train']} (every one failed to decode: "
+        raise DataFileError(f"no readable clips in the train datafile {files['train']} (every one failed to decode: "
                          "see data_info.skipped_files)")
     if cfg.val_json:
         parts = position

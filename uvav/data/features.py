@@ -27,6 +27,8 @@ import torchaudio
 from PIL import Image
 from torchvision.transforms import CenterCrop, InterpolationMode, Resize
 
+from uvav.errors import ConfigError, UserError
+
 # bump whenever decoding changes, so that old caches are not reused. 2: first channel, torchvision's resize/crop
 FEATURE_VERSION = 2
 SAMPLE_RATE = 16000
@@ -159,7 +161,7 @@ def images_to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- decoding files
-class BadFileError(ValueError):
+class BadFileError(UserError, ValueError):
     """A dataset file that is missing its partner, misplaced or unreadable (``data.on_bad_file=error``)."""
 
 
@@ -175,7 +177,7 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-class DecodeError(Exception):
+class DecodeError(UserError):
     """A file whose decoding failed: names it (and the reason, when given); the cause is chained."""
 
     def __init__(self, path: str | Path, reason: str | None = None) -> None:
@@ -263,7 +265,7 @@ def check_decoded_settings(cfg: Any) -> None:
 def check_choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
     """Fail early (before any decoding) on a setting outside ``allowed``."""
     if value not in allowed:
-        raise ValueError(f"{key}={value!r}: one of {list(allowed)}")
+        raise ConfigError(f"{key}={value!r}: one of {list(allowed)}")
 
 
 def split_digest(names: Sequence[str], index: torch.Tensor) -> str:

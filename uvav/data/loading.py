@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from uvav import distributed
 from uvav.config import NoiseConfig
 from uvav.data.base import AVSplit
+from uvav.errors import ConfigError
 from uvav.scenarios import augment_sample, corrupt_sample, draw_training_case, eval_sample, sample_generator
 
 
@@ -41,7 +42,7 @@ def resolve_workers(num_workers: int | None) -> int:
     if num_workers is None:
         return available_cores()
     if num_workers < 0:
-        raise ValueError(f"data.num_workers={num_workers}: >= 0, or null for every core")
+        raise ConfigError(f"data.num_workers={num_workers}: >= 0, or null for every core")
     return int(num_workers)
 
 

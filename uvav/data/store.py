@@ -47,6 +47,7 @@ from uvav.data.features import (
     check_choice,
     split_digest,
 )
+from uvav.errors import UserError
 from uvav.outputs import read_json
 
 EVAL_FRAMES = ("middle", "average")  # data.eval_frames
@@ -56,7 +57,7 @@ Decoded = tuple[torch.Tensor, bool, torch.Tensor]  # fbank [T, F], padded becaus
 FRAME_CHOICES = ("random", "middle", "all")  # which stored frame(s) a split's sample gives
 
 
-class StoreSpaceError(OSError):
+class StoreSpaceError(UserError, OSError):
     """Not enough free disk space for the feature store (``errno`` ENOSPC)."""
 
 

@@ -33,6 +33,7 @@ from uvav.data.features import (
 )
 from uvav.data.store import StoreSpec, store_avdata
 from uvav.data.store_build import build_store
+from uvav.errors import ConfigError, DataFileError, DataPathError
 
 CLASS_NAMES = [
     "air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling",
@@ -61,11 +62,11 @@ def find_root(cfg: Any) -> Path:
     except MissingMandatoryValue:
         root = None
     if not root or root == "???":
-        raise FileNotFoundError(f"data.root is not set. Expected layout: {LAYOUT}")
+        raise DataPathError(f"data.root is not set. Expected layout: {LAYOUT}")
     root = Path(root).expanduser()
     for sub in (SOUND_DIR, VISION_DIR):
         if not (root / sub).is_dir():
-            raise FileNotFoundError(f"{root / sub} not found. Expected layout: {LAYOUT}")
+            raise DataPathError(f"data.root={root}: {root / sub} not found. Expected layout: {LAYOUT}")
     return root
 
 
@@ -109,14 +110,14 @@ def list_pairs(root: Path, on_bad_file: str, skipped: list[dict[str, str]]) -> l
             else:
                 pairs.append(Pair(audio[stem], images[stem], label))
     if not pairs:
-        raise FileNotFoundError(f"no audio-image pairs under {root}. Expected layout: {LAYOUT}")
+        raise DataPathError(f"data.root={root}: no audio-image pairs under {root}. Expected layout: {LAYOUT}")
     return pairs
 
 
 def split_stratified(labels: torch.Tensor, cfg: Any) -> dict[str, torch.Tensor]:
     """Per class: ``test_fraction`` to test, then ``val_fraction`` of the rest to validation (seeded)."""
     if not 0.0 < cfg.test_fraction < 1.0:
-        raise ValueError(f"data.test_fraction={cfg.test_fraction}: must be in (0, 1)")
+        raise ConfigError(f"data.test_fraction={cfg.test_fraction}: must be in (0, 1)")
     rest, test = stratified_split(labels, cfg.test_fraction, cfg.seed)
     tr, va = stratified_split(labels[rest], cfg.val_fraction, cfg.seed)
     return {"train": rest[tr], "val": rest[va], "test": test}
@@ -129,16 +130,16 @@ def read_metadata_csv(path: str | Path) -> dict[str, tuple[int, int]]:
     try:
         meta = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
-        raise ValueError(f"{path}: not a readable metadata CSV ({type(exc).__name__}: {exc})") from None
+        raise DataFileError(f"{path}: not a readable metadata CSV ({type(exc).__name__}: {exc})") from None
     if not need <= set(meta.columns):
-        raise ValueError(f"{path}: columns {sorted(need - set(meta.columns))} missing")
+        raise DataFileError(f"{path}: columns {sorted(need - set(meta.columns))} missing")
     rows = {}
     for line, (name, fold, label) in enumerate(zip(meta["slice_file_name"], meta["fold"], meta["classID"],
                                                    strict=True), start=2):
         try:
             rows[Path(name).stem] = (int(fold), int(label))
         except ValueError:
-            raise ValueError(f"{path} line {line}: fold {fold!r} and classID {label!r} must be integers") from None
+            raise DataFileError(f"{path} line {line}: fold {fold!r} and classID {label!r} must be integers") from None
     return rows
 
 
@@ -148,7 +149,7 @@ def split_folds(
     """UrbanSound8K folds from ``cfg.metadata_csv`` (matched by file stem): ``test_folds`` are test,
     validation is carved (stratified) from the other folds. Files missing from the CSV are bad files."""
     if not cfg.metadata_csv:
-        raise ValueError("data.split=folds needs data.metadata_csv (UrbanSound8K.csv)")
+        raise ConfigError("data.split=folds needs data.metadata_csv (UrbanSound8K.csv)")
     rows = read_metadata_csv(cfg.metadata_csv)
     test_folds = {int(f) for f in cfg.test_folds}
     keep, is_test = [], []
@@ -165,7 +166,7 @@ def split_folds(
     keep_t, test_mask = torch.tensor(keep, dtype=torch.long), torch.tensor(is_test, dtype=torch.bool)
     rest, test = keep_t[~test_mask], keep_t[test_mask]
     if test.numel() == 0 or rest.numel() == 0:
-        raise ValueError(f"data.test_folds={sorted(test_folds)} leaves {test.numel()} test / "
+        raise ConfigError(f"data.test_folds={sorted(test_folds)} leaves {test.numel()} test / "
                          f"{rest.numel()} train clips")
     tr, va = stratified_split(labels[rest], cfg.val_fraction, cfg.seed)
     return {"train": rest[tr], "val": rest[va], "test": test}
@@ -202,7 +203,7 @@ def load_urbansound8k_av(cfg: Any, cache_dir: str | Path | None = None) -> AVDat
     skipped += [{"path": s["path"], "reason": s["reason"]} for s in store.skipped]
     keep = [i for i, good in enumerate(store.ok) if good]
     if not keep:
-        raise ValueError(f"no readable audio-image pairs under {root}")
+        raise DataFileError(f"data.root={root}: no readable audio-image pairs (see data.on_bad_file)")
     rows = torch.tensor(keep, dtype=torch.long)
     labels = torch.tensor([pairs[i].label for i in keep])
     names = [str(pairs[i].audio.relative_to(root)) for i in keep]

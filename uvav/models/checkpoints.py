@@ -18,6 +18,13 @@ as ``unused``. Pre-training-only keys (``decoder_*``, ``mask_token``) are report
 
 uvav's own layout (a uvav model's state dict, any preset) loads too: its keys are ours already.
 
+The coverage rule: an import must fill every tensor of both modality encoders (our ``audio.*`` and ``visual.*``:
+patch and position embeddings, modality embeddings, every encoder block). The head, the fusion layers, the
+shared blocks and the final norm may stay as initialised: a pretrained CAV-MAE has no ``mlp_head`` (a fine-tuned
+one has a head of its own class count), none has uvav's fusion, and ``blocks_u`` fills ``shared`` only when
+``backbone.shared_depth`` matches. An import that misses encoder tensors raises :class:`CheckpointError` listing
+what matched and what did not, unless ``backbone.allow_partial=true``; a partial import is logged at WARNING.
+
 Audio position embeddings cover a (128 / patch height freq x T / patch width time) grid, row-major over (freq,
 time), i.e. 8 x 64 for CAV-MAE's 16 px patches and 1024 frames; the patch height is read from the checkpoint's
 patch-embedding kernel. A shorter ``target_length`` keeps the first time columns (the maintainers' advice,
@@ -27,6 +34,7 @@ interpolated over the grid.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections import Counter
@@ -36,12 +44,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from uvav.errors import UserError
 from uvav.models.classifier import AVClassifier
+
+log = logging.getLogger(__name__)
 
 CAVMAE_MEL_BINS = 128  # CAV-MAE's fbank (docs/facts.md §2); a checkpoint's audio grid has 128 / patch rows
 CAVMAE_AUDIO_FREQ_ROWS = CAVMAE_MEL_BINS // 16
 _PREFIX = "module."
 
+ENCODER_PREFIXES = ("audio.", "visual.")  # the coverage rule: every tensor under these must load
 _UNUSED = "<unused>"
 _IGNORED = "<ignored>"
 
@@ -67,6 +79,14 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 )
 
 
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that cannot be read, is not a state dict, or does not cover the model's encoders."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """``backbone.checkpoint`` names no file."""
+
+
 @dataclass
 class ImportReport:
     """What a CAV-MAE import filled, skipped and changed. Key lists use CAV-MAE names without ``module.``,
@@ -84,6 +104,11 @@ class ImportReport:
     @property
     def num_loaded(self) -> int:
         return len(self.loaded)
+
+    @property
+    def encoder_missing(self) -> list[str]:
+        """Our encoder tensors (``audio.*``, ``visual.*``) the checkpoint did not fill: the coverage rule's gap."""
+        return [key for key in self.missing if key.startswith(ENCODER_PREFIXES)]
 
     def record(self) -> dict[str, object]:
         """What ``metrics.json`` keeps (``initial_weights``): counts, and the keys that did not load."""
@@ -113,13 +138,13 @@ class ImportReport:
 
 
 def _compact(keys: list[str], limit: int = 10) -> str:
-    """``blocks_a.2.*`` ... ``blocks_a.10.*`` -> ``blocks_a.{2..10}.* (n)``; other keys verbatim, at most
-    ``limit`` of them."""
+    """``blocks_a.2.*`` ... ``blocks_a.10.*`` -> ``blocks_a.{2..10}.* (n)`` (ours: ``audio.blocks.{..}.*``);
+    other keys verbatim, at most ``limit`` of them."""
     blocks: dict[str, list[int]] = {}
     counts: Counter[str] = Counter()
     others: list[str] = []
     for key in keys:
-        match = re.match(r"^(blocks_[auv])\.(\d+)\.", key)
+        match = re.match(r"^(blocks_[auv]|audio\.blocks|visual\.blocks|shared|fusion)\.(\d+)\.", key)
         if match:
             blocks.setdefault(match[1], []).append(int(match[2]))
             counts[match[1]] += 1
@@ -253,24 +278,55 @@ def _extract_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_cavmae_checkpoint(model: AVClassifier, path: str | Path) -> ImportReport:
-    """Load a CAV-MAE checkpoint file into ``model`` (non-strict) and report what happened.
+def load_cavmae_checkpoint(model: AVClassifier, path: str | Path, allow_partial: bool = False) -> ImportReport:
+    """Load a CAV-MAE (or uvav) checkpoint file into ``model`` and report what happened.
 
     Accepts a plain state dict or a dict holding one under ``"state_dict"`` or ``"model"``. Raises
-    ``FileNotFoundError`` for a missing file and ``ValueError`` (naming the file) when it cannot be read
-    with ``weights_only=True``, is not a state dict, or fills none of the model's tensors.
+    :class:`CheckpointNotFoundError` for a missing file and :class:`CheckpointError` (naming the file) when it
+    cannot be read with ``weights_only=True``, is not a state dict, fills none of the model's tensors, or, unless
+    ``allow_partial``, leaves encoder tensors unfilled (the coverage rule in the module docstring).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"CAV-MAE checkpoint not found: {path}")
+        raise CheckpointNotFoundError(f"backbone.checkpoint={path}: no such file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, KeyError, EOFError ...
-        raise ValueError(f"{path}: cannot be read as a torch checkpoint (weights_only=True): {err}") from err
-    mapped, report = map_cavmae_state_dict(_extract_state_dict(obj, path), model)
+        raise CheckpointError(f"{path}: not a readable checkpoint (torch.load with weights_only=True: "
+                              f"{_reason(err)}); uvav never loads checkpoints with pickle code execution. "
+                              "Check backbone.checkpoint") from None
+    try:
+        state = _extract_state_dict(obj, path)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
+    mapped, report = map_cavmae_state_dict(state, model)
     report.source = str(path)
     if not mapped:
-        raise ValueError(f"{path}: no tensor matches the model; is this a CAV-MAE checkpoint of the same "
-                         f"size?\n{report.summary()}")
+        raise CheckpointError(f"{path}: no tensor matches the model; is this a CAV-MAE checkpoint of the same "
+                              f"size?\n{report.summary()}")
+    gap = report.encoder_missing
+    if gap and not allow_partial:
+        encoder = [key for key in report.loaded if key.startswith(ENCODER_PREFIXES)]
+        raise CheckpointError(
+            f"{path}: fills {len(encoder)} of {len(encoder) + len(gap)} encoder tensors of this model (the rule: "
+            "every audio.* and visual.* tensor must load; head, fusion, shared blocks and norm may stay as "
+            f"initialised). Not filled: {_compact(gap)}. Filled: {_compact(report.loaded) or 'none'}."
+            + (f" {len(report.mismatched)} of their tensors have other shapes, e.g. {report.mismatched[0][0]} "
+               f"{list(report.mismatched[0][1])} vs ours {list(report.mismatched[0][2])}: another backbone size?"
+               if report.mismatched else "")
+            + " Use a checkpoint of the same backbone (backbone=...), or backbone.allow_partial=true to load it "
+              "anyway")
     model.load_state_dict(mapped, strict=False)
+    if gap:
+        log.warning("partial checkpoint import (backbone.allow_partial=true): %d encoder tensors left as "
+                    "initialised\n%s", len(gap), report.summary())
     return report
+
+
+def _reason(err: Exception) -> str:
+    """torch's reason for refusing a file, without its advice to retry with ``weights_only=False``."""
+    lines = str(err).replace("WeightsUnpickler error:", "\n").splitlines()
+    kept = [line.strip() for line in lines if line.strip() and "weights_only" not in line
+            and not line.strip().startswith(("Weights only load failed", "Check the documentation"))]
+    detail = kept[0].split(". ")[0][:200] if kept else ""
+    return f"{type(err).__name__}: {detail}" if detail else type(err).__name__

@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlparse
 
 from tqdm.auto import tqdm
 
+from uvav.errors import UserError
 from uvav.outputs import file_lock, file_sha256
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ PUBLISHED: dict[str, str] = {
 CHUNK = 1 << 20
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError, RuntimeError):
     """Weights that cannot be found, downloaded or verified; the message says what to do."""
 
 
