@@ -188,7 +188,10 @@ def test_metadata_csv_reader(data: bytes) -> None:
     assert out is None or all(isinstance(f, int) and isinstance(c, int) for f, c in out.values())
 
 
-JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+# no subnormal floats: uvav's pipeline flushes denormals process-wide (torch.set_flush_denormal), which Hypothesis
+# cannot generate under
+JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_subnormal=False) | st.text(max_size=12)
+JSON_VALUES = st.recursive(JSON_SCALARS,
                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
                                                                                       max_size=4), max_leaves=12)
 ENTRY = st.fixed_dictionaries({}, optional={k: JSON_VALUES | st.sampled_from(["/m/a", "/m/a,/m/b", "x/y.wav", ""])

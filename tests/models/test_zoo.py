@@ -130,8 +130,8 @@ def test_a_job_records_where_its_weights_came_from(server, tmp_path, monkeypatch
     from ..conftest import compose_config
     from .test_checkpoints import fake_cavmae
 
-    cfg = compose_config("method=ft", "backbone.patch_size=16", "data.target_length=64", "data.num_mel_bins=128",
-                         "data.image_size=32", f"paths.cache_dir={tmp_path / 'cache'}")
+    cfg = compose_config("method=ft", "backbone.patch_size=16", "backbone.image_patch_size=16", "data.target_length=64",
+                         "data.num_mel_bins=128", "data.image_size=32", f"paths.cache_dir={tmp_path / 'cache'}")
     state = fake_cavmae(dim=cfg.backbone.embed_dim, depth=cfg.backbone.depth, audio_tokens=32, decoder=False)
     state = {k: (v[:, :4] if k == "pos_embed_v" else v) for k, v in state.items()}  # 32 px: 2x2 image patches
     blob = tmp_path / "ckpt.pth"
