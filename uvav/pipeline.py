@@ -9,6 +9,8 @@ sha256 in its ``info.json``), holding a file lock so that two jobs that need the
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import logging
 import os
 import time
@@ -34,7 +36,6 @@ from uvav.outputs import (
     atomic_torch_save,
     atomic_write_json,
     file_lock,
-    file_sha256,
     fingerprint,
     provenance,
     read_json,
@@ -198,10 +199,12 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
     folder = ctx.cache_dir / FT / key
     main_rank = distributed.is_main()  # rank 0 alone locks, decides and writes; every rank trains
     with file_lock(ctx.cache_dir / FT / f"{key}.lock") if main_rank else contextlib.nullcontext():
-        info = distributed.from_main(_stored_ft_model(folder) if main_rank else None)
+        stored = _stored_ft_model(folder) if main_rank else None
+        info = distributed.from_main(stored[0] if stored else None)
         if info is not None:
             model, _ = build_model(ctx, initial_weights=False)  # the stored weights replace them all
-            model.load_state_dict(torch.load(folder / "model.pt", map_location=ctx.device, weights_only=True))
+            source = io.BytesIO(stored[1]) if stored else folder / "model.pt"  # rank 0: the bytes it verified
+            model.load_state_dict(torch.load(source, map_location=ctx.device, weights_only=True))
             log.info("FT model %s reused from %s", key, folder)
             return model, {**info, "reused": True}
         model, weights = build_model(ctx)
@@ -226,17 +229,19 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
         return model, {**info, "reused": False}
 
 
-def _stored_ft_model(folder: Path) -> dict[str, Any] | None:
-    """The stored FT model's ``info.json`` when its ``model.pt`` is the bytes recorded there (one sha256 pass per
-    reuse, ~1 s per GB); else None, with a WARNING naming the file when it is there but differs (retrained)."""
+def _stored_ft_model(folder: Path) -> tuple[dict[str, Any], bytes] | None:
+    """The stored FT model's ``info.json`` and ``model.pt`` bytes when those bytes are the ones recorded there (one
+    read, hashed and then loaded from memory: ~1 s per GB); else None, with a WARNING naming the file when it is
+    there but differs (retrained)."""
     model, info = folder / "model.pt", read_json(folder / "info.json")
     if info is None or not model.exists():
         return None
-    if file_sha256(model) != info.get("model_sha256"):
+    data = model.read_bytes()
+    if hashlib.sha256(data).hexdigest() != info.get("model_sha256"):
         log.warning("FT model %s does not match the sha256 recorded in its info.json (edited or damaged): "
                     "training it again", model)
         return None
-    return info
+    return info, data
 
 
 def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None) -> dict[str, Any]:
