@@ -122,7 +122,8 @@ def open_data(cfg: DictConfig) -> AVData:
     digest of the settings that generate it."""
     data = load_data(cfg.data, str(cfg.data.cache_dir or Path(cfg.paths.cache_dir) / "features"))
     if "content_digest" not in data.info:  # the data settings that can change a number (as in ft_config)
-        data.info["content_digest"] = "settings:" + fingerprint(ft_config(cfg)["data"])
+        settings = key_content(OmegaConf.to_container(cfg, resolve=True), MODEL_KEY_NEUTRAL)["data"]
+        data.info["content_digest"] = "settings:" + fingerprint(settings)
     return data
 
 
