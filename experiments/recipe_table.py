@@ -12,7 +12,8 @@ import argparse
 
 from hydra import compose, initialize_config_dir
 
-from uvav.config import config_dir, register_configs
+from uvav.checks import register_configs
+from uvav.config import config_dir
 from uvav.methods import METHODS, ft_schedule, schedule
 from uvav.recipe import Recipe
 

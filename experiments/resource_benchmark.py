@@ -31,7 +31,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from uvav.cases import CASES
-from uvav.config import NoiseConfig, config_dir, register_configs
+from uvav.checks import register_configs
+from uvav.config import NoiseConfig, config_dir
 from uvav.data import load_data
 from uvav.models.classifier import AVClassifier, count_parameters
 from uvav.models.prompts import PromptBank

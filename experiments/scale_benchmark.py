@@ -56,7 +56,8 @@ DECODE = """
 import json, sys, time
 from pathlib import Path
 from hydra import compose, initialize_config_dir
-from uvav.config import config_dir, register_configs
+from uvav.config import config_dir
+from uvav.checks import register_configs
 from uvav.data import load_data
 register_configs()
 with initialize_config_dir(config_dir(), version_base="1.3"):

@@ -11,7 +11,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from uvav.config import config_dir, register_configs
+from uvav.checks import register_configs
+from uvav.config import config_dir
 from uvav.models.classifier import AVClassifier
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,8 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ValidationError
 
-from uvav.config import ConfigError, config_dir, validate
+from uvav.checks import validate
+from uvav.config import ConfigError, config_dir
 from uvav.models.classifier import AVClassifier
 
 from .conftest import compose_config

@@ -35,8 +35,8 @@ from uvav.data.cavmae_json import FrameReport, load_datafile, read_datafile, rea
 from uvav.data.features import audio_features, load_image
 from uvav.data.urbansound8k_av import read_metadata_csv
 from uvav.errors import UserError
-from uvav.models.checkpoints import load_cavmae_checkpoint
 from uvav.models.classifier import AVClassifier
+from uvav.weights.cavmae import load_cavmae_checkpoint
 
 EXAMPLES = int(os.environ.get("UVAV_FUZZ_EXAMPLES", "40"))
 TIME_LIMIT_S = 10

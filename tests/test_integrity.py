@@ -17,9 +17,9 @@ import uvav.train as train_mod
 from uvav.api import load_run
 from uvav.data.store import StoreSpec
 from uvav.data.store_build import build_store
+from uvav.execution import reusable_job
 from uvav.outputs import file_sha256, load_checkpoint, save_checkpoint
 from uvav.pipeline import ft_key, open_data, run_pipeline
-from uvav.run import reusable_job
 
 from .conftest import TINY, compose_config, run_cli
 from .data.conftest import make_us8k

@@ -16,11 +16,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from uvav.aggregate import main as aggregate_main
-from uvav.config import ConfigError, validate
+from uvav.checks import validate
+from uvav.config import ConfigError
+from uvav.execution import job_key
 from uvav.loggers import CsvLogger, TensorBoardLogger, open_logger, read_curves
 from uvav.overrides import evaluation_config
 from uvav.pipeline import run_pipeline
-from uvav.run import job_key
 
 from .conftest import TINY, compose_config
 from .test_aggregate import _job, _metrics

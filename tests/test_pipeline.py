@@ -72,20 +72,21 @@ def test_the_default_ft_model_key_is_stable():
 def test_models_made_by_older_model_code_are_not_reused(monkeypatch):
     """FT-model and job keys carry the model code's version: a model cached before a change to what the model
     computes (the LayerNorm eps fix) is retrained, not reused."""
-    from uvav import pipeline, run
+    from uvav import execution, pipeline
 
     cfg = compose_config("method=pl", "seed=0")
-    ft_before, job_before = fingerprint(ft_config(cfg)), run.job_key(cfg)
+    ft_before, job_before = fingerprint(ft_config(cfg)), execution.job_key(cfg)
     monkeypatch.setattr(pipeline, "MODEL_VERSION", pipeline.MODEL_VERSION - 1)
-    monkeypatch.setattr(run, "MODEL_VERSION", run.MODEL_VERSION - 1)
-    assert fingerprint(ft_config(cfg)) != ft_before and run.job_key(cfg) != job_before
+    monkeypatch.setattr(execution, "MODEL_VERSION", execution.MODEL_VERSION - 1)
+    assert fingerprint(ft_config(cfg)) != ft_before and execution.job_key(cfg) != job_before
 
 
 def test_label_fraction_keeps_a_stratified_share_of_the_training_split(tmp_path):
     import pytest
     from omegaconf import OmegaConf
 
-    from uvav.config import ConfigError, validate
+    from uvav.checks import validate
+    from uvav.config import ConfigError
     from uvav.data import load_data
 
     cfg = compose_config("method=ft", "data.label_fraction=0.25", f"paths.cache_dir={tmp_path / 'cache'}")
@@ -109,7 +110,8 @@ def test_head_lr_scale_speeds_up_only_the_ft_head():
     keeps the FT-model key; other values give their own FT model."""
     import pytest
 
-    from uvav.config import ConfigError, validate
+    from uvav.checks import validate
+    from uvav.config import ConfigError
     from uvav.train import Stage
 
     from .conftest import tiny_model

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from uvav.api import InputError, RunError, load_run
-from uvav.cases import CASE_INDEX
+from uvav.cases import CASE_INDEX, CASES
 from uvav.data.features import audio_features, images_to_float, load_image
 from uvav.models.classifier import AVClassifier
 from uvav.models.prompts import PromptBank
@@ -78,7 +78,7 @@ def expected(run_dir: Path, audio: Path | None, image: Path | None, mode: str = 
     prompts = None
     if ckpt["bank"] is not None:
         bank = PromptBank(list(cfg.scenario.train_cases), cfg.prompt.kind, cfg.prompt.length,
-                          cfg.backbone.embed_dim, cfg.backbone.fusion_depth)
+                          cfg.backbone.embed_dim, cfg.backbone.fusion_depth, case_names=CASES)
         bank.load_state_dict(ckpt["bank"])
         prompts = bank.select(mode, 1, torch.tensor([CASE_INDEX[case]]) if case else None)
     with torch.inference_mode():

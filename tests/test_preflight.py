@@ -11,7 +11,8 @@ import torch
 
 from tests.conftest import compose_config, run_cli
 from uvav import preflight
-from uvav.config import ConfigError, validate
+from uvav.checks import validate
+from uvav.config import ConfigError
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "resources"
 # the committed resource benchmarks' variants (experiments/resource_benchmark.py) as job overrides
@@ -111,9 +112,9 @@ def compose_tiny() -> list[str]:
 
 
 def test_skipping_the_check_changes_no_key():
+    from uvav.execution import job_key
     from uvav.outputs import fingerprint
     from uvav.pipeline import ft_config
-    from uvav.run import job_key
 
     on, off = compose_config(), compose_config("trainer.preflight=false")
     assert job_key(on) == job_key(off) and fingerprint(ft_config(on)) == fingerprint(ft_config(off))

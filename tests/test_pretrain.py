@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from uvav.api import RunError, load_run
-from uvav.config import ConfigError, validate
+from uvav.checks import validate
+from uvav.config import ConfigError
 from uvav.jobs import read_finished
 from uvav.loggers import read_curves
 from uvav.models.pretraining import AVPretrainer, _masked_mse
@@ -137,9 +138,9 @@ def test_pretrain_killed_resumes_to_the_same_losses(tmp_path):
 def test_a_local_checkpoint_is_keyed_by_its_content(tmp_path):
     """A pretraining job run again into the same folder changes model.pt under the same path: FT models and finished
     jobs built on the old file must not be reused."""
+    from uvav.execution import job_key
     from uvav.outputs import fingerprint
     from uvav.pipeline import ft_config
-    from uvav.run import job_key
 
     path = tmp_path / "model.pt"
     torch.save({"model": {"norm.weight": torch.zeros(2)}}, path)

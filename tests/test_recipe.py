@@ -13,13 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from uvav.config import ConfigError, NoiseConfig, validate
+from uvav.checks import validate
+from uvav.config import ConfigError, NoiseConfig
 from uvav.data.base import TensorSplit
 from uvav.data.loading import LoaderOptions
+from uvav.execution import job_key
 from uvav.methods import METHODS, ft_schedule, schedule
 from uvav.pipeline import ft_config, run_pipeline
 from uvav.recipe import Recipe, WeightAverage, draw_mix, mix_inputs, soft_targets
-from uvav.run import job_key
 from uvav.train import Feed, Stage, classification_loss, fit, recipe_batch, warmup_cosine
 from uvav.train import lr_scheduler as stage_scheduler
 
@@ -47,8 +48,8 @@ def test_paper_us8k_gives_every_registered_method_the_recipes_schedule(name):
 
 def test_a_plugin_method_gets_the_recipes_schedule_too():
     """A frozen-base method from outside uvav (tests/plugins/gated_mlp.py) needs no recipe file of its own."""
-    code = ("from hydra import compose, initialize_config_dir; from uvav.config import config_dir, register_configs;"
-            "from uvav.methods import schedule; register_configs();"
+    code = ("from hydra import compose, initialize_config_dir; from uvav.config import config_dir;"
+            "from uvav.checks import register_configs; from uvav.methods import schedule; register_configs();"
             "initialize_config_dir(config_dir(), version_base='1.3').__enter__();"
             f"print(schedule(compose('config', overrides=['method=gated_mlp', {SEARCHPATH!r}, *{list(PAPER)!r}])))")
     env = {**os.environ, "UVAV_PLUGINS": "tests.plugins.gated_mlp", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

@@ -119,8 +119,8 @@ def test_checkpoints_load_with_weights_only(tmp_path):
     torch.save({"x": Payload()}, evil)
     with pytest.raises(Exception, match="Weights only load failed|weights_only"):
         torch.load(evil, weights_only=True)
-    from uvav.models.checkpoints import load_cavmae_checkpoint
     from uvav.models.classifier import AVClassifier
+    from uvav.weights.cavmae import load_cavmae_checkpoint
 
     model = AVClassifier(2, 32, 32, 16, embed_dim=32, num_heads=2, depth=1, patch_size=8, image_patch_size=4)
     with pytest.raises(ValueError, match=str(evil.name)):

@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from tests.conftest import TINY, compose_config
-from uvav.config import ConfigError, validate
+from uvav.checks import validate
+from uvav.config import ConfigError
 from uvav.errors import InputError, UserError, safe_file_name
-from uvav.models.checkpoints import CheckpointError, load_cavmae_checkpoint
 from uvav.models.classifier import AVClassifier
+from uvav.weights.cavmae import CheckpointError, load_cavmae_checkpoint
 
 
 def uvav_cli(tmp_path: Path, module: str, *args: str, full_error: bool = False) -> subprocess.CompletedProcess:
@@ -55,7 +56,7 @@ def test_user_error_types_share_one_base():
     from uvav.data.features import BadFileError
     from uvav.data.store import StoreSpaceError
     from uvav.errors import DataFileError, DataPathError, LockError, RunError
-    from uvav.models.zoo import WeightsError
+    from uvav.weights.zoo import WeightsError
 
     for kind in (ConfigError, BadFileError, StoreSpaceError, WeightsError, CheckpointError, DataPathError,
                  DataFileError, LockError, RunError, InputError):
@@ -115,7 +116,7 @@ def test_allow_partial_loads_with_a_warning(tmp_path, caplog):
     with pytest.raises(CheckpointError, match=r"audio\.blocks\.\{1\.\.1\}"):
         load_cavmae_checkpoint(small(depth=2), path)
     model = small(depth=2)
-    with caplog.at_level(logging.WARNING, logger="uvav.models.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="uvav.weights.cavmae"):
         report = load_cavmae_checkpoint(model, path, allow_partial=True)
     assert any(r.levelno == logging.WARNING and "partial checkpoint import" in r.message for r in caplog.records)
     assert torch.equal(model.audio.blocks[0].mlp.fc1.weight, shallow.audio.blocks[0].mlp.fc1.weight)

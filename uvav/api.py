@@ -4,7 +4,7 @@
 ``metrics.json`` (the resolved config, the normalisation statistics of the training split, the class names),
 ``model.pt`` (weights and prompt bank) and ``.hydra/config.yaml``. The method's own layers come from its registry
 entry (:meth:`uvav.methods.Method.prepare`). Evaluation overrides: :mod:`uvav.overrides`; prediction:
-:mod:`uvav.prediction`.
+:mod:`uvav.inference`.
 
 Modes (result keys): the method's name without prompts (``ft``, ``lora``, ``adapter``), and for a method with
 prompts ``<method>_uncertain`` (all prompt sets concatenated: the case is unknown) and ``<method>_oracle`` (each
@@ -31,10 +31,10 @@ from uvav.cases import ACCURACY, EVAL_CASES, MAP, result_key
 from uvav.config import EVALUATION_NEUTRAL, NoiseConfig
 from uvav.data.base import AVSplit
 from uvav.errors import InputError, RunError, safe_file_name
+from uvav.inference import Predicting, Prediction, list_inputs, prediction_rows
 from uvav.jobs import metrics_problem
 from uvav.outputs import SCHEMA_VERSION, atomic_write_json, read_json
 from uvav.overrides import evaluation_config, evaluation_name, override_items, split_overrides
-from uvav.prediction import Predicting, Prediction, list_inputs, prediction_rows
 from uvav.registry import UnknownNameError
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class Run(Predicting):
 
     Over 150 lines because it is the one public handle of a run: rebuilding (``__init__``) and evaluating
     (``evaluate``, the longest method, mostly its record) read the same state; prediction is in
-    :class:`uvav.prediction.Predicting`, evaluation overrides in :mod:`uvav.overrides`."""
+    :class:`uvav.inference.Predicting`, evaluation overrides in :mod:`uvav.overrides`."""
 
     def __init__(self, path: Path, config: DictConfig, metrics: dict[str, Any], checkpoint: dict[str, Any],
                  device: str | None = None) -> None:

@@ -17,11 +17,14 @@ import contextlib
 import datetime
 import logging
 import os
+import sys
 from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import torch
-import torch.distributed as dist
+if TYPE_CHECKING:
+    import torch
+
+
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,8 +41,11 @@ def launched() -> bool:
 
 def setup() -> None:
     """Join the process group when :func:`launched` (once per process; later calls do nothing)."""
-    if dist.is_initialized() or not launched():
+    if not launched() or _group() is not None:
         return
+    import torch
+    import torch.distributed as dist
+
     if "RANK" not in os.environ:  # a submitit Slurm task: export the env:// variables from Slurm's
         from submitit.helpers import TorchDistributedEnvironment
 
@@ -54,21 +60,32 @@ def setup() -> None:
 
 
 def _teardown() -> None:
+    import torch.distributed as dist
+
     if dist.is_initialized():
         dist.destroy_process_group()
 
 
+def _group() -> Any:
+    """``torch.distributed`` when this process joined a process group, else None. A process that has not imported
+    torch yet has joined none: asking does not import torch (a config refused before any work stays light)."""
+    dist = sys.modules.get("torch.distributed")
+    return dist if dist is not None and dist.is_available() and dist.is_initialized() else None
+
+
 def world_size() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
+    dist = _group()
+    return dist.get_world_size() if dist else 1
 
 
 def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
+    dist = _group()
+    return dist.get_rank() if dist else 0
 
 
 def active() -> bool:
     """This process joined a process group (a launched job, even of one process)."""
-    return dist.is_initialized()
+    return _group() is not None
 
 
 def is_main() -> bool:
@@ -87,6 +104,9 @@ def local_world_size() -> int:
 
 def from_main(value: T) -> T:
     """Rank 0's ``value`` on every rank (a picklable object): one decision for all, e.g. "this file exists"."""
+    import torch
+    import torch.distributed as dist
+
     if world_size() == 1:
         return value
     box = [value]
@@ -96,6 +116,8 @@ def from_main(value: T) -> T:
 
 def mean(value: torch.Tensor) -> torch.Tensor:
     """The mean of ``value`` over the ranks (a copy; ``value`` itself single-process)."""
+    import torch.distributed as dist
+
     if world_size() == 1:
         return value
     total = value.detach().clone()
@@ -105,12 +127,16 @@ def mean(value: torch.Tensor) -> torch.Tensor:
 
 def sum_(value: torch.Tensor) -> torch.Tensor:
     """``value`` summed over the ranks, in place (a no-op single-process)."""
+    import torch.distributed as dist
+
     if world_size() > 1:
         dist.all_reduce(value)
     return value
 
 
 def barrier() -> None:
+    import torch.distributed as dist
+
     if world_size() > 1:
         dist.barrier()
 
@@ -151,6 +177,8 @@ def batch_parts(order: Sequence[int], batch_size: int) -> list[tuple[list[int], 
 
 def describe() -> dict[str, Any]:
     """The distributed set-up of this job, for ``metrics.json``."""
+    import torch.distributed as dist
+
     if not active():
         return {"world_size": 1}
     backend = dist.get_backend()

@@ -50,6 +50,11 @@ class DataFileError(UserError, ValueError):
     """A data file (datafile JSON, label or metadata CSV, dataset file) whose content cannot be used."""
 
 
+class PrepareError(UserError, RuntimeError):
+    """A dataset's files could not be fetched (``python -m uvav.prepare``); the message says how to fetch them by
+    hand."""
+
+
 class LockError(UserError, OSError):
     """A lock file that cannot be created (e.g. a read-only ``paths.cache_dir``)."""
 

@@ -20,7 +20,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from uvav.api import InputError, load_run
-from uvav.config import NoiseConfig, PathsConfig, TrainerConfig, config_dir, register_configs
+from uvav.checks import register_configs
+from uvav.config import NoiseConfig, PathsConfig, TrainerConfig, config_dir
 from uvav.errors import report_user_errors, run_entrypoint, safe_file_name
 from uvav.methods import describe_result
 

@@ -5,7 +5,7 @@ asks :func:`metrics_problem` (after checking the run's own files). A job is usab
 completed job's (status ``completed``, an ``accuracy`` table with the FT model's row, a finite objective), of this
 uvav's schema version, and not stale (its overrides are those of the folder's ``.hydra/overrides.yaml``); for reuse
 and rebuilding, ``model.pt`` must be there too. Job reuse further checks the model's sha256 and the data's content
-digest against the record (:func:`uvav.run.reusable_job`).
+digest against the record (:func:`uvav.execution.reusable_job`).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@
 - ``environment``: device name, library versions, host, CPU threads; ``wall_time_s``
 - ``model_sha256``: the sha256 of the job's ``model.pt`` as stored in the cache; ``data_digest``: the content
   digest of the data it was trained on (``data_info.content_digest``); job reuse checks both
-  (:func:`uvav.run.reusable_job`)
+  (:func:`uvav.execution.reusable_job`)
 """
 
 from __future__ import annotations
@@ -47,11 +47,13 @@ import platform
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from uvav.errors import LockError
+
+if TYPE_CHECKING:
+    import torch
+
 
 SCHEMA_VERSION = 1
 log = logging.getLogger(__name__)
@@ -80,6 +82,8 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 def atomic_torch_save(path: str | Path, obj: Any) -> str:
     """``torch.save`` atomically; returns the sha256 of the bytes written (hashed in memory, no re-read)."""
+    import torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     data = buffer.getvalue()
@@ -101,6 +105,8 @@ def save_checkpoint(path: str | Path, obj: Any) -> None:
 def load_checkpoint(path: str | Path) -> Any | None:
     """The checkpoint at ``path`` when its bytes match its sidecar's sha256; else None, with a WARNING naming the
     file, and both files removed (the stage restarts). Reads the file once."""
+    import torch
+
     path = Path(path)
     if not path.exists():
         return None
@@ -145,6 +151,8 @@ def copy_hashed(src: str | Path, dst: str | Path) -> str:
 
 
 def _jsonable(value: Any) -> Any:
+    import torch
+
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, torch.Tensor):
@@ -198,6 +206,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     """Where and with what a number was measured."""
     import hydra
     import timm
+    import torch
     import torchaudio
 
     if device.type == "cuda":
@@ -222,6 +231,7 @@ def provenance() -> dict[str, Any]:
     """What made a stored model: the uvav checkout's commit (``git describe``-like: the commit, ``+dirty`` with
     uncommitted changes), else the installed uvav version; torch's and timm's versions."""
     import timm
+    import torch
 
     return {"uvav": _git_commit() or _uvav_version(), "torch": str(torch.__version__), "timm": str(timm.__version__)}
 

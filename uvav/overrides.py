@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from uvav.checks import register_configs, validate
 from uvav.config import (
     EVALUATION_NEUTRAL,
     ConfigError,
@@ -18,8 +19,6 @@ from uvav.config import (
     PathsConfig,
     TrainerConfig,
     config_dir,
-    register_configs,
-    validate,
 )
 from uvav.data import DATASETS
 from uvav.errors import InputError, RunError

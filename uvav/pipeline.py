@@ -31,7 +31,6 @@ from uvav.loggers import TrainingLogger, open_logger
 from uvav.methods import FT, HEAD_ONLY, METHODS, cache_views, ft_schedule, schedule
 from uvav.models import MODEL_VERSION
 from uvav.models.classifier import AVClassifier, count_parameters
-from uvav.models.zoo import content_key
 from uvav.outputs import (
     atomic_torch_save,
     atomic_write_json,
@@ -43,6 +42,7 @@ from uvav.outputs import (
 )
 from uvav.recipe import Recipe
 from uvav.train import Feed, Stage, fit, freeze_for_prompts
+from uvav.weights.zoo import content_key
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +180,8 @@ def build_model(ctx: Context, initial_weights: bool = True) -> tuple[AVClassifie
     model = AVClassifier.from_config(ctx.cfg.backbone, ctx.cfg.data, ctx.data.num_classes)
     weights: dict[str, Any] = {"kind": "random", "spec": None}
     if initial_weights and ctx.cfg.backbone.checkpoint:
-        from uvav.models.checkpoints import load_cavmae_checkpoint
-        from uvav.models.zoo import resolve
+        from uvav.weights.cavmae import load_cavmae_checkpoint
+        from uvav.weights.zoo import resolve
 
         source = resolve(ctx.cfg.backbone.checkpoint, ctx.cfg.backbone.checkpoint_sha256,
                          progress=ctx.cfg.trainer.progress)

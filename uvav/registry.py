@@ -1,10 +1,10 @@
 """Name -> entry registries (methods, datasets) and the discovery that fills them.
 
 An entry registers itself when its module is imported. A registry imports, on first use, every module of its
-package (``uvav.methods``, ``uvav.data``) and then the *plugins*: the modules named in ``$UVAV_PLUGINS``
-(comma-separated) and those of the ``uvav.plugins`` entry-point group of installed packages. So a method or a
-dataset outside uvav is one module (plus its YAML, found through ``hydra.searchpath``), and nothing else in
-uvav lists names.
+package (``uvav.methods``; ``uvav.data`` but its machinery, which imports torch) and then the *plugins*: the
+modules named in ``$UVAV_PLUGINS`` (comma-separated) and those of the ``uvav.plugins`` entry-point group of
+installed packages. So a method or a dataset outside uvav is one module (plus its YAML, found through
+``hydra.searchpath``), and nothing else in uvav lists names.
 """
 
 from __future__ import annotations
@@ -62,8 +62,9 @@ def _origin(entry: Named) -> tuple[str, str]:
 class Registry(Generic[T]):
     """Entries of one kind by name, in ``order`` (then name): what tables and listings iterate over."""
 
-    def __init__(self, kind: str, package: str) -> None:
+    def __init__(self, kind: str, package: str, machinery: tuple[str, ...] = ()) -> None:
         self.kind, self.package = kind, package
+        self.machinery = machinery  # modules of the package that register nothing: not imported by discovery
         self._entries: dict[str, T] = {}
         self._discovered = False
 
@@ -95,11 +96,12 @@ class Registry(Generic[T]):
         return iter(sorted(self._entries.values(), key=lambda e: (e.order, e.name)))
 
     def discover(self, again: bool = False) -> None:
-        """Import every module of the package, then the plugins (once, or ``again``)."""
+        """Import every module of the package but its :attr:`machinery`, then the plugins (once, or ``again``)."""
         if self._discovered and not again:
             return
         package = importlib.import_module(self.package)
         for info in pkgutil.iter_modules(package.__path__, f"{self.package}."):
-            importlib.import_module(info.name)
+            if info.name.rpartition(".")[2] not in self.machinery:
+                importlib.import_module(info.name)
         load_plugins()
         self._discovered = True  # only once everything imported: a failed import is retried, and raised again

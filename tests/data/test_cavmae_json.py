@@ -12,7 +12,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
-from uvav.config import NoiseConfig, config_dir, register_configs
+from uvav.checks import register_configs
+from uvav.config import NoiseConfig, config_dir
 from uvav.data import load_data
 from uvav.data.cavmae_json import CavmaeJsonDataConfig, stored_frames
 from uvav.data.features import BadFileError

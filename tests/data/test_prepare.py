@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import uvav.prepare as prep
+import uvav.data.av_mnist_download as prep
 from uvav.data.av_mnist import FSDD_COMMIT, MNIST_IMAGES, MNIST_LABELS, MNIST_MIRRORS, RECORDINGS
+from uvav.prepare import main
 
 from .conftest import locate_real_root
 
@@ -32,7 +33,7 @@ def flip_byte(path: Path, offset: int = 100) -> None:
 
 def test_verify_real_files(real_root: Path) -> None:
     assert prep.verify(real_root) == []
-    assert prep.main(["av_mnist", "--root", str(real_root), "--verify-only"]) == 0
+    assert main(["av_mnist", "--root", str(real_root), "--verify-only"]) == 0
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_verify_detects_one_changed_byte(copied_root: Path, victim: str) -> None
 def test_verify_missing_files(tmp_path: Path) -> None:
     problems = prep.verify(tmp_path)
     assert len(problems) == 3 and all("missing" in p for p in problems)
-    assert prep.main(["av_mnist", "--root", str(tmp_path), "--verify-only"]) == 1
+    assert main(["av_mnist", "--root", str(tmp_path), "--verify-only"]) == 1
 
 
 def test_prepare_with_faked_downloads(real_root: Path, tmp_path: Path, monkeypatch) -> None:
@@ -82,7 +83,7 @@ def test_prepare_with_faked_downloads(real_root: Path, tmp_path: Path, monkeypat
 
     monkeypatch.setattr(prep, "download", fake_download)
     root = tmp_path / "data"
-    assert prep.main(["av_mnist", "--root", str(root)]) == 0
+    assert main(["av_mnist", "--root", str(root)]) == 0
     assert prep.verify(root) == [] and len(list((root / RECORDINGS).glob("*.wav"))) == 3000
     assert not (root / "fsdd" / "acquire_data").exists() and not list(root.rglob("*.tar.gz"))
     assert fetched[0] == prep.FSDD_ARCHIVE and len(fetched) == 5  # archive, then 2 files x 2 mirrors
@@ -98,4 +99,4 @@ def test_prepare_reports_failed_downloads(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(prep, "download", offline)
     with pytest.raises(urllib.error.URLError):
         prep.prepare_av_mnist(tmp_path)
-    assert prep.main(["av_mnist", "--root", str(tmp_path)]) == 2
+    assert main(["av_mnist", "--root", str(tmp_path)]) == 2

@@ -12,7 +12,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import uvav.data.features as features
-from uvav.config import config_dir, register_configs
+from uvav.checks import register_configs
+from uvav.config import config_dir
 from uvav.data import load_data
 from uvav.data.features import BadFileError
 from uvav.data.urbansound8k_av import CLASS_NAMES, SOUND_DIR, VISION_DIR, UrbanSound8KAVDataConfig, split_folds

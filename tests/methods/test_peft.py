@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from uvav.cases import CASES, EVAL_CASES
-from uvav.config import ConfigError, validate
+from uvav.checks import validate
+from uvav.config import ConfigError
 from uvav.methods import METHODS
-from uvav.methods.adapter import AdaptedMlp
-from uvav.methods.lora import LoRALinear
 from uvav.models.classifier import AVClassifier, count_parameters
+from uvav.models.peft import AdaptedMlp, LoRALinear
 from uvav.models.prompts import PromptBank
 from uvav.outputs import fingerprint
 from uvav.pipeline import ft_config, run_pipeline

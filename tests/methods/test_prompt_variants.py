@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from uvav.cases import CASE_INDEX, CASES, EVAL_CASES
+from uvav.checks import validate
 from uvav.compare import load
-from uvav.config import ConfigError, validate
+from uvav.config import ConfigError
+from uvav.methods import prompt_bank
 from uvav.models.classifier import AVClassifier
 from uvav.models.prompts import PromptBank
 from uvav.outputs import fingerprint
@@ -133,7 +135,7 @@ def test_new_settings_keep_the_keys_of_earlier_jobs_and_models():
     assert fingerprint(ft_config(compose_config("method=cpl", "scenario.missing_rate=0.5"))) == ft_key
     ft = fingerprint(ft_config(compose_config("method=ft", "scenario=all")))
     assert fingerprint(ft_config(compose_config("method=ft", "scenario=all", "scenario.missing_rate=0.5"))) != ft
-    from uvav.run import job_key
+    from uvav.execution import job_key
 
     assert job_key(compose_config("method=pl", "prompt.depth=1", "method.base=finetuned")) == job_key(default)
 
@@ -174,7 +176,7 @@ def test_cpl_and_deep_pl_on_a_pretrained_base_train_only_prompts_and_head(pretra
     assert run.modes == ["cpl_conditioned"] and run.bank.router is not None
     trainable = sum(p.numel() for p in (*run.bank.parameters(), *run.model.head.parameters()))
     assert cpl["stages"]["cpl"]["params"]["trainable"] == trainable  # pool, router and head only
-    pl_bank = PromptBank.from_config(load_run(tmp_path / "sweep" / "1").config)
+    pl_bank = prompt_bank(load_run(tmp_path / "sweep" / "1").config)
     assert len(pl_bank.deep_audio) == 1 and len(pl_bank.shared) == 1 and pl_bank.router is None
     assert pl["stages"]["pl"]["params"]["trainable"] == sum(
         p.numel() for p in (*pl_bank.parameters(), *run.model.head.parameters()))  # prompts and head only

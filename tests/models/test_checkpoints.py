@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from uvav.models.backbone import sincos_2d
-from uvav.models.checkpoints import (
+from uvav.models.classifier import AVClassifier
+from uvav.weights.cavmae import (
     ImportReport,
     cavmae_key_to_ours,
     load_cavmae_checkpoint,
@@ -19,7 +20,6 @@ from uvav.models.checkpoints import (
     resize_pos_embed,
     strip_prefix,
 )
-from uvav.models.classifier import AVClassifier
 
 DIM, HEADS = 64, 4
 BLOCK_LEAVES = {

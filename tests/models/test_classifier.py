@@ -65,7 +65,7 @@ def test_prompts_change_the_output_and_oracle_picks_own_set():
 
 
 def test_oracle_for_untrained_case_is_an_error():
-    bank = PromptBank(["complete"], "attention", 2, 32, 1)
+    bank = PromptBank(["complete"], "attention", 2, 32, 1, case_names=CASES)
     with pytest.raises(ValueError, match="untrained"):
         bank.select("oracle", 1, torch.tensor([1]))
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from uvav.models import zoo
-from uvav.models.zoo import WeightsError, resolve
+from uvav.weights import zoo
+from uvav.weights.zoo import WeightsError, resolve
 
 
 class Server:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from uvav.data.base import AVData, AVSplit
 from uvav.registry import Registry
+
+if TYPE_CHECKING:
+    from uvav.data.base import AVData, AVSplit
 
 
 @dataclass(frozen=True)
@@ -23,10 +25,14 @@ class Dataset:
     decoded: bool = True  # features decoded from audio/image files (so predict can decode a user's files too);
     # False: generated already normalised, without normalisation statistics
     path_keys: tuple[str, ...] = ()  # data.<key>s holding file paths (resolved against the run's folder)
+    # (root, verify_only, force) -> problems left: fetch and verify the dataset's files (python -m uvav.prepare)
+    prepare: Callable[[str, bool, bool], list[str]] | None = None
     order: int = 100
 
 
-DATASETS: Registry[Dataset] = Registry("dataset", __name__)
+# the modules of this package that hold the machinery every dataset shares (and import torch), not datasets
+MACHINERY = ("base", "features", "loading", "store", "store_build")
+DATASETS: Registry[Dataset] = Registry("dataset", __name__, machinery=MACHINERY)
 
 
 def load_data(cfg: Any, cache_dir: str | None = None) -> AVData:
@@ -38,3 +44,13 @@ def load_data(cfg: Any, cache_dir: str | None = None) -> AVData:
 
 
 __all__ = ["DATASETS", "AVData", "AVSplit", "Dataset", "load_data"]
+
+
+def __getattr__(name: str) -> Any:
+    """``AVData`` and ``AVSplit`` (:mod:`uvav.data.base`), imported on first use: registering the datasets' schemas
+    must not import torch."""
+    if name in ("AVData", "AVSplit"):
+        from uvav.data import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'uvav.data' has no attribute {name!r}")

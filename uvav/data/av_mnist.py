@@ -16,30 +16,18 @@ import re
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
-
-import numpy as np
-import torch
-from PIL import Image
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from uvav.config import DataConfig
 from uvav.data import DATASETS, Dataset
-from uvav.data.base import AVData, stratified_split
-from uvav.data.features import (
-    audio_features,
-    bad_file,
-    check_decoded_settings,
-    clip_seed,
-    decode_at,
-    feature_settings,
-    features_info,
-    image_to_uint8,
-    one_torch_thread,
-    resolve_cache_dir,
-)
-from uvav.data.store import StoreSpec, store_avdata
-from uvav.data.store_build import build_store
 from uvav.errors import ConfigError, DataFileError, DataPathError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from uvav.data.base import AVData
+
 
 CLASS_NAMES = [str(d) for d in range(10)]
 RECORDINGS = "fsdd/recordings"
@@ -79,6 +67,10 @@ def decode_item(
     item: Item, target_length: int, num_mel_bins: int, snr_db: float | None, image_size: int
 ) -> tuple[torch.Tensor, bool, torch.Tensor]:
     """``(fbank [T, F], short, uint8 [3, S, S])`` of one clip (white noise at ``snr_db`` if set)."""
+    from PIL import Image
+
+    from uvav.data.features import audio_features, decode_at, image_to_uint8
+
     fb, short = decode_at(item.audio, audio_features, target_length, num_mel_bins, snr_db, item.noise_seed)
     return fb, short, image_to_uint8(Image.fromarray(item.pic), image_size)
 
@@ -121,6 +113,8 @@ def find_data_root(root: str | None = None) -> Path:
 
 def read_idx(path: str | Path) -> np.ndarray:
     """Parse a gzipped idx file of unsigned bytes (MNIST's format)."""
+    import numpy as np
+
     raw = gzip.open(path, "rb").read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataFileError(f"{path}: not an idx file of unsigned bytes")
@@ -134,6 +128,8 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 def load_mnist(root: Path) -> tuple[np.ndarray, np.ndarray]:
     """MNIST t10k: ``uint8 [N, 28, 28]`` images and ``int64 [N]`` labels."""
+    import numpy as np
+
     images, labels = read_idx(root / MNIST_IMAGES), read_idx(root / MNIST_LABELS).astype(np.int64)
     if images.ndim != 3 or labels.shape != (images.shape[0],):
         raise DataFileError(f"MNIST files disagree: images {images.shape}, labels {labels.shape}")
@@ -142,6 +138,8 @@ def load_mnist(root: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def list_clips(root: Path, on_bad_file: str, skipped: list[dict[str, str]]) -> list[Clip]:
     """Every ``{digit}_{speaker}_{take}.wav`` in the recordings folder, sorted by name."""
+    from uvav.data.features import bad_file
+
     clips = []
     for path in sorted((root / RECORDINGS).iterdir()):
         if path.name.startswith("."):
@@ -159,6 +157,10 @@ def list_clips(root: Path, on_bad_file: str, skipped: list[dict[str, str]]) -> l
 # ---------------------------------------------------------------- pairing
 def image_pools(labels: np.ndarray, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
     """Disjoint, per-digit stratified train/test pools of MNIST image indices."""
+    import torch
+
+    from uvav.data.base import stratified_split
+
     if not 0.0 < test_fraction < 1.0:
         raise ConfigError(f"data.test_image_fraction={test_fraction}: must be in (0, 1)")
     train, test = stratified_split(torch.from_numpy(labels), test_fraction, seed)
@@ -170,6 +172,8 @@ def pair_clips(
 ) -> dict[str, int]:
     """Clip name -> image index: a seeded permutation of the pool's images of the same digit (distinct
     images while the pool lasts, then reused cyclically)."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     pairs: dict[str, int] = {}
     for split in ("train", "test"):
@@ -251,6 +255,8 @@ def manifest_pairs(
 def pca_degrade(images: np.ndarray, fit_index: np.ndarray, energy_removed: float) -> tuple[np.ndarray, int]:
     """Reconstruct images from the top principal components (fitted on ``fit_index``) that keep
     ``1 - energy_removed`` of the variance; returns the images and the number of components."""
+    import torch
+
     n = images.shape[0]
     x = torch.from_numpy(images.reshape(n, -1)).double()
     mean = x[torch.from_numpy(fit_index)].mean(0)
@@ -294,6 +300,20 @@ class AVMnistDataConfig(DataConfig):
 
 def load_av_mnist(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
     """Build AV-MNIST-lite from ``cfg`` (an ``AVMnistDataConfig`` node); features come from the feature store."""
+    import torch
+
+    from uvav.data.base import stratified_split
+    from uvav.data.features import (
+        check_decoded_settings,
+        clip_seed,
+        feature_settings,
+        features_info,
+        one_torch_thread,
+        resolve_cache_dir,
+    )
+    from uvav.data.store import StoreSpec, store_avdata
+    from uvav.data.store_build import build_store
+
     check_decoded_settings(cfg)
     root = find_data_root(cfg.root)
     cache_dir = resolve_cache_dir(cache_dir, cfg)
@@ -354,5 +374,12 @@ def load_av_mnist(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
                         info, [c.name for c in kept])
 
 
-DATASETS.register(Dataset("av_mnist", AVMnistDataConfig, load_av_mnist,
-                          class_names=tuple(CLASS_NAMES), path_keys=("root", "manifest"), order=10))
+def prepare(root: str, verify_only: bool, force: bool) -> list[str]:
+    """Fetch (unless ``verify_only``) and verify FSDD's recordings and MNIST's t10k files under ``root``."""
+    from uvav.data.av_mnist_download import prepare as fetch_and_verify
+
+    return fetch_and_verify(root, verify_only, force)
+
+
+DATASETS.register(Dataset("av_mnist", AVMnistDataConfig, load_av_mnist, class_names=tuple(CLASS_NAMES),
+                          path_keys=("root", "manifest"), order=10, prepare=prepare))

@@ -28,26 +28,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import torch
 from omegaconf.errors import MissingMandatoryValue
 
 from uvav.config import DataConfig
 from uvav.data import DATASETS, Dataset
-from uvav.data.base import AVData, stratified_split
-from uvav.data.features import (
-    bad_file,
-    check_choice,
-    check_decoded_settings,
-    decode_files,
-    feature_settings,
-    features_info,
-    resolve_cache_dir,
-)
-from uvav.data.store import EVAL_FRAMES, StoreSpec, store_avdata
-from uvav.data.store_build import build_store
 from uvav.errors import ConfigError, DataFileError, DataPathError
+
+if TYPE_CHECKING:
+    import torch
+
+    from uvav.data.base import AVData
+
 
 LAYOUT = ("datafiles {\"data\": [{\"video_id\", \"wav\", \"video_path\", \"labels\"}]}, audio at <wav>, frames at "
           "<video_path>/frame_<i>/<video_id>.jpg for i in 0..num_frames-1, a label CSV with header "
@@ -185,6 +178,8 @@ def read_datafile(path: Path, rows: list[Any], mids: dict[str, int], wanted: lis
                   multi_label: bool, on_bad_file: str, skipped: list[dict[str, str]], report: FrameReport,
                   ) -> list[Entry]:
     """The usable entries of one datafile, in file order."""
+    from uvav.data.features import bad_file
+
     base, entries = path.resolve().parent, []
     for k, e in enumerate(rows):
         where = f"{path} entry {k}" + (f" (video_id {e.get('video_id')})" if isinstance(e, dict) else "")
@@ -223,6 +218,8 @@ def read_datafile(path: Path, rows: list[Any], mids: dict[str, int], wanted: lis
 
 def resolve_multi_label(choice: Any, rows: list[list[Any]]) -> bool:
     """``data.multi_label``: true / false, or auto = some entry of the datafiles has several mids."""
+    from uvav.data.features import check_choice
+
     choice = str(choice).lower()
     check_choice("data.multi_label", choice, MULTI_LABEL)
     if choice == "auto":
@@ -232,6 +229,8 @@ def resolve_multi_label(choice: Any, rows: list[list[Any]]) -> bool:
 
 def label_tensor(entries: list[Entry], multi_label: bool, num_classes: int) -> torch.Tensor:
     """``long [N]`` class indices, or ``float32 [N, K]`` multi-hot."""
+    import torch
+
     if not multi_label:
         return torch.tensor([e.labels[0] for e in entries], dtype=torch.long)
     out = torch.zeros(len(entries), num_classes)
@@ -292,6 +291,20 @@ class CavmaeJsonDataConfig(DataConfig):
 
 def load_cavmae_json(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
     """Build a dataset from CAV-MAE datafiles (``cfg``: a ``CavmaeJsonDataConfig`` node)."""
+    import torch
+
+    from uvav.data.base import stratified_split
+    from uvav.data.features import (
+        check_choice,
+        check_decoded_settings,
+        decode_files,
+        feature_settings,
+        features_info,
+        resolve_cache_dir,
+    )
+    from uvav.data.store import EVAL_FRAMES, StoreSpec, store_avdata
+    from uvav.data.store_build import build_store
+
     check_decoded_settings(cfg)
     check_choice("data.eval_frames", cfg.eval_frames, EVAL_FRAMES)
     wanted = stored_frames(cfg.frame, cfg.num_frames)
@@ -360,6 +373,8 @@ def load_cavmae_json(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
 
 def random_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Multi-label data has no class to stratify by: about ``fraction`` of the clips at random (seeded)."""
+    import torch
+
     n = labels.shape[0]
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     held = max(1, int(round(fraction * n))) if n > 1 else 0

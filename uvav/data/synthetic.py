@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from uvav.config import ConfigError, DataConfig
 from uvav.data import DATASETS, Dataset
-from uvav.data.base import AVData, TensorSplit
+
+if TYPE_CHECKING:
+    import torch
+
+    from uvav.data.base import AVData, TensorSplit
+
 
 NUM_CLASSES = 8
 CLASS_NAMES = [f"a{c % 4}_v{c // 2}" for c in range(NUM_CLASSES)]
@@ -34,12 +38,16 @@ CLASS_NAMES = [f"a{c % 4}_v{c // 2}" for c in range(NUM_CLASSES)]
 
 def _weak_cue(bit: torch.Tensor, reliability: float, gen: torch.Generator) -> torch.Tensor:
     """``bit`` flipped in ``1 - reliability`` of the samples."""
+    import torch
+
     flip = torch.rand(bit.shape[0], generator=gen) >= reliability
     return torch.where(flip, 1 - bit, bit)
 
 
 def _audio(labels: torch.Tensor, frames: int, mel: int, cfg, gen: torch.Generator) -> torch.Tensor:
     """A band at a class-specific height (4 heights) for a random stretch of time, plus the faint top band."""
+    import torch
+
     n, noise = labels.shape[0], cfg.audio_noise
     x = noise * torch.randn(n, frames, mel, generator=gen)
     width = max(2, mel // 12)
@@ -59,6 +67,8 @@ def _audio(labels: torch.Tensor, frames: int, mel: int, cfg, gen: torch.Generato
 
 def _visual(labels: torch.Tensor, size: int, cfg, gen: torch.Generator) -> torch.Tensor:
     """Stripes (period 4 px) at one of four orientations, random phase and colour, a weak red/blue tint, noise."""
+    import torch
+
     n, noise = labels.shape[0], cfg.visual_noise
     angles = (labels // 2).float() * (math.pi / 4)  # 0, 45, 90, 135 degrees
     yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
@@ -76,6 +86,10 @@ def _visual(labels: torch.Tensor, size: int, cfg, gen: torch.Generator) -> torch
 def make_split(n: int, frames: int, mel: int, size: int, cfg, gen: torch.Generator) -> TensorSplit:
     """``n`` clips; one label each, or (``cfg.labels_per_clip == 2``) the multi-hot union of the audio's class
     and an independently drawn image class."""
+    import torch
+
+    from uvav.data.base import TensorSplit
+
     labels = torch.randint(0, NUM_CLASSES, (n,), generator=gen)
     if cfg.labels_per_clip == 1:
         return TensorSplit(_audio(labels, frames, mel, cfg, gen), _visual(labels, size, cfg, gen), labels)
@@ -101,6 +115,10 @@ class SyntheticDataConfig(DataConfig):
 
 def load_synthetic(cfg, cache_dir: str | None = None) -> AVData:
     """Generate train / val / test from ``cfg.seed`` (same seed -> same tensors)."""
+    import torch
+
+    from uvav.data.base import AVData
+
     if cfg.labels_per_clip not in (1, 2):
         raise ConfigError(f"data.labels_per_clip={cfg.labels_per_clip}: 1 (single-label) or 2 (multi-label: the "
                           "audio's class and an independent image class)")

@@ -12,28 +12,20 @@ import csv
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import pandas as pd
-import torch
 from omegaconf import MISSING
 from omegaconf.errors import MissingMandatoryValue
 
 from uvav.config import DataConfig
 from uvav.data import DATASETS, Dataset
-from uvav.data.base import AVData, stratified_split
-from uvav.data.features import (
-    bad_file,
-    check_choice,
-    check_decoded_settings,
-    decode_files,
-    feature_settings,
-    features_info,
-    resolve_cache_dir,
-)
-from uvav.data.store import StoreSpec, store_avdata
-from uvav.data.store_build import build_store
 from uvav.errors import ConfigError, DataFileError, DataPathError
+
+if TYPE_CHECKING:
+    import torch
+
+    from uvav.data.base import AVData
+
 
 CLASS_NAMES = [
     "air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling",
@@ -76,6 +68,8 @@ def _files(folder: Path) -> list[Path]:
 
 def list_pairs(root: Path, on_bad_file: str, skipped: list[dict[str, str]]) -> list[Pair]:
     """Every (wav, image) pair with the same class folder and stem, sorted by class then name."""
+    from uvav.data.features import bad_file
+
     for top in (root / SOUND_DIR, root / VISION_DIR):
         for entry in _files(top):
             if not entry.is_dir():
@@ -116,6 +110,8 @@ def list_pairs(root: Path, on_bad_file: str, skipped: list[dict[str, str]]) -> l
 
 def split_stratified(labels: torch.Tensor, cfg: Any) -> dict[str, torch.Tensor]:
     """Per class: ``test_fraction`` to test, then ``val_fraction`` of the rest to validation (seeded)."""
+    from uvav.data.base import stratified_split
+
     if not 0.0 < cfg.test_fraction < 1.0:
         raise ConfigError(f"data.test_fraction={cfg.test_fraction}: must be in (0, 1)")
     rest, test = stratified_split(labels, cfg.test_fraction, cfg.seed)
@@ -126,6 +122,8 @@ def split_stratified(labels: torch.Tensor, cfg: Any) -> dict[str, torch.Tensor]:
 def read_metadata_csv(path: str | Path) -> dict[str, tuple[int, int]]:
     """UrbanSound8K's metadata CSV: file stem -> (fold, classID). Raises ``ValueError`` naming the file when it
     cannot be parsed, lacks a column or holds a fold or classID that is not an integer."""
+    import pandas as pd
+
     need = {"slice_file_name", "fold", "classID"}
     try:
         meta = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
@@ -148,6 +146,11 @@ def split_folds(
 ) -> dict[str, torch.Tensor]:
     """UrbanSound8K folds from ``cfg.metadata_csv`` (matched by file stem): ``test_folds`` are test,
     validation is carved (stratified) from the other folds. Files missing from the CSV are bad files."""
+    import torch
+
+    from uvav.data.base import stratified_split
+    from uvav.data.features import bad_file
+
     if not cfg.metadata_csv:
         raise ConfigError("data.split=folds needs data.metadata_csv (UrbanSound8K.csv)")
     rows = read_metadata_csv(cfg.metadata_csv)
@@ -187,6 +190,19 @@ class UrbanSound8KAVDataConfig(DataConfig):
 
 def load_urbansound8k_av(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
     """Build UrbanSound8K-AV from ``cfg`` (an ``UrbanSound8KAVDataConfig`` node)."""
+    import torch
+
+    from uvav.data.features import (
+        check_choice,
+        check_decoded_settings,
+        decode_files,
+        feature_settings,
+        features_info,
+        resolve_cache_dir,
+    )
+    from uvav.data.store import StoreSpec, store_avdata
+    from uvav.data.store_build import build_store
+
     check_choice("data.split", cfg.split, SPLITS)
     check_decoded_settings(cfg)
     root = find_root(cfg)

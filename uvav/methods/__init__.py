@@ -60,6 +60,7 @@ class Method:
     title: ClassVar[str]  # its name in tables ("LoRA"): the defaults of the four table facts below derive from it
     comparison_order: ClassVar[int] = 50  # position of its default comparison column
     summary: ClassVar[str]  # one line: what the method trains (describe_result)
+    not_distributed: ClassVar[str] = ""  # why its job cannot run under torchrun ('' : it can)
 
     def __repr__(self) -> str:
         return f"<method {self.name} ({type(self).__module__})>"
@@ -205,6 +206,20 @@ def ft_schedule(cfg: DictConfig) -> tuple[int, float]:
     return schedule(cfg) if cfg.method.name == FT else (cfg.trainer.epochs, cfg.trainer.lr)
 
 
+def prompt_bank(cfg: DictConfig, pool: int = 0) -> PromptBank:
+    """The prompt bank of a job, shaped by ``prompt`` and ``backbone``: one set per training case
+    (``scenario.train_cases``), or with ``pool`` > 0 that many sets and a router (conditioned selection)."""
+    from uvav.config import PromptConfig
+    from uvav.models.prompts import PromptBank
+
+    prompt, backbone = cfg.prompt, cfg.backbone
+    names = [f"pool{i}" for i in range(pool)] if pool else list(cfg.scenario.train_cases)
+    return PromptBank(names, prompt.kind, prompt.length, backbone.embed_dim, backbone.fusion_depth,
+                      depth=prompt.get("depth", PromptConfig.depth),  # runs saved before deep prompts lack them
+                      shared_depth=prompt.get("shared_depth", PromptConfig.shared_depth),
+                      router_dim=4 * backbone.embed_dim if pool else 0, case_names=CASES)
+
+
 def cache_views(cfg: DictConfig) -> int:
     """Corrupted views of the frozen encoders' outputs a frozen-base stage precomputes (0: no cache)."""
     return cfg.method.cached_views if cfg.method.cache_features != "off" else 0
@@ -253,4 +268,4 @@ def describe_result(key: str, case: str | None = None) -> str:
 
 __all__ = ["BASES", "FT", "HEAD_ONLY", "METHODS", "Column", "FrozenBaseConfig", "FrozenBaseMethod", "Method",
            "PeftMethod", "cache_views", "classifying", "comparison_columns", "describe_result", "ft_schedule",
-           "improvements", "result_labels", "schedule", "stage_labels"]
+           "improvements", "prompt_bank", "result_labels", "schedule", "stage_labels"]

@@ -11,71 +11,21 @@ State-dict keys: the MLP's keep theirs (``mlp.fc1.weight``); new: ``<block>.mlp.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from uvav.config import require
 from uvav.methods import METHODS, FrozenBaseConfig, PeftMethod
-from uvav.models.classifier import AVClassifier, transformer_blocks
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from uvav.models.classifier import AVClassifier
 
 
 @dataclass
 class AdapterConfig(FrozenBaseConfig):
     name: str = "adapter"
     adapter_bottleneck: int = 16  # hidden width of the adapter after every block's MLP
-
-
-class Adapter(nn.Module):
-    """Bottleneck ``up(GELU(down(h)))``; ``up`` is zero-initialised, so it adds nothing before training."""
-
-    def __init__(self, dim: int, bottleneck: int, device: torch.device | None = None,
-                 dtype: torch.dtype | None = None) -> None:
-        super().__init__()
-        if bottleneck <= 0:
-            raise ValueError(f"adapter bottleneck must be positive, got {bottleneck}")
-        self.down = nn.Linear(dim, bottleneck, device=device, dtype=dtype)
-        self.act = nn.GELU()
-        self.up = nn.Linear(bottleneck, dim, device=device, dtype=dtype)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.up(self.act(self.down(h)))
-
-
-class AdaptedMlp(nn.Module):
-    """``h + adapter(h)`` with ``h = mlp(x)``, replacing a block's ``mlp``.
-
-    The MLP's layers are registered here under their own names, so their keys do not change (``mlp.fc1.weight``
-    stays ``mlp.fc1.weight``); the MLP object itself is kept outside the module tree only to call its forward.
-    """
-
-    def __init__(self, mlp: nn.Module, bottleneck: int) -> None:
-        super().__init__()
-        if any(True for _ in mlp.parameters(recurse=False)) or any(True for _ in mlp.buffers(recurse=False)):
-            raise ValueError(f"{type(mlp).__name__} holds tensors of its own; only child layers can be re-registered")
-        for name, child in mlp.named_children():
-            self.add_module(name, child)
-        self.__dict__["_mlp"] = mlp  # not a submodule: its children are already ours
-        weight = mlp.fc1.weight
-        self.adapter = Adapter(mlp.fc1.in_features, bottleneck, device=weight.device, dtype=weight.dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self._mlp(x)
-        return h + self.adapter(h)
-
-
-def add_adapters(model: AVClassifier, bottleneck: int) -> list[str]:
-    """Replace every transformer block's ``mlp`` by :class:`AdaptedMlp`, in place. Returns the blocks' names."""
-    names = []
-    for name, block in transformer_blocks(model):
-        if isinstance(block.mlp, AdaptedMlp):
-            raise ValueError(f"{name}.mlp already has an adapter (prepare applied twice?)")
-        block.mlp = AdaptedMlp(block.mlp, bottleneck)
-        names.append(name)
-    return names
 
 
 class Adapters(PeftMethod):
@@ -97,10 +47,14 @@ class Adapters(PeftMethod):
         return f"bottleneck={method.get('adapter_bottleneck')}"
 
     def prepare(self, model: AVClassifier, method: Any) -> AVClassifier:
+        from uvav.models.peft import add_adapters
+
         add_adapters(model, int(method.adapter_bottleneck))
         return model
 
     def new_parameters(self, model: AVClassifier) -> list[nn.Parameter]:
+        from uvav.models.peft import Adapter
+
         return [p for m in model.modules() if isinstance(m, Adapter) for p in m.parameters()]
 
 

@@ -8,13 +8,24 @@ Training: ``method.prompt_training=per_scenario`` (the paper) gives each sample 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uvav.cases import PROMPTED_MODES, PromptMode
 from uvav.config import PromptConfig, require
-from uvav.methods import HEAD_ONLY, METHODS, Column, FrozenBaseConfig, FrozenBaseMethod, cache_views, schedule
-from uvav.models.prompts import PromptBank
-from uvav.train import Stage
+from uvav.methods import (
+    HEAD_ONLY,
+    METHODS,
+    Column,
+    FrozenBaseConfig,
+    FrozenBaseMethod,
+    cache_views,
+    prompt_bank,
+    schedule,
+)
+
+if TYPE_CHECKING:
+    from uvav.models.prompts import PromptBank
+    from uvav.train import Stage
 
 
 @dataclass
@@ -56,9 +67,11 @@ class PromptLearning(FrozenBaseMethod):
                     "'on' only with prompt=attention (input prompts change the encoders' outputs); use auto")
 
     def bank(self, cfg) -> PromptBank:
-        return PromptBank.from_config(cfg)
+        return prompt_bank(cfg)
 
     def build_stage(self, cfg, base, device) -> Stage:
+        from uvav.train import Stage
+
         bank = self.bank(cfg).to(device)
         epochs, lr = schedule(cfg)
         per_scenario = cfg.method.prompt_training == "per_scenario"

@@ -37,6 +37,8 @@ class Pretraining(Method):
     classifies = False
     title = "Pretraining"
     summary = "self-supervised pretraining: a backbone checkpoint, no classifier"
+    not_distributed = ("runs in one process (its contrastive loss and BatchNorm heads would see only each rank's "
+                       "part of a batch)")
 
     def check(self, cfg: DictConfig) -> None:
         m = cfg.method

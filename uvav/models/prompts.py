@@ -17,14 +17,12 @@ Selection:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from uvav.cases import CASES
-from uvav.config import PromptConfig
 from uvav.models.fusion import DIRECTIONS
 
 
@@ -45,11 +43,12 @@ class Prompts:
 class PromptBank(nn.Module):
     """Learnable prompt sets named ``cases`` (training cases, or pool entries). ``kind``: input, attention or both;
     ``depth``: encoder blocks with input-level prompts of their own; ``shared_depth``: shared blocks with prompts;
-    ``router_dim`` > 0: a router over input summaries of that width (conditioned selection)."""
+    ``router_dim`` > 0: a router over input summaries of that width (conditioned selection). ``case_names``: what
+    the case ids of oracle selection index (``case_names[case_ids[i]]``), by default the bank's own ``cases``."""
 
     def __init__(
-        self, cases: list[str], kind: str, length: int, embed_dim: int, fusion_depth: int, depth: int = 1,
-        shared_depth: int = 0, router_dim: int = 0,
+        self, cases: Sequence[str], kind: str, length: int, embed_dim: int, fusion_depth: int, depth: int = 1,
+        shared_depth: int = 0, router_dim: int = 0, case_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         if kind not in ("input", "attention", "both"):
@@ -58,6 +57,7 @@ class PromptBank(nn.Module):
         if (depth > 1 or shared_depth) and not input_level:
             raise ValueError("deep and shared-block prompts are input-level: prompt kind input or both")
         self.cases = list(cases)
+        self.case_names = list(case_names if case_names is not None else cases)
         self.kind = kind
         self.length = length
 
@@ -80,17 +80,6 @@ class PromptBank(nn.Module):
         self.router = (nn.Sequential(nn.LayerNorm(router_dim), nn.Linear(router_dim, len(cases)))
                        if router_dim else None)
 
-    @classmethod
-    def from_config(cls, cfg, pool: int = 0) -> PromptBank:
-        """The bank of a prompt job, shaped by ``prompt`` and ``backbone``: one set per training case
-        (``scenario.train_cases``), or with ``pool`` > 0 that many sets and a router (conditioned selection)."""
-        prompt, backbone = cfg.prompt, cfg.backbone
-        names = [f"pool{i}" for i in range(pool)] if pool else list(cfg.scenario.train_cases)
-        return cls(names, prompt.kind, prompt.length, backbone.embed_dim, backbone.fusion_depth,
-                   depth=prompt.get("depth", PromptConfig.depth),  # runs saved before deep prompts lack them
-                   shared_depth=prompt.get("shared_depth", PromptConfig.shared_depth),
-                   router_dim=4 * backbone.embed_dim if pool else 0)
-
     def places(self) -> Iterator[torch.Tensor]:
         """Every place's sets ``[S, L, D]``."""
         for tokens in (self.input_audio, self.input_visual, *self.deep_audio, *self.deep_visual, *self.shared):
@@ -100,14 +89,14 @@ class PromptBank(nn.Module):
             yield from layer.values()
 
     def set_index(self, case_ids: torch.Tensor) -> torch.Tensor:
-        """Map global case ids (index into ``CASES``) to rows of this bank; error for an untrained case."""
-        lookup = torch.full((len(CASES),), -1, dtype=torch.long)
+        """Map case ids (indices into ``case_names``) to rows of this bank; error for an untrained case."""
+        lookup = torch.full((len(self.case_names),), -1, dtype=torch.long)
         for row, case in enumerate(self.cases):
-            if case in CASES:
-                lookup[CASES.index(case)] = row
+            if case in self.case_names:
+                lookup[self.case_names.index(case)] = row
         rows = lookup[case_ids.cpu()]
         if (rows < 0).any():
-            missing = sorted({CASES[i] for i in case_ids[rows < 0].tolist()})
+            missing = sorted({self.case_names[i] for i in case_ids[rows < 0].tolist()})
             raise ValueError(f"oracle prompts requested for untrained case(s) {missing}; trained: {self.cases}")
         return rows
 

@@ -1,0 +1,84 @@
+"""The package's shape: layers without cycles (import-linter's contracts in pyproject.toml), names of methods and
+datasets only in their own modules, and modules and classes small enough to read in one sitting."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "uvav"
+MAX_MODULE_LINES, MAX_CLASS_LINES = 400, 150
+
+
+def _modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def test_the_layer_contracts_hold():
+    """Every import, function-level ones included, goes down the layers of pyproject.toml; no cycle."""
+    pytest.importorskip("importlinter")
+    from importlinter.cli import lint_imports
+
+    assert lint_imports(config_filename=str(REPO / "pyproject.toml")) == 0, "run `lint-imports` for the report"
+
+
+def _string_constants(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+def test_method_and_dataset_names_live_only_in_their_own_modules():
+    """A method's or dataset's name ("lora", "pretrain", "av_mnist", ...) is written in its own module only;
+    everything else asks the registry (``uvav.methods.FT`` is the one name the framework itself is built on)."""
+    from uvav.data import DATASETS
+    from uvav.methods import METHODS
+
+    owners = {entry.name: Path(inspect_file(entry)).resolve() for entry in [*METHODS, *DATASETS]}
+    allowed_elsewhere = {"ft": {PACKAGE / "methods" / "__init__.py"}}
+    found = []
+    for path in _modules():
+        for line, value in _string_constants(path):
+            owner = owners.get(value)
+            if owner and path.resolve() != owner and path.resolve() not in allowed_elsewhere.get(value, set()):
+                found.append(f"{path.relative_to(REPO)}:{line}: {value!r}")
+    assert not found, "names written outside their module:\n" + "\n".join(found)
+
+
+def inspect_file(entry) -> str:
+    import inspect
+
+    return inspect.getsourcefile(entry.schema)
+
+
+def test_modules_and_classes_are_small_enough_to_read_in_one_sitting():
+    too_long = []
+    for path in _modules():
+        text = path.read_text()
+        if text.count("\n") > MAX_MODULE_LINES:
+            too_long.append(f"{path.relative_to(REPO)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES:
+                too_long.append(f"{path.relative_to(REPO)}: class {node.name}: {node.end_lineno - node.lineno + 1}")
+    assert not too_long, "\n".join(too_long)
+
+
+def test_no_two_modules_differ_by_a_suffix_only():
+    """``evaluate``/``evaluation``, ``predict``/``prediction``: names that say what they hold are not near twins."""
+    stems = {}
+    for path in _modules():
+        stems.setdefault(path.parent, []).append(path.stem if path.stem != "__init__" else path.parent.name)
+    twins = []
+    for folder, names in stems.items():
+        for a in names:
+            for b in names:
+                if a < b and b.startswith(a) and len(a) >= 4 and b[len(a):] in ("s", "ion", "ing", "ation", "er"):
+                    twins.append(f"{folder.relative_to(REPO)}: {a} / {b}")
+    assert not twins, twins
