@@ -18,7 +18,7 @@ from uvav.api import RunError, load_run
 from uvav.config import ConfigError, validate
 from uvav.jobs import read_finished
 from uvav.loggers import read_curves
-from uvav.models.pretraining import AVPretrainer, _masked_mse
+from uvav.models.mae import AVPretrainer, _masked_mse
 from uvav.pipeline import run_pipeline
 
 from .conftest import TINY, compose_config, run_cli, tiny_model

@@ -11,14 +11,16 @@ Result: ``cpl_conditioned``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uvav.cases import PromptMode
 from uvav.config import require
 from uvav.methods import HEAD_ONLY, METHODS, Column, FrozenBaseConfig, FrozenBaseMethod, schedule
 from uvav.methods.pl import prompt_settings
 from uvav.models.prompts import PromptBank
-from uvav.train import Stage
+
+if TYPE_CHECKING:
+    from uvav.train import Stage
 
 CONDITIONED = (PromptMode.CONDITIONED.value,)
 
@@ -53,6 +55,8 @@ class ConditionedPrompts(FrozenBaseMethod):
         return PromptBank.from_config(cfg, pool=cfg.method.pool)
 
     def build_stage(self, cfg, base, device) -> Stage:
+        from uvav.train import Stage
+
         epochs, lr = schedule(cfg)
         return Stage.prompted(self.name, base.to(device), self.bank(cfg).to(device), list(cfg.scenario.train_cases),
                               train_mode=PromptMode.CONDITIONED.value, epochs=epochs, lr=lr,

@@ -8,13 +8,15 @@ Training: ``method.prompt_training=per_scenario`` (the paper) gives each sample 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uvav.cases import PROMPTED_MODES, PromptMode
 from uvav.config import PromptConfig, require
 from uvav.methods import HEAD_ONLY, METHODS, Column, FrozenBaseConfig, FrozenBaseMethod, cache_views, schedule
 from uvav.models.prompts import PromptBank
-from uvav.train import Stage
+
+if TYPE_CHECKING:
+    from uvav.train import Stage
 
 
 @dataclass
@@ -59,6 +61,8 @@ class PromptLearning(FrozenBaseMethod):
         return PromptBank.from_config(cfg)
 
     def build_stage(self, cfg, base, device) -> Stage:
+        from uvav.train import Stage
+
         bank = self.bank(cfg).to(device)
         epochs, lr = schedule(cfg)
         per_scenario = cfg.method.prompt_training == "per_scenario"
