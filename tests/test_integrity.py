@@ -13,7 +13,7 @@ import pytest
 import timm
 import torch
 
-import uvav.train as train_mod
+import uvav.train.loop as train_mod
 from uvav.api import load_run
 from uvav.data.store import StoreSpec
 from uvav.data.store_build import build_store

@@ -15,9 +15,8 @@ from sklearn.metrics import average_precision_score
 from uvav.config import NoiseConfig
 from uvav.data.base import AVData, TensorSplit, stratified_split
 from uvav.data.loading import LoaderOptions
-from uvav.evaluation import average_precisions, evaluate_split
 from uvav.models.prompts import PromptBank
-from uvav.train import Feed, Stage, classification_loss, fit, freeze_for_prompts
+from uvav.train import Feed, Stage, average_precisions, classification_loss, evaluate_split, fit, freeze_for_prompts
 
 from .conftest import TINY, compose_config, run_cli, tiny_model
 

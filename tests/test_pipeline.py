@@ -117,7 +117,7 @@ def test_head_lr_scale_speeds_up_only_the_ft_head():
     from .conftest import tiny_model
 
     model = tiny_model()
-    stage = Stage.finetune(model, ["complete"], epochs=1, lr=1e-4, weight_decay=0.0, head_lr_scale=10.0)
+    stage = Stage.finetune(model, ["complete"], name="ft", epochs=1, lr=1e-4, weight_decay=0.0, head_lr_scale=10.0)
     groups = stage.param_groups()
     head = {id(p) for p in model.head.parameters()}
     assert [g["lr"] for g in groups] == [1e-4, 1e-3]

@@ -19,8 +19,9 @@ from uvav.checks import validate
 from uvav.config import ConfigError
 from uvav.jobs import read_finished
 from uvav.loggers import read_curves
-from uvav.models.pretraining import AVPretrainer, _masked_mse
+from uvav.models.mae import AVPretrainer, _masked_mse
 from uvav.pipeline import run_pipeline
+from uvav.train import NonFiniteLossError
 
 from .conftest import TINY, compose_config, run_cli, tiny_model
 
@@ -90,6 +91,28 @@ def test_pretrain_checkpoint_starts_ft_pl_lora_and_adapter(tmp_path):
     again = run_cli(tmp_path, *TINY, *PRETRAIN_ARGS)  # the same command again: the finished job is reused
     assert "reusing the finished job" in again.stdout + again.stderr
     assert _metrics(job)["pretraining"]["history"] == history
+
+
+def test_a_nan_in_pretraining_stops_like_ft_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    """The shared loop's NaN handling: the error names the run and the step, the weights of the last finished epoch
+    stay in the checkpoint, and no model.pt is published."""
+    import uvav.models.mae as mae
+
+    real, calls = mae._masked_mse, {"n": 0}
+
+    def poisoned(pred, patches, keep):
+        calls["n"] += 1  # epoch 0: 3 steps + 2 validation batches, 2 calls each
+        return real(pred, patches, keep) * (float("nan") if calls["n"] > 10 else 1.0)
+
+    monkeypatch.setattr(mae, "_masked_mse", poisoned)
+    cfg = compose_config(*PRETRAIN_ARGS, "method.epochs=3", f"paths.cache_dir={tmp_path / 'cache'}")
+    with pytest.raises(NonFiniteLossError, match=r"^pretrain: loss is nan at epoch 1, step 0; last good checkpoint"):
+        run_pipeline(cfg, tmp_path / "job")
+    (checkpoint,) = tmp_path.rglob("last_pretrain.pt")
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["epoch"] == 0 and [h["epoch"] for h in state["history"]] == [0]
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert not (tmp_path / "job" / "model.pt").exists()
 
 
 def test_pretrain_rejects_settings_it_cannot_run():

@@ -92,7 +92,7 @@ def test_defaults_are_uvavs_own_training():
     epoch; the batch passes through untouched (the FT-model key of the default is pinned in test_pipeline)."""
     cfg = compose_config("method=ft")
     assert Recipe.of(cfg.trainer) == Recipe() and not Recipe().soft_targets and not Recipe().averages
-    stage = Stage.finetune(tiny_model(), ["complete"], epochs=2, lr=1e-3, weight_decay=0.05)
+    stage = Stage.finetune(tiny_model(), ["complete"], name="ft", epochs=2, lr=1e-3, weight_decay=0.05)
     optimizer = stage.recipe.optimizer_for(stage.param_groups(), stage.lr, stage.weight_decay)
     assert type(optimizer) is torch.optim.AdamW and optimizer.defaults["betas"] == (0.9, 0.999)
     ours = stage_scheduler(optimizer, stage, 5, 1.0)
@@ -177,7 +177,7 @@ class _StopAfter:
 
 def _fit_ft(recipe: Recipe, checkpoint, logger=None):
     torch.manual_seed(0)
-    stage = Stage.finetune(tiny_model(), ["complete"], epochs=3, lr=1e-3, weight_decay=0.0, recipe=recipe)
+    stage = Stage.finetune(tiny_model(), ["complete"], name="ft", epochs=3, lr=1e-3, weight_decay=0.0, recipe=recipe)
     feed = Feed(_split(12, 3), _split(8, 4), NoiseConfig(), LoaderOptions(0))
     trainer = SimpleNamespace(batch_size=4, eval_batch_size=8, warmup_epochs=0.0, grad_clip=0.0, progress=False)
     result = fit(stage, feed, trainer, CPU, seed=0, autocast=contextlib.nullcontext, checkpoint_path=checkpoint,

@@ -12,9 +12,10 @@ import time
 import pytest
 import torch
 
-import uvav.train as train_module
+import uvav.train.fitting as train_module
 from uvav.outputs import atomic_write_json
 from uvav.pipeline import run_pipeline
+from uvav.train import NonFiniteLossError
 
 from .conftest import TINY, compose_config, run_cli
 
@@ -32,7 +33,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path
         return real(logits, labels) * (float("nan") if calls["n"] > 4 else 1.0)  # epoch 0 has 3 steps
 
     monkeypatch.setattr(train_module.F, "cross_entropy", poisoned)
-    with pytest.raises(train_module.NonFiniteLossError, match="loss is nan at epoch 1"):
+    with pytest.raises(NonFiniteLossError, match="loss is nan at epoch 1"):
         run_pipeline(cfg, tmp_path / "job")
     (checkpoint,) = (tmp_path / "cache" / "ft").glob("*/last.pt")
     state = torch.load(checkpoint, weights_only=True)

@@ -4,7 +4,6 @@ streams, encodes each batch once for frozen stages, and does not depend on batch
 from __future__ import annotations
 
 import contextlib
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,16 +11,15 @@ import torch
 from uvav.config import NoiseConfig
 from uvav.data.base import TensorSplit
 from uvav.data.loading import LoaderOptions, TrainSet
-from uvav.evaluation import evaluate_split
 from uvav.models.prompts import PromptBank
 from uvav.resources import ResourceMeter
-from uvav.train import Feed, Stage, _build_caches, fit, freeze_for_prompts, logits_for
+from uvav.train import Feed, FitSettings, Stage, build_caches, evaluate_split, fit, freeze_for_prompts, logits_for
 
 from .conftest import tiny_model
 
 CASES = ["complete", "noisy_audio", "noisy_visual", "noise_both"]
 CPU = torch.device("cpu")
-TRAINER = SimpleNamespace(batch_size=4, eval_batch_size=5, warmup_epochs=1.0, grad_clip=1.0, progress=False)
+TRAINER = FitSettings(batch_size=4, eval_batch_size=5, warmup_epochs=1.0, grad_clip=1.0, progress=False)
 
 
 def make_stage(views: int, kind: str = "attention") -> Stage:
@@ -45,7 +43,7 @@ def feed(tmp_path, workers: int = 0, dtype: str = "fp32") -> Feed:
 @pytest.mark.parametrize("dtype, tol", [("fp32", 1e-5), ("fp16", 2e-2)])
 def test_cached_views_match_the_uncached_forward_pass(tmp_path, dtype, tol):
     stage, data = make_stage(2), feed(tmp_path, dtype=dtype)
-    views, val = _build_caches(stage, data, TRAINER, CPU, 0, contextlib.nullcontext, ResourceMeter(CPU))
+    views, val = build_caches(stage, data, TRAINER, CPU, 0, contextlib.nullcontext, ResourceMeter(CPU))
     assert views.rows == 2 * len(data.train) and val.rows == len(CASES) * len(data.val)
     assert not views.on_device and (tmp_path / "tokens_pl_train" / "audio.npy").is_file()  # CPU: a file
     for view in range(2):
@@ -66,7 +64,7 @@ def test_cached_views_match_the_uncached_forward_pass(tmp_path, dtype, tol):
 
 def test_cache_batches_are_the_same_from_workers(tmp_path):
     stage, data = make_stage(2), feed(tmp_path, dtype="fp16")
-    views, _ = _build_caches(stage, data, TRAINER, CPU, 0, contextlib.nullcontext, ResourceMeter(CPU))
+    views, _ = build_caches(stage, data, TRAINER, CPU, 0, contextlib.nullcontext, ResourceMeter(CPU))
     rows = [5, 0, 17, 3, 9, 22, 1]
     inline = list(views.batches(rows, 3, LoaderOptions(0)))
     workers = list(views.batches(rows, 3, LoaderOptions(2)))

@@ -247,8 +247,8 @@ class Run(Predicting):
         safe_file_name(name, "name")  # a plain file name: written as <run>/evaluations/<name>.json
         from uvav.data import DATASETS, load_data
         from uvav.data.loading import LoaderOptions
-        from uvav.evaluation import SALTS, evaluate_split, oracle_available
         from uvav.pipeline import autocast_for, select_device
+        from uvav.train import SALTS, evaluate_split, oracle_available
 
         started = time.perf_counter()
         if split not in SPLITS:

@@ -1,9 +1,10 @@
 """Training curves: what every stage reports per optimiser step and per epoch, and where it goes.
 
 ``logger=csv`` (default), ``logger=tensorboard`` or ``logger=none`` (group ``conf/logger``). Only rank 0 of a
-distributed job logs. Interface used by :func:`uvav.train.fit` (and :mod:`uvav.pretraining`): ``step`` after every
-optimiser step (``train_loss``, ``lr``), ``epoch`` after every epoch (``train_loss``, ``lr``, ``time_s``, ``val_acc``
-and ``val_<case>`` per training case; pretraining: its losses, ``lr``, ``time_s``).
+distributed job logs. Interface used by the training loop (:class:`uvav.train.loop.Loop`, every stage and
+pretraining): ``step`` after every optimiser step (``train_loss``, ``lr``), ``epoch`` after every epoch
+(``train_loss``, ``lr``, ``time_s``, ``val_acc`` and ``val_<case>`` per training case; pretraining: its losses,
+``lr``, ``time_s``).
 
 Files, under ``<job_dir>/curves/``:
 

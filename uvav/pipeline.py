@@ -26,7 +26,6 @@ from uvav.cases import result_key
 from uvav.config import MODEL_KEY_NEUTRAL, ConfigError, NoiseConfig, key_content
 from uvav.data import AVData, load_data
 from uvav.data.loading import LoaderOptions, cores_per_rank
-from uvav.evaluation import SALTS, Scores, evaluate_split, metric_name
 from uvav.loggers import TrainingLogger, open_logger
 from uvav.methods import FT, HEAD_ONLY, METHODS, cache_views, ft_schedule, schedule
 from uvav.models import MODEL_VERSION
@@ -41,7 +40,7 @@ from uvav.outputs import (
     remove_checkpoint,
 )
 from uvav.recipe import Recipe
-from uvav.train import Feed, Stage, fit, freeze_for_prompts
+from uvav.train import SALTS, Feed, FitSettings, Scores, Stage, evaluate_split, fit, freeze_for_prompts, metric_name
 from uvav.weights.zoo import content_key
 
 log = logging.getLogger(__name__)
@@ -208,12 +207,12 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
             log.info("FT model %s reused from %s", key, folder)
             return model, {**info, "reused": True}
         model, weights = build_model(ctx)
-        stage = Stage.finetune(model, spec["train_cases"], epochs=spec["epochs"], lr=spec["lr"],
+        stage = Stage.finetune(model, spec["train_cases"], name=FT, epochs=spec["epochs"], lr=spec["lr"],
                                weight_decay=ctx.cfg.trainer.weight_decay,
                                head_lr_scale=ctx.cfg.trainer.head_lr_scale, recipe=Recipe.of(ctx.cfg.trainer))
         log.info("training FT model %s on %s (%d epochs)", key, spec["train_cases"], spec["epochs"])
-        result = fit(stage, ctx.feed(), ctx.cfg.trainer, ctx.device, seed=ctx.cfg.seed, autocast=ctx.autocast,
-                     checkpoint_path=folder / "last.pt", logger=ctx.logger)
+        result = fit(stage, ctx.feed(), FitSettings.of(ctx.cfg.trainer), ctx.device, seed=ctx.cfg.seed,
+                     autocast=ctx.autocast, checkpoint_path=folder / "last.pt", logger=ctx.logger)
         info = {
             "key": key, "spec": spec, "best_epoch": result.best_epoch, "best_val": result.best_val,
             "history": result.history, "resources": result.resources,
@@ -323,7 +322,7 @@ def _train_and_eval(ctx: Context, stage: Stage, seed: int, accuracy: dict[str, A
     """Fit a frozen-model stage with a resumable checkpoint in ``ctx.resume_dir``; add its test and validation
     accuracy or mAP (``{result key: {case: value}}``), its test per-class AP (multi-label data) and its stage
     record to the job's."""
-    result = fit(stage, ctx.feed(), ctx.cfg.trainer, ctx.device, seed=seed, autocast=ctx.autocast,
+    result = fit(stage, ctx.feed(), FitSettings.of(ctx.cfg.trainer), ctx.device, seed=seed, autocast=ctx.autocast,
                  checkpoint_path=ctx.resume_dir / f"last_{stage.name}.pt", logger=ctx.logger)
     test = ctx.evaluate(stage, "test")
     accuracy.update(test.values)

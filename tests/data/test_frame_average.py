@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from uvav.evaluation import average_frame_logits
+from uvav.train import average_frame_logits
 
 from ..conftest import run_cli
 from .test_cavmae_json import MIDS, make_clip, write_json

@@ -1,7 +1,9 @@
 """``method=pretrain``: CAV-MAE's self-supervised pretraining (masked autoencoding + audio-visual contrastive) on
-the training pairs without labels (:mod:`uvav.pretraining`, :mod:`uvav.models.pretraining`). Its job trains no
-classifier and reports no accuracy: it writes a backbone checkpoint that ``backbone.checkpoint=<job>/model.pt``
-loads for FT, PL, LoRA and adapters."""
+the training pairs without labels (:mod:`uvav.models.mae`), trained on the shared loop
+(:func:`uvav.train.fit_masked`: resumable after every epoch, curves under stage ``pretrain``). Its job trains no
+classifier and reports no accuracy: it writes ``model.pt``, the backbone's weights under ``"model"`` in
+AVClassifier's layout (no head), which ``backbone.checkpoint=<job>/model.pt`` loads for FT, PL, LoRA and
+adapters."""
 
 from __future__ import annotations
 
@@ -9,14 +11,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from uvav.config import MethodConfig, require
-from uvav.methods import METHODS, Method
+from uvav.methods import METHODS, Method, schedule
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
     from uvav.pipeline import Context
 
-PRETRAIN = "pretrain"
+PRETRAIN = "pretrain"  # the method's name, and its run's name in logs and training curves
+CHECKPOINT = "last_pretrain.pt"
 
 
 @dataclass
@@ -56,9 +59,47 @@ class Pretraining(Method):
                 "its checkpoint")
 
     def run_job(self, ctx: Context) -> dict[str, Any]:
-        from uvav.pretraining import pretrain
+        """Train, write ``<job>/model.pt`` and return the job's metrics (losses per epoch on train and
+        validation)."""
+        import time
 
-        return pretrain(ctx)
+        from uvav.models.classifier import count_parameters
+        from uvav.models.mae import AVPretrainer
+        from uvav.outputs import atomic_torch_save, provenance
+        from uvav.pipeline import build_model
+        from uvav.train import Feed, FitSettings, fit_masked
+
+        started = time.perf_counter()
+        cfg = ctx.cfg
+        backbone, weights = build_model(ctx)
+        m = cfg.method
+        model = AVPretrainer(backbone, m.mask_ratio, m.contrastive_weight, m.temperature, m.decoder_dim or None,
+                             m.decoder_depth, cfg.backbone.num_heads, m.contrastive_masked).to(ctx.device)
+        model.backbone.head.requires_grad_(False)  # not part of the objective, and not saved
+        epochs, lr = schedule(cfg)
+        history, resources = fit_masked(
+            PRETRAIN, model, Feed(ctx.data.train, ctx.data.val, ctx.noise, ctx.options), FitSettings.of(cfg.trainer),
+            epochs=epochs, lr=lr, weight_decay=cfg.trainer.weight_decay, device=ctx.device, seed=cfg.seed,
+            autocast=ctx.autocast, checkpoint_path=ctx.resume_dir / CHECKPOINT, logger=ctx.logger)
+        backbone_state = {k: v for k, v in model.backbone.state_dict().items() if not k.startswith("head.")}
+        atomic_torch_save(ctx.job_dir / "model.pt", {"model": backbone_state, "kind": "uvav-pretrained-backbone",
+                                                     "provenance": provenance()})
+        final = history[-1] if history else {}
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return {
+            "pretraining": {
+                "history": history, "final": final, "resources": resources,
+                "params": {"trainable": trainable, "backbone": count_parameters(model.backbone),
+                           "decoder_and_heads": count_parameters(model) - count_parameters(model.backbone)},
+                "checkpoint": "model.pt (backbone weights under 'model', no head): load with "
+                              "backbone.checkpoint=<job>/model.pt",
+                "validation": "losses on the validation split, masks fixed by the seed, batches of trainer.batch_size",
+            },
+            "objective": {"name": "val_loss", "value": final.get("val_total", float("nan"))},
+            "split": {**ctx.data.sizes(), "how": ctx.data.info.get("split")}, "data_info": ctx.data.info,
+            "initial_weights": weights, "wall_time_s": round(time.perf_counter() - started, 2),
+            "device": str(ctx.device),
+        }
 
 
 METHODS.register(Pretraining())

@@ -10,7 +10,7 @@ Each batch is scored in every requested prompt mode; when the stage's encoders a
 input-level prompt can change their outputs) the batch is encoded once and every mode reuses the tokens.
 Batches come from :class:`uvav.data.loading.EvalSet` (raw features; images ``[B, V, 3, H, W]`` when a split
 evaluates every frame of a clip: the frames' predictions are averaged, :func:`average_frame_logits`) or a
-:class:`uvav.token_cache.TokenCache` of encoder outputs (validation of a frozen stage).
+:class:`uvav.train.token_cache.TokenCache` of encoder outputs (validation of a frozen stage).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,9 +28,7 @@ from uvav.cases import ACCURACY, CASES, EVAL_CASES, MAP
 from uvav.config import NoiseConfig
 from uvav.data.base import AVSplit
 from uvav.data.loading import EvalSet, LoaderOptions
-
-if TYPE_CHECKING:
-    from uvav.train import Stage
+from uvav.train.stage import Stage
 
 SALTS = {"test": 0, "val": 1}  # evaluation draws differ between the splits
 

@@ -11,6 +11,7 @@ DataLoader workers into pinned memory, so host memory holds a few batches, never
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
-from uvav.data.loading import LoaderOptions
+from uvav.data.loading import EvalSet, LoaderOptions, TrainSet
+from uvav.resources import ResourceMeter
+from uvav.train.scoring import SALTS
+from uvav.train.settings import Feed, FitSettings
+from uvav.train.stage import Stage
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _NUMPY_STORAGE = {torch.bfloat16: np.int16, torch.float16: np.float16, torch.float32: np.float32}
@@ -164,3 +170,46 @@ def encode_into(cache: TokenCache, encode: Callable[[torch.Tensor, torch.Tensor]
         cache.write(start, a, v, labels, case_ids, positions)
         start += audio.shape[0]
     return start
+
+
+def build_caches(stage: Stage, feed: Feed, settings: FitSettings, device: torch.device, seed: int, autocast,
+                 meter: ResourceMeter) -> tuple[TokenCache, TokenCache]:
+    """Encoder outputs of ``cache_views`` corrupted views of every training sample (view ``v`` of sample ``i``
+    = the draws of (seed, v, i)), and of the validation set under each training case. Afterwards the frozen
+    encoders leave the accelerator: the cached stage trains without them."""
+    started = time.perf_counter()
+    model, n, bs = stage.model, len(feed.train), settings.eval_batch_size
+    model.eval()
+    with torch.inference_mode():
+        audio, visual = feed.train.sample(0)
+        with autocast():
+            a, v = model.encode(audio[None].to(device), visual[None].to(device))
+    dtype = cache_dtype(feed.cache_dtype, device)
+    budget = feed.cache_device_gb * 2**30
+    folder = feed.token_dir or Path(".")
+    views = TokenCache(n * stage.cache_views, a.shape[1:], v.shape[1:], dtype, device, budget,
+                       folder / f"tokens_{stage.name}_train")
+
+    def progress(loader, what: str):
+        return tqdm(loader, desc=f"{stage.name}: caching {what}", leave=False, disable=not settings.progress)
+
+    for view in range(stage.cache_views):
+        dataset = TrainSet(feed.train, feed.noise, stage.train_cases, seed, view, feed.augmentation, stream="view",
+                           missing_rate=feed.missing_rate)
+        encode_into(views, model.encode, progress(feed.options.loader(dataset, bs), f"view {view + 1}"), device,
+                    autocast, start=view * n)
+    val_set = EvalSet(feed.val, feed.noise, stage.train_cases, SALTS["val"])
+    val = TokenCache(len(val_set), a.shape[1:], v.shape[1:], dtype, device,
+                     budget - (views.nbytes if views.on_device else 0), folder / f"tokens_{stage.name}_val")
+    encode_into(val, model.encode, progress(feed.options.loader(val_set, bs), "validation"), device, autocast)
+    place_encoders(stage, torch.device("cpu"))
+    meter.cache = {"views": stage.cache_views, "bytes": views.nbytes, "train": views.describe(),
+                   "val": val.describe(), "build_s": round(time.perf_counter() - started, 3)}
+    return views, val
+
+
+def place_encoders(stage: Stage, device: torch.device) -> None:
+    """Move the modality encoders (frozen in a cached stage) to ``device``; no-op on a CPU run."""
+    if next(stage.model.head.parameters()).device.type != "cpu":
+        stage.model.audio.to(device)
+        stage.model.visual.to(device)
