@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from uvav.aggregate import find_job_dirs, main, read_job
 from uvav.cases import CASE_LABELS as CASES
-from uvav.tables import to_markdown
+from uvav.jobs import find_job_dirs, read_job
+from uvav.reporting.aggregate import main
+from uvav.reporting.formats import to_markdown
 
 MIB = 2**20
 SEEDS = (0, 1, 2)

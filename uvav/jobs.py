@@ -1,6 +1,7 @@
 """Finished jobs on disk: where they are, and what makes one usable, in one place.
 
-Aggregation, the method comparison and job reuse (``uvav.run``) ask :func:`read_finished`; :func:`uvav.load_run`
+Reporting (:mod:`uvav.reporting`) reads jobs through :func:`read_jobs`; job reuse (``uvav.run``) asks
+:func:`read_finished`; :func:`uvav.load_run`
 asks :func:`metrics_problem` (after checking the run's own files). A job is usable when its ``metrics.json`` is a
 completed job's (status ``completed``, an ``accuracy`` table with the FT model's row, a finite objective), of this
 uvav's schema version, and not stale (its overrides are those of the folder's ``.hydra/overrides.yaml``); for reuse
@@ -45,6 +46,11 @@ def find_job_dirs(roots: list[Path]) -> list[Path]:
             else:
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
     return sorted(set(found))
+
+
+def read_jobs(roots: list[Path]) -> list[Job]:
+    """Every job folder under ``roots`` (:func:`find_job_dirs`), read (:func:`read_job`): how reporting reads jobs."""
+    return [read_job(folder) for folder in find_job_dirs(roots)]
 
 
 def _load_yaml(path: Path) -> Any:

@@ -87,6 +87,7 @@ class Adapters(PeftMethod):
     improvements = {"Improvement (adapter - FT)": ("adapter", "ft")}
     comparison_order = 20
     summary = "frozen FT model with bottleneck adapters, no prompts"
+    variant_order = 3
 
     def check(self, cfg) -> None:
         super().check(cfg)

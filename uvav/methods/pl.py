@@ -43,6 +43,10 @@ class PromptLearning(FrozenBaseMethod):
                where={"prompt_training": "joint"}),
     )
     summary = "frozen FT model with prompts"
+    table_note = ("FT + PL (uncertain): all prompt sets together, as when the case is unknown; (oracle): each sample "
+                  "with its own case's prompt set.")
+    comparison_note = ("'Uncertain' = all prompt sets concatenated, as when the case is unknown; 'trained as used' "
+                       "= method.prompt_training=joint.")
 
     def check(self, cfg) -> None:
         super().check(cfg)
