@@ -173,3 +173,21 @@ def test_nothing_found_is_an_error_not_a_crash(tmp_path, capsys):
 
 def test_markdown_escapes_pipes():
     assert to_markdown(pd.DataFrame({"a": ["x|y"]})) == "| a |\n|---|\n| x\\|y |"
+
+
+def test_runtime_overrides_split_no_group_and_name_none(tmp_path):
+    """``trainer.num_threads`` and ``logger`` are GROUPING_NEUTRAL: jobs differing only in them share a group, and
+    group labels (of several groups) never show them."""
+    for seed, (threads, logger) in enumerate([(1, "csv"), (2, "none")]):
+        metrics = _metrics(seed)
+        metrics["config"]["trainer"]["num_threads"] = threads
+        metrics["config"]["logger"] = {"name": logger}
+        metrics["overrides"] += [f"trainer.num_threads={threads}", f"logger={logger}"]
+        _job(tmp_path / "sweep" / str(seed), metrics)
+    _job(tmp_path / "sweep" / "9", _metrics(0, length=8))  # another group: labels name what differs
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "sweep"), "--out", str(out), "--no-plots"]) == 0
+    groups = pd.read_csv(out / "groups.csv")
+    assert len(groups) == 2 and sorted(groups["n"]) == [1, 2]
+    assert not groups["group_label"].str.contains("num_threads|logger").any()
+    assert set(groups["group_label"]) == {"prompt.length=4", "prompt.length=8"}

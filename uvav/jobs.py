@@ -11,7 +11,6 @@ digest against the record (:func:`uvav.run.reusable_job`).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any
 import yaml
 
 from uvav.methods import FT
-from uvav.outputs import SCHEMA_VERSION
+from uvav.record import SCHEMA_VERSION, RecordError, read_record
 
 
 @dataclass
@@ -89,11 +88,9 @@ def read_finished(folder: Path, overrides: list[str] | None = None, need_model: 
         hint = "; a partial .metrics.json.*.tmp is there (killed while writing)" if partial else ""
         return None, f"no metrics.json (not finished: failed, killed or still running){hint}{_last_error(folder)}"
     try:
-        metrics = json.loads(file.read_text())
-    except OSError as error:
-        return None, f"metrics.json unreadable: {error}"
-    except ValueError as error:
-        return None, f"metrics.json is not valid JSON (half-written or corrupt): {error}"
+        metrics = read_record(file).to_dict()
+    except RecordError as error:
+        return None, str(error)
     problem = metrics_problem(metrics, overrides, pretraining_ok)
     if problem is None and need_model and not (folder / "model.pt").is_file():
         problem = "no model.pt beside metrics.json (the saved model is missing)"

@@ -25,15 +25,9 @@ from uvav.errors import report_user_errors, run_entrypoint
 from uvav.jobs import group_choices, read_finished
 from uvav.models import MODEL_VERSION
 from uvav.models.zoo import content_key
-from uvav.outputs import (
-    SCHEMA_VERSION,
-    atomic_write_json,
-    copy_hashed,
-    environment,
-    file_lock,
-    fingerprint,
-)
+from uvav.outputs import copy_hashed, environment, file_lock, fingerprint
 from uvav.pipeline import data_digest, open_data, run_pipeline
+from uvav.record import SCHEMA_VERSION, write_record
 
 log = logging.getLogger("uvav.run")
 register_configs()
@@ -79,7 +73,7 @@ def main(cfg: DictConfig) -> float:
                 store_finished(metrics, job_dir, finished)
     if main_rank:
         metrics["job_dir"] = str(job_dir.resolve())
-        atomic_write_json(job_dir / "metrics.json", metrics)
+        write_record(job_dir / "metrics.json", metrics)  # refuses a key that is not in uvav/record.py
         _log_table(metrics)
     value = float(distributed.from_main(metrics["objective"]["value"] if main_rank else None))
     if not math.isfinite(value):
@@ -140,7 +134,7 @@ def store_finished(metrics: dict, job_dir: Path, finished: Path) -> None:
     sha256 and the data digest, then publish the record; drop the stage checkpoints."""
     metrics["model_sha256"] = copy_hashed(job_dir / "model.pt", finished / "model.pt")
     metrics["data_digest"] = data_digest(metrics.get("data_info"))
-    atomic_write_json(finished / "metrics.json", metrics)
+    write_record(finished / "metrics.json", metrics)
     for partial in finished.glob("last_*.pt*"):
         partial.unlink()
 
