@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from uvav.cases import CASE_LABELS
-from uvav.methods import improvements, result_labels, stage_labels
+from uvav.methods import FT, improvements, result_labels, stage_labels
 from uvav.reporting.formats import MISSING_CELL, mean_std
 
 
@@ -74,7 +74,7 @@ def resource_table(frame: pd.DataFrame, group: str) -> tuple[pd.DataFrame, dict[
     table = pd.DataFrame(rows)
     if table.empty:
         return table, {}
-    ft = table[table["Method"] == "FT"]
+    ft = table[table["Method"] == stage_labels()[FT]]
     ft_mem = ft["Training memory (bytes)"].iloc[0] if len(ft) else float("nan")
     ft_time = ft["Time per epoch (s)"].iloc[0] if len(ft) else float("nan")
     table.insert(3, "Memory saving vs FT (%)", 100.0 * (1.0 - table["Training memory (bytes)"] / ft_mem))
@@ -85,16 +85,17 @@ def resource_table(frame: pd.DataFrame, group: str) -> tuple[pd.DataFrame, dict[
 def format_resources(table: pd.DataFrame) -> pd.DataFrame:
     """Human units: MiB or GiB for memory, rounded times and ratios, integer parameter counts."""
     out = pd.DataFrame({"Method": table["Method"]})
+    ft = stage_labels()[FT]
     mem = table["Training memory (bytes)"]
     unit, scale = ("GiB", 2**30) if mem.max(skipna=True) >= 2**30 else ("MiB", 2**20)
     out[f"Training memory ({unit})"] = [f"{v / scale:.2f}" if pd.notna(v) else "not measured" for v in mem]
-    out["Memory saving vs FT"] = [MISSING_CELL if m == "FT" or pd.isna(v) else f"{v:.1f}%"
+    out["Memory saving vs FT"] = [MISSING_CELL if m == ft or pd.isna(v) else f"{v:.1f}%"
                                   for m, v in zip(table["Method"], table["Memory saving vs FT (%)"], strict=True)]
     out["Time per epoch (s)"] = [mean_std(t, s, n, show_n=False) for t, s, n in
                                  zip(table["Time per epoch (s)"], table["Time per epoch std (s)"], table["n"],
                                      strict=True)]
     out["Fastest epoch (s)"] = [f"{v:.3f}" if pd.notna(v) else MISSING_CELL for v in table["Fastest epoch (s)"]]
-    out["Time ratio vs FT"] = [MISSING_CELL if m == "FT" or pd.isna(v) else f"{v:.3f}x"
+    out["Time ratio vs FT"] = [MISSING_CELL if m == ft or pd.isna(v) else f"{v:.3f}x"
                                for m, v in zip(table["Method"], table["Time ratio vs FT"], strict=True)]
     out["Trainable params"] = [f"{int(v):,}" for v in table["Trainable params"]]
     out["Total params"] = [f"{int(v):,}" for v in table["Total params"]]

@@ -50,7 +50,7 @@ def variant_of(m: dict[str, Any], key: str) -> tuple[str, str]:
     if key == HEAD_ONLY:
         return HEAD_ONLY_LABEL, HEAD_ONLY
     if key == FT:
-        return "FT", FT
+        return METHODS.get(FT).stage_label, FT
     method = METHODS.get(m["method"])
     mode = key.removeprefix(method.name).lstrip("_")
     settings = method.settings(m["config"]["method"], m["config"].get("prompt") or {})
