@@ -1,8 +1,8 @@
 """Finished jobs on disk: where they are, and what makes one usable, in one place.
 
 Reporting (:mod:`uvav.reporting`) reads jobs through :func:`read_jobs`; job reuse (``uvav.run``) asks
-:func:`read_finished`; :func:`uvav.load_run`
-asks :func:`metrics_problem` (after checking the run's own files). A job is usable when its ``metrics.json`` is a
+:func:`read_finished`; :func:`uvav.load_run` asks :func:`metrics_problem` (after checking the run's own files); the
+record itself is read by :func:`uvav.record.read_record`. A job is usable when its ``metrics.json`` is a
 completed job's (status ``completed``, an ``accuracy`` table with the FT model's row, a finite objective), of this
 uvav's schema version, and not stale (its overrides are those of the folder's ``.hydra/overrides.yaml``); for reuse
 and rebuilding, ``model.pt`` must be there too. Job reuse further checks the model's sha256 and the data's content
