@@ -12,23 +12,23 @@ Writes table.md and runs.csv.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from uvav.cases import EVAL_CASES
-from uvav.jobs import find_job_dirs, read_finished
+from uvav.jobs import find_job_dirs, read_jobs
+from uvav.record import read_record
 
 RESULTS = {"ft": "FT", "head_only": "Head only", "pl_uncertain": "FT + PL (uncertain)"}
 
 
 def labelled_runs(root: Path, arm: str) -> list[dict]:
     rows = []
-    for folder in find_job_dirs([root]):
-        metrics, problem = read_finished(folder)
+    for job in read_jobs([root]):
+        folder, metrics = job.path, job.metrics
         if metrics is None:
-            raise SystemExit(f"{folder}: {problem}")
+            raise SystemExit(f"{folder}: {job.reason}")
         for key, label in ((k, v) for k, v in RESULTS.items() if k in metrics["accuracy"]):
             rows += [{"arm": arm, "seed": metrics["seed"], "result": label, "case": case, "accuracy": acc,
                       "train_pairs": metrics["split"]["train"], "job": str(folder)}
@@ -39,7 +39,7 @@ def labelled_runs(root: Path, arm: str) -> list[dict]:
 def pretraining_rows(root: Path) -> list[dict]:
     rows = []
     for folder in find_job_dirs([root]):
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = read_record(folder / "metrics.json").to_dict()
         final = metrics["pretraining"]["final"]
         rows.append({"seed": metrics["seed"], **{k: round(v, 4) for k, v in final.items() if k != "epoch"},
                      "epochs": final["epoch"] + 1, "wall_time_s": metrics["wall_time_s"]})

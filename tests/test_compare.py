@@ -5,7 +5,8 @@ from __future__ import annotations
 import statistics
 
 from uvav.compare import main
-from uvav.outputs import SCHEMA_VERSION, atomic_write_json
+from uvav.outputs import atomic_write_json
+from uvav.record import SCHEMA_VERSION
 
 CASES = ["complete", "noisy_audio", "noisy_visual", "noise_both", "mixed"]
 
@@ -44,3 +45,13 @@ def test_comparison_cells(tmp_path):
     assert "broken" in text  # listed as not completed, not silently dropped
     rows = (tmp_path / "out" / "comparison_accuracy.csv").read_text().splitlines()
     assert rows[0].startswith("Case,FT,LoRA,Adapter,Head only")
+
+
+def test_one_mean_std_cell_for_every_table():
+    """``uvav.reporting.formats``: the spread only with two values or more; signs for improvements; n optional."""
+    from uvav.reporting.formats import MISSING_CELL, mean_std, mean_std_of
+
+    assert mean_std_of([0.5, 0.7]) == "0.600 ± 0.141 (n=2)"
+    assert mean_std_of([0.5]) == "0.500 (n=1)" and mean_std_of([]) == MISSING_CELL
+    assert mean_std_of([1000, 1000], digits=0, show_n=False) == "1000 ± 0"
+    assert mean_std(0.0125, float("nan"), 3, signed=True) == "+0.013 (n=3)"

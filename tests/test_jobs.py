@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from uvav.jobs import group_choices, metrics_problem, read_finished
-from uvav.outputs import SCHEMA_VERSION
+from uvav.record import SCHEMA_VERSION
 
 GOOD = {"schema_version": SCHEMA_VERSION, "status": "completed", "accuracy": {"ft": {"complete": 0.5}},
         "objective": {"name": "val_acc", "value": 0.5}, "overrides": ["seed=0"]}

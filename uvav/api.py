@@ -33,8 +33,9 @@ from uvav.data.base import AVSplit
 from uvav.errors import InputError, RunError, safe_file_name
 from uvav.inference import Predicting, Prediction, list_inputs, prediction_rows
 from uvav.jobs import metrics_problem
-from uvav.outputs import SCHEMA_VERSION, atomic_write_json, read_json
+from uvav.outputs import atomic_write_json
 from uvav.overrides import evaluation_config, evaluation_name, override_items, split_overrides
+from uvav.record import SCHEMA_VERSION, RecordError, read_record
 from uvav.registry import UnknownNameError
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,11 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
     if missing:
         raise RunError(f"run={root} is not a complete uvav run: missing {', '.join(missing)}; the model cannot be "
                        "rebuilt without them (a job writes model.pt and metrics.json when it finishes)")
-    metrics = read_json(root / "metrics.json")
-    if metrics is None:
-        raise RunError(f"{root / 'metrics.json'} is unreadable or partial: the model cannot be rebuilt")
+    try:
+        metrics = read_record(root / "metrics.json").to_dict()
+    except RecordError as error:
+        raise RunError(f"{root / 'metrics.json'} is unreadable or partial ({error}): the model cannot be "
+                       "rebuilt") from error
     problem = metrics_problem(metrics)  # the one rule of a usable finished job (uvav.jobs)
     if problem:
         raise RunError(f"{root} is not a usable finished run ({problem}): the model cannot be rebuilt")

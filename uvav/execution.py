@@ -15,8 +15,9 @@ from uvav import distributed
 from uvav.config import JOB_KEY_NEUTRAL, key_content
 from uvav.jobs import group_choices, read_finished
 from uvav.models import MODEL_VERSION
-from uvav.outputs import SCHEMA_VERSION, atomic_write_json, copy_hashed, environment, file_lock, fingerprint
+from uvav.outputs import copy_hashed, environment, file_lock, fingerprint
 from uvav.pipeline import data_digest, open_data, run_pipeline
+from uvav.record import SCHEMA_VERSION, write_record
 from uvav.weights.zoo import content_key
 
 log = logging.getLogger("uvav.run")
@@ -46,7 +47,7 @@ def run_job(cfg: DictConfig, job_dir: Path) -> dict:
                 store_finished(metrics, job_dir, finished)
     if main_rank:
         metrics["job_dir"] = str(job_dir.resolve())
-        atomic_write_json(job_dir / "metrics.json", metrics)
+        write_record(job_dir / "metrics.json", metrics)  # refuses a key that is not in uvav/record.py
     return metrics
 
 
@@ -87,7 +88,7 @@ def store_finished(metrics: dict, job_dir: Path, finished: Path) -> None:
     sha256 and the data digest, then publish the record; drop the stage checkpoints."""
     metrics["model_sha256"] = copy_hashed(job_dir / "model.pt", finished / "model.pt")
     metrics["data_digest"] = data_digest(metrics.get("data_info"))
-    atomic_write_json(finished / "metrics.json", metrics)
+    write_record(finished / "metrics.json", metrics)
     for partial in finished.glob("last_*.pt*"):
         partial.unlink()
 

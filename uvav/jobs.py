@@ -1,7 +1,8 @@
 """Finished jobs on disk: where they are, and what makes one usable, in one place.
 
-Aggregation, the method comparison and job reuse (``uvav.run``) ask :func:`read_finished`; :func:`uvav.load_run`
-asks :func:`metrics_problem` (after checking the run's own files). A job is usable when its ``metrics.json`` is a
+Reporting (:mod:`uvav.reporting`) reads jobs through :func:`read_jobs`; job reuse (``uvav.run``) asks
+:func:`read_finished`; :func:`uvav.load_run` asks :func:`metrics_problem` (after checking the run's own files); the
+record itself is read by :func:`uvav.record.read_record`. A job is usable when its ``metrics.json`` is a
 completed job's (status ``completed``, an ``accuracy`` table with the FT model's row, a finite objective), of this
 uvav's schema version, and not stale (its overrides are those of the folder's ``.hydra/overrides.yaml``); for reuse
 and rebuilding, ``model.pt`` must be there too. Job reuse further checks the model's sha256 and the data's content
@@ -10,7 +11,6 @@ digest against the record (:func:`uvav.execution.reusable_job`).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from uvav.methods import FT
-from uvav.outputs import SCHEMA_VERSION
+from uvav.record import SCHEMA_VERSION, RecordError, read_record
 
 
 @dataclass
@@ -45,6 +45,11 @@ def find_job_dirs(roots: list[Path]) -> list[Path]:
             else:
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
     return sorted(set(found))
+
+
+def read_jobs(roots: list[Path]) -> list[Job]:
+    """Every job folder under ``roots`` (:func:`find_job_dirs`), read (:func:`read_job`): how reporting reads jobs."""
+    return [read_job(folder) for folder in find_job_dirs(roots)]
 
 
 def _load_yaml(path: Path) -> Any:
@@ -83,11 +88,9 @@ def read_finished(folder: Path, overrides: list[str] | None = None, need_model: 
         hint = "; a partial .metrics.json.*.tmp is there (killed while writing)" if partial else ""
         return None, f"no metrics.json (not finished: failed, killed or still running){hint}{_last_error(folder)}"
     try:
-        metrics = json.loads(file.read_text())
-    except OSError as error:
-        return None, f"metrics.json unreadable: {error}"
-    except ValueError as error:
-        return None, f"metrics.json is not valid JSON (half-written or corrupt): {error}"
+        metrics = read_record(file).to_dict()
+    except RecordError as error:
+        return None, str(error)
     problem = metrics_problem(metrics, overrides, pretraining_ok)
     if problem is None and need_model and not (folder / "model.pt").is_file():
         problem = "no model.pt beside metrics.json (the saved model is missing)"

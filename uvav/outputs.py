@@ -1,36 +1,7 @@
-"""Run outputs: the ``metrics.json`` schema, atomic writes, locks, and finding earlier work by its config.
+"""Run outputs: atomic writes, locks, and finding earlier work by its config.
 
-``metrics.json`` (schema_version 1), written once a job has finished, atomically:
-
-- ``status``: ``"completed"``
-- ``choices``: Hydra's group choices (data, backbone, prompt, scenario, method, trainer); ``overrides``
-- ``config``: the resolved job config
-- ``seed``, ``method``, ``train_cases``, ``split`` (sizes and how the split was made), ``data_info`` (source,
-  normalisation, skipped files, feature settings; for decoded datasets ``store``: the feature store's ``path``,
-  ``hit``, ``items``, ``bytes``, ``chunks_decoded``, ``chunks_rebuilt``, ``decode_s``, ``workers``)
-- ``accuracy[mode][case]``: test accuracy per result key and case (:func:`uvav.cases.result_key`). Keys: ``ft``
-  (the fine-tuned model, no prompts); for a frozen-base method also ``head_only`` (frozen FT model, only the head
-  retrained on the method's training cases) and the method's own (``lora``, ``adapter``; for PL
-  ``pl_uncertain``: all prompt sets concatenated, ``pl_oracle``: each sample its own case's set). Cases:
-  complete, noisy_audio, noisy_visual, noise_both, mixed. Multi-label data (multi-hot labels, e.g. AudioSet):
-  the same table holds test mAP (CAV-MAE's: mean over classes of scikit-learn's average precision).
-- ``metric``: what ``accuracy`` and ``val`` hold: ``"accuracy"`` or ``"mAP"`` (multi-label data; absent in runs
-  of earlier versions: accuracy); ``per_class_ap[mode][case]`` (multi-label data only): test AP of each class,
-  in ``class_names`` order
-- ``val``: validation accuracy (or mAP) per mode and case (the same layout); ``selection``: metric, best epoch per
-  stage
-- ``objective``: the value returned to sweepers, and its name
-- ``params``: ``trainable`` and ``total`` per stage
-- ``resources``: per stage (``ft``, ``head_only``, the method's: ``pl``, ``lora``, ...): ``time_per_epoch_s``
-  (median over epochs after the first), ``epoch_times_s``, ``peak_train_memory_bytes`` with ``memory_method``,
-  ``device``; ``cached_features`` (cached frozen-encoder outputs: ``views``, ``bytes``, ``build_s``, and for
-  ``train``/``val`` their ``rows``, ``dtype`` and ``where``: ``device`` or ``file``)
-- ``initial_weights``: where the FT model's starting weights came from (``kind``: random, name, url or path;
-  ``spec``, ``url``, ``path``, ``sha256``; ``loaded``, ``missing``, ``unexpected``, ``mismatched`` keys)
-- ``environment``: device name, library versions, host, CPU threads; ``wall_time_s``
-- ``model_sha256``: the sha256 of the job's ``model.pt`` as stored in the cache; ``data_digest``: the content
-  digest of the data it was trained on (``data_info.content_digest``); job reuse checks both
-  (:func:`uvav.execution.reusable_job`)
+The run record (``metrics.json``: every key, its type and its version) is :mod:`uvav.record`, with its one writer
+and reader.
 """
 
 from __future__ import annotations
@@ -54,8 +25,6 @@ from uvav.errors import LockError
 if TYPE_CHECKING:
     import torch
 
-
-SCHEMA_VERSION = 1
 log = logging.getLogger(__name__)
 
 

@@ -41,6 +41,7 @@ from uvav.outputs import (
 )
 from uvav.recipe import Recipe
 from uvav.train import SALTS, Feed, FitSettings, Scores, Stage, evaluate_split, fit, freeze_for_prompts, metric_name
+from uvav.weights import build_model
 from uvav.weights.zoo import content_key
 
 log = logging.getLogger(__name__)
@@ -173,25 +174,6 @@ class Context:
                       scores.metric, {result_key(stage.name, mode): ap for mode, ap in scores.per_class.items()})
 
 
-def build_model(ctx: Context, initial_weights: bool = True) -> tuple[AVClassifier, dict[str, Any]]:
-    """The job's AVClassifier on its device, with ``backbone.checkpoint`` loaded when ``initial_weights``; and where
-    its weights came from (source, sha256, keys loaded, missing and unexpected)."""
-    model = AVClassifier.from_config(ctx.cfg.backbone, ctx.cfg.data, ctx.data.num_classes)
-    weights: dict[str, Any] = {"kind": "random", "spec": None}
-    if initial_weights and ctx.cfg.backbone.checkpoint:
-        from uvav.weights.cavmae import load_cavmae_checkpoint
-        from uvav.weights.zoo import resolve
-
-        source = resolve(ctx.cfg.backbone.checkpoint, ctx.cfg.backbone.checkpoint_sha256,
-                         progress=ctx.cfg.trainer.progress)
-        report = load_cavmae_checkpoint(model, source.path, allow_partial=ctx.cfg.backbone.get("allow_partial", False))
-        log.info("CAV-MAE checkpoint: %s", report.summary())
-        weights = {**source.as_dict(), **report.record()}
-    if ctx.cfg.trainer.compile:
-        model.compile_blocks()
-    return model.to(ctx.device), weights
-
-
 def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
     """Load the fine-tuned model for this config, or train it (once, under a lock) and store it."""
     key, spec = ft_key(ctx.cfg, ctx.data.info)
@@ -201,12 +183,13 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
         stored = _stored_ft_model(folder) if main_rank else None
         info = distributed.from_main(stored[0] if stored else None)
         if info is not None:
-            model, _ = build_model(ctx, initial_weights=False)  # the stored weights replace them all
+            # the stored weights replace them all
+            model, _ = build_model(ctx.cfg, ctx.data.num_classes, ctx.device, initial_weights=False)
             source = io.BytesIO(stored[1]) if stored else folder / "model.pt"  # rank 0: the bytes it verified
             model.load_state_dict(torch.load(source, map_location=ctx.device, weights_only=True))
             log.info("FT model %s reused from %s", key, folder)
             return model, {**info, "reused": True}
-        model, weights = build_model(ctx)
+        model, weights = build_model(ctx.cfg, ctx.data.num_classes, ctx.device)
         stage = Stage.finetune(model, spec["train_cases"], name=FT, epochs=spec["epochs"], lr=spec["lr"],
                                weight_decay=ctx.cfg.trainer.weight_decay,
                                head_lr_scale=ctx.cfg.trainer.head_lr_scale, recipe=Recipe.of(ctx.cfg.trainer))
@@ -271,7 +254,8 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
     cfg, device, data = ctx.cfg, ctx.device, ctx.data
 
     if method.frozen_base and cfg.method.base == "pretrained":
-        base_model, weights = build_model(ctx)  # the pretrained backbone with a new head: nothing is fine-tuned
+        # the pretrained backbone with a new head: nothing is fine-tuned
+        base_model, weights = build_model(ctx.cfg, ctx.data.num_classes, ctx.device)
         base_info = {"key": None, "initial_weights": weights}
         accuracy, val, per_class_ap, stages, final = {}, {}, {}, {}, None
     else:

@@ -23,11 +23,17 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from omegaconf import DictConfig
 
+from uvav.cases import PromptMode
 from uvav.config import ConfigError
+from uvav.methods import FT, METHODS, cache_views
+
+if TYPE_CHECKING:
+    import torch
+
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +106,8 @@ class Estimate:
 def _parameter_counts(cfg: DictConfig) -> tuple[int, int, int, int]:
     """(model parameters, head parameters, encoder parameters, prompt-bank parameters), from modules built on
     the meta device (no memory, no initialisation cost)."""
-    from uvav.methods import METHODS
+    import torch
+
     from uvav.models.classifier import AVClassifier
 
     method = METHODS.get(cfg.method.name)
@@ -115,7 +122,7 @@ def _parameter_counts(cfg: DictConfig) -> tuple[int, int, int, int]:
 def _prompt_tokens(cfg: DictConfig, mode_all_sets: bool) -> int:
     """Prompt tokens one place adds for one sample: one set (oracle, or cpl's mixture of its pool), or every set
     (PL's uncertain selection, when it trains as used)."""
-    if cfg.method.name not in ("pl", "cpl") or cfg.prompt.kind == "none":
+    if not METHODS.get(cfg.method.name).uses_prompts or cfg.prompt.kind == "none":
         return 0
     return cfg.prompt.length * (len(cfg.scenario.train_cases) if mode_all_sets else 1)
 
@@ -123,8 +130,6 @@ def _prompt_tokens(cfg: DictConfig, mode_all_sets: bool) -> int:
 def estimate(cfg: DictConfig, device: torch.device) -> list[Estimate]:
     """The estimates of the stages this job may train (FT, unless ``method.base=pretrained``; and a frozen-base
     method's own stage). Empty for methods that train no classifier."""
-    from uvav.methods import FT, METHODS, cache_views
-
     method = METHODS.get(cfg.method.name)
     if not method.classifies:
         return []
@@ -172,7 +177,8 @@ def estimate(cfg: DictConfig, device: torch.device) -> list[Estimate]:
         input_prompts = cfg.prompt.kind in ("input", "both") and method.uses_prompts
         peft = not method.uses_prompts  # LoRA / adapters train weights inside the encoders
         trainable = bank + head + (encoders // 10 if peft else 0)  # PEFT: a tenth of the encoders bounds theirs
-        conditioned = cfg.method.name == "cpl"  # its prompts are mixed from each sample's input: never cached
+        # prompts mixed from each sample's input: never cached
+        conditioned = PromptMode.CONDITIONED.value in method.eval_modes
         cached = cache_views(cfg) > 0 and not input_prompts and not peft and not conditioned
         stages.append(stage(method.name, trainable, prompt, input_prompts, peft, input_prompts or peft, cached))
     return stages
@@ -181,6 +187,8 @@ def estimate(cfg: DictConfig, device: torch.device) -> list[Estimate]:
 def available_bytes(device: torch.device) -> int:
     """Free memory for tensors: CUDA's free device memory; on CPU ``MemAvailable`` from /proc/meminfo, or the
     cgroup's remaining allowance (``memory.max - memory.current``) when that is smaller."""
+    import torch
+
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
     free = None

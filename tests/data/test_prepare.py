@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import uvav.data.av_mnist_download as prep
+import uvav.data.av_mnist_sources as prep
 from uvav.data.av_mnist import FSDD_COMMIT, MNIST_IMAGES, MNIST_LABELS, MNIST_MIRRORS, RECORDINGS
 from uvav.prepare import main
 

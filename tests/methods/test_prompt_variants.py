@@ -10,15 +10,15 @@ import torch
 
 from uvav.cases import CASE_INDEX, CASES, EVAL_CASES
 from uvav.checks import validate
-from uvav.compare import load
 from uvav.config import ConfigError
 from uvav.methods import prompt_bank
 from uvav.models.classifier import AVClassifier
 from uvav.models.prompts import PromptBank
 from uvav.outputs import fingerprint
 from uvav.pipeline import ft_config
+from uvav.reporting.compare import load
+from uvav.reporting.variants import best_prompt_variant, table, write
 from uvav.scenarios import draw_case, draw_training_case, sample_generator
-from uvav.variants import best_prompt_variant, table, write
 
 from ..conftest import TINY, compose_config, run_cli
 

@@ -4,14 +4,12 @@ installed: built from a config as a run builds it and loaded as ``backbone.check
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 from torch import nn
 
 from tests.conftest import compose_config, shared_fixture
-from uvav.pipeline import build_model
+from uvav.weights import build_model
 
 STAGES = ("audio_embed", "visual_embed", "audio_tokens", "visual_tokens", "shared_tokens", "shared_normed",
           "pooled", "logits")
@@ -29,8 +27,7 @@ def fixture_model(fusion_depth: int = 0):
                          f"backbone.fusion_depth={fusion_depth}", "data.target_length=256", "data.num_mel_bins=128",
                          "data.image_size=64", f"backbone.checkpoint={checkpoint}", "trainer.progress=false",
                          tiny=False)
-    ctx = SimpleNamespace(cfg=cfg, data=SimpleNamespace(num_classes=5), device=torch.device("cpu"))
-    model, weights = build_model(ctx)
+    model, weights = build_model(cfg, 5, torch.device("cpu"))
     return model.eval(), weights
 
 

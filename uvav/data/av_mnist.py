@@ -20,6 +20,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from uvav.config import DataConfig
 from uvav.data import DATASETS, Dataset
+from uvav.data.av_mnist_sources import (
+    FSDD_COMMIT,
+    FSDD_REPO,
+    MNIST_IMAGES,
+    MNIST_LABELS,
+    MNIST_MIRRORS,
+    RECORDINGS,
+    prepare,
+)
 from uvav.errors import ConfigError, DataFileError, DataPathError
 
 if TYPE_CHECKING:
@@ -30,15 +39,6 @@ if TYPE_CHECKING:
 
 
 CLASS_NAMES = [str(d) for d in range(10)]
-RECORDINGS = "fsdd/recordings"
-MNIST_IMAGES = "mnist/t10k-images-idx3-ubyte.gz"
-MNIST_LABELS = "mnist/t10k-labels-idx1-ubyte.gz"
-FSDD_REPO = "Jakobovski/free-spoken-digit-dataset"
-FSDD_COMMIT = "26eb9aaf76e81b692f806f9140c2d2777410d7a1"
-MNIST_MIRRORS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-)
 NUM_TEST_TAKES = 5  # FSDD's official split: takes 0-4 are test
 MANIFEST_COLUMNS = ("clip", "label", "split", "image_index")
 _CLIP_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
@@ -372,13 +372,6 @@ def load_av_mnist(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
     parts = {"train": train_all[tr], "val": train_all[va], "test": test}
     return store_avdata(store, torch.tensor(keep, dtype=torch.long), clip_labels, parts, CLASS_NAMES, cfg.normalize,
                         info, [c.name for c in kept])
-
-
-def prepare(root: str, verify_only: bool, force: bool) -> list[str]:
-    """Fetch (unless ``verify_only``) and verify FSDD's recordings and MNIST's t10k files under ``root``."""
-    from uvav.data.av_mnist_download import prepare as fetch_and_verify
-
-    return fetch_and_verify(root, verify_only, force)
 
 
 DATASETS.register(Dataset("av_mnist", AVMnistDataConfig, load_av_mnist, class_names=tuple(CLASS_NAMES),

@@ -2,8 +2,8 @@
 
 Every method is one module of this package (or a plugin module, see :mod:`uvav.registry`) that defines its
 config schema (extending :class:`~uvav.config.MethodConfig`) and registers a :class:`Method`; its YAML is
-``conf/method/<name>.yaml``. The pipeline (:mod:`uvav.pipeline`), the tables (:mod:`uvav.tables`), the comparison
-(:mod:`uvav.compare`), robustness curves and ``load_run`` read everything they need from here.
+``conf/method/<name>.yaml``. The pipeline (:mod:`uvav.pipeline`), the tables and the comparison
+(:mod:`uvav.reporting`), robustness curves and ``load_run`` read everything they need from here.
 
 Two kinds: ``ft`` trains every weight; every other method is *frozen-base*: it starts from the fine-tuned model
 of the same data, backbone and seed (trained first when absent), or with ``method.base=pretrained`` from the
@@ -37,7 +37,7 @@ BASES = ("finetuned", "pretrained")  # method.base: what a frozen-base method tr
 
 @dataclass(frozen=True)
 class Column:
-    """A column of the method comparison (``python -m uvav.compare``): result ``key`` of this method's jobs whose
+    """A column of the method comparison (:mod:`uvav.reporting.compare`): result ``key`` of this method's jobs whose
     ``method.<k>`` equal ``where``, with the resources of ``stage``; columns are sorted by ``order``."""
 
     label: str
@@ -61,6 +61,11 @@ class Method:
     comparison_order: ClassVar[int] = 50  # position of its default comparison column
     summary: ClassVar[str]  # one line: what the method trains (describe_result)
     not_distributed: ClassVar[str] = ""  # why its job cannot run under torchrun ('' : it can)
+    # reporting (uvav.reporting): text and order that tables take from here, so that no table names a method
+    table_note: ClassVar[str] = ""  # sentence on its accuracy-table columns (aggregated tables' notes)
+    comparison_note: ClassVar[str] = ""  # sentence on its columns of the method comparison
+    variant_order: ClassVar[int] = 9  # position of its rows on a base in the variant table (FT 0, head only 1)
+    reference: ClassVar[bool] = False  # the variant table measures gaps and the parameter target against it
 
     def __repr__(self) -> str:
         return f"<method {self.name} ({type(self).__module__})>"
@@ -256,6 +261,11 @@ def comparison_columns() -> list[tuple[Method, Column]]:
     return sorted(pairs, key=lambda pair: pair[1].order)
 
 
+def reference_method() -> Method | None:
+    """The method the variant table compares every other against (:attr:`Method.reference`), if one is."""
+    return next((method for method in classifying() if method.reference), None)
+
+
 def describe_result(key: str, case: str | None = None) -> str:
     """One line saying what result ``key`` means (``ft``, ``pl_uncertain``, ``lora``, ...)."""
     if key == HEAD_ONLY:
@@ -268,4 +278,4 @@ def describe_result(key: str, case: str | None = None) -> str:
 
 __all__ = ["BASES", "FT", "HEAD_ONLY", "METHODS", "Column", "FrozenBaseConfig", "FrozenBaseMethod", "Method",
            "PeftMethod", "cache_views", "classifying", "comparison_columns", "describe_result", "ft_schedule",
-           "improvements", "prompt_bank", "result_labels", "schedule", "stage_labels"]
+           "improvements", "prompt_bank", "reference_method", "result_labels", "schedule", "stage_labels"]

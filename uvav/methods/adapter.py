@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from uvav.config import require
-from uvav.methods import METHODS, FrozenBaseConfig, PeftMethod
+from uvav.methods import FT, METHODS, FrozenBaseConfig, PeftMethod
 
 if TYPE_CHECKING:
     from torch import nn
@@ -34,9 +34,10 @@ class Adapters(PeftMethod):
     order = 30
     title = "Adapter"
     labels = {"adapter": "FT + adapter"}  # lower case in the committed tables
-    improvements = {"Improvement (adapter - FT)": ("adapter", "ft")}
+    improvements = {"Improvement (adapter - FT)": ("adapter", FT)}
     comparison_order = 20
     summary = "frozen FT model with bottleneck adapters, no prompts"
+    variant_order = 3
 
     def check(self, cfg) -> None:
         super().check(cfg)

@@ -23,6 +23,10 @@ class FineTuning(Method):
     improvements = {}
     comparison_order = 0
     summary = "fine-tuned model, no prompts"
+    table_note = "FT: the fine-tuned model (in a PL, LoRA or adapter group: those jobs' own frozen base)."
+    comparison_note = ("FT, LoRA, Adapter, head only and prompts share each seed's frozen FT model; every method "
+                       "but FT trains on all four cases.")
+    variant_order = 0
 
 
 METHODS.register(FineTuning())

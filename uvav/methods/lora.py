@@ -49,6 +49,8 @@ class LoRA(PeftMethod):
     title = "LoRA"
     comparison_order = 10
     summary = "frozen FT model with LoRA updates, no prompts"
+    variant_order = 2
+    reference = True  # the variant table's baseline: prompt variants must come near it with fewer parameters
 
     def check(self, cfg) -> None:
         super().check(cfg)

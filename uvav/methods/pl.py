@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from uvav.cases import PROMPTED_MODES, PromptMode
 from uvav.config import PromptConfig, require
 from uvav.methods import (
+    FT,
     HEAD_ONLY,
     METHODS,
     Column,
@@ -43,7 +44,7 @@ class PromptLearning(FrozenBaseMethod):
     eval_modes = PROMPTED_MODES
     labels = {"pl_uncertain": "FT + PL (uncertain)", "pl_oracle": "FT + PL (oracle)"}
     title = "PL"
-    improvements = {"Improvement (PL unc. - FT)": ("pl_uncertain", "ft"),
+    improvements = {"Improvement (PL unc. - FT)": ("pl_uncertain", FT),
                     "Improvement over head only": ("pl_uncertain", HEAD_ONLY)}
     per_scenario = {"prompt_training": "per_scenario"}
     comparison = (
@@ -54,6 +55,10 @@ class PromptLearning(FrozenBaseMethod):
                where={"prompt_training": "joint"}),
     )
     summary = "frozen FT model with prompts"
+    table_note = ("FT + PL (uncertain): all prompt sets together, as when the case is unknown; (oracle): each sample "
+                  "with its own case's prompt set.")
+    comparison_note = ("'Uncertain' = all prompt sets concatenated, as when the case is unknown; 'trained as used' "
+                       "= method.prompt_training=joint.")
 
     def check(self, cfg) -> None:
         super().check(cfg)

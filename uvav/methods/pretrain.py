@@ -66,12 +66,12 @@ class Pretraining(Method):
         from uvav.models.classifier import count_parameters
         from uvav.models.mae import AVPretrainer
         from uvav.outputs import atomic_torch_save, provenance
-        from uvav.pipeline import build_model
         from uvav.train import Feed, FitSettings, fit_masked
+        from uvav.weights import build_model
 
         started = time.perf_counter()
         cfg = ctx.cfg
-        backbone, weights = build_model(ctx)
+        backbone, weights = build_model(cfg, ctx.data.num_classes, ctx.device)
         m = cfg.method
         model = AVPretrainer(backbone, m.mask_ratio, m.contrastive_weight, m.temperature, m.decoder_dim or None,
                              m.decoder_depth, cfg.backbone.num_heads, m.contrastive_masked).to(ctx.device)

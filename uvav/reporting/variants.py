@@ -1,17 +1,19 @@
 """The variant table (``python -m uvav.compare <dirs> --variants --out DIR``): one row per result of every method
-variant on every frozen base, each beside head only and LoRA on that same base, paired by seed.
+variant on every frozen base, each beside head only and the reference method (:attr:`uvav.methods.Method.reference`)
+on that same base, paired by seed.
 
 A *base* is what the frozen-base methods train on (``method.base``: the FT model, or a pretrained checkpoint not
 fine-tuned) together with the stages' schedule (epochs, lr) and the training missing rate (``scenario.missing_rate``),
 since all of them change head only too.
-A *variant* is a result key with the method settings that tell jobs apart (:meth:`uvav.methods.Method.settings`):
-``PL attention L=4, uncertain``, ``Conditioned prompts input L=4 depth=2 pool=4``, ``LoRA r=4``.
+A *variant* is a result key with the method settings that tell jobs apart (:meth:`uvav.methods.Method.settings`),
+e.g. a method's title, its prompt kind and length and its prompt mode.
 
 Columns: test accuracy (mAP for multi-label data) per case (mean ± std over seeds); the mixed-case gain over head
-only on the same base and seeds (mean ± standard error of the paired differences); the smallest paired gap to LoRA
-over the three noisy cases (mean per case, then the minimum); trainable parameters, time and memory per epoch of the
-variant's stage; and whether a prompt variant that needs no case label (not oracle) meets issue 15's target
-(gain >= 0.03 and > 2 SE, every noisy-case gap to LoRA >= -0.02, fewer trainable parameters than LoRA).
+only on the same base and seeds (mean ± standard error of the paired differences); the smallest paired gap to the
+reference over the three noisy cases (mean per case, then the minimum); trainable parameters, time and memory per
+epoch of the variant's stage; and whether a prompt variant that needs no case label (not oracle) meets the target
+(gain >= 0.03 and > 2 SE, every noisy-case gap to the reference >= -0.02, fewer trainable parameters than it).
+Rows on a base are in :attr:`uvav.methods.Method.variant_order`.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from uvav.cases import CASE_LABELS, CASES, EVAL_CASES, Case, PromptMode, result_key
-from uvav.methods import FT, HEAD_ONLY, HEAD_ONLY_LABEL, METHODS
+from uvav.methods import FT, HEAD_ONLY, HEAD_ONLY_LABEL, METHODS, Method, reference_method
 from uvav.outputs import atomic_write_bytes
-from uvav.tables import metric_label, to_markdown
+from uvav.reporting.formats import mean_std_of, metric_label, to_markdown
 
 NOISY = tuple(c for c in CASES if c != Case.COMPLETE.value)
 MIXED = Case.MIXED.value
-TARGET_GAIN, TARGET_LORA_GAP = 0.03, -0.02  # issue 15's target
+TARGET_GAIN, TARGET_REFERENCE_GAP = 0.03, -0.02  # a prompt variant's target: mixed gain, worst gap to the reference
 
 
 def base_of(m: dict[str, Any]) -> str:
@@ -48,7 +50,7 @@ def variant_of(m: dict[str, Any], key: str) -> tuple[str, str]:
     if key == HEAD_ONLY:
         return HEAD_ONLY_LABEL, HEAD_ONLY
     if key == FT:
-        return "FT", FT
+        return METHODS.get(FT).stage_label, FT
     method = METHODS.get(m["method"])
     mode = key.removeprefix(method.name).lstrip("_")
     settings = method.settings(m["config"]["method"], m["config"].get("prompt") or {})
@@ -85,25 +87,18 @@ def _prompted(seeds: dict[int, dict]) -> bool:
 
 
 def best_prompt_variant(jobs: list[dict[str, Any]]) -> tuple[tuple[str, str], float, list[str]] | None:
-    """((base, variant), its mean validation accuracy on the mixed case, its job folders, with those of LoRA on the
-    same base) of the prompt variant with the best mean validation accuracy on the mixed case: the one the robustness
-    curves follow (selected on validation, never on test); None without prompt variants."""
+    """((base, variant), its mean validation accuracy on the mixed case, its job folders, with those of the reference
+    method on the same base) of the prompt variant with the best mean validation accuracy on the mixed case: the one
+    the robustness curves follow (selected on validation, never on test); None without prompt variants."""
     rows = collect(jobs)
     scored = {k: statistics.mean(s["val"][MIXED] for s in seeds.values())
               for k, seeds in rows.items() if _prompted(seeds) and all(MIXED in s["val"] for s in seeds.values())}
     if not scored:
         return None
     best = max(scored, key=scored.get)
-    lora = _lora_of(rows, best[0])
-    folders = [s["job_dir"] for s in (*rows[best].values(), *(lora[1].values() if lora else ()))]
+    reference = _reference_of(rows, best[0])
+    folders = [s["job_dir"] for s in (*rows[best].values(), *(reference[1].values() if reference else ()))]
     return best, scored[best], sorted({f for f in folders if f})
-
-
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.3f}{spread}"
 
 
 def _paired(a: dict[int, dict], b: dict[int, dict] | None, case: str) -> list[float]:
@@ -113,9 +108,11 @@ def _paired(a: dict[int, dict], b: dict[int, dict] | None, case: str) -> list[fl
             if case in a[s]["accuracy"] and case in b[s]["accuracy"]]
 
 
-def _lora_of(rows, base: str) -> tuple[str, dict[int, dict]] | None:
+def _reference_of(rows, base: str) -> tuple[str, dict[int, dict]] | None:
+    """(label, seeds) of the reference method's row on ``base`` (:func:`uvav.methods.reference_method`)."""
+    reference = reference_method()
     for (b, label), seeds in rows.items():
-        if b == base and _stage_name(seeds) == "lora":
+        if reference is not None and b == base and _stage_name(seeds) == reference.name:
             return label, seeds
     return None
 
@@ -132,37 +129,47 @@ def table(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (base, label), seeds in sorted(rows.items(), key=lambda item: (item[0][0], _order(item[1]), item[0][1])):
         head = rows.get((base, HEAD_ONLY_LABEL))
-        lora = _lora_of(rows, base)
+        reference = _reference_of(rows, base)
         gain = _paired(seeds, head, MIXED) if label != HEAD_ONLY_LABEL else []
-        gaps = {c: _paired(seeds, lora[1], c) for c in NOISY} if lora and label != lora[0] else {}
+        gaps = {c: _paired(seeds, reference[1], c) for c in NOISY} if reference and label != reference[0] else {}
         worst_gap = min((statistics.mean(g) for g in gaps.values() if g), default=None)
         se = statistics.stdev(gain) / math.sqrt(len(gain)) if len(gain) > 1 else None
         resources = [s["stage"].get("resources") or {} for s in seeds.values()]
         times = [r["time_per_epoch_s"] for r in resources if r.get("time_per_epoch_s") is not None]
         memory = [r["peak_train_memory_bytes"] / 2**20 for r in resources if r.get("peak_train_memory_bytes")]
-        trainable, lora_trainable = _trainable(seeds), _trainable(lora[1]) if lora else None
+        trainable, reference_trainable = _trainable(seeds), _trainable(reference[1]) if reference else None
         meets = None
-        if _prompted(seeds) and gain and se is not None and worst_gap is not None and trainable and lora_trainable:
+        if (_prompted(seeds) and gain and se is not None and worst_gap is not None and trainable
+                and reference_trainable):
             mean_gain = statistics.mean(gain)
-            meets = (mean_gain >= TARGET_GAIN and mean_gain > 2 * se and worst_gap >= TARGET_LORA_GAP
-                     and trainable < lora_trainable)
+            meets = (mean_gain >= TARGET_GAIN and mean_gain > 2 * se and worst_gap >= TARGET_REFERENCE_GAP
+                     and trainable < reference_trainable)
         out.append({
             "Base": base, "Variant": label,
-            **{CASE_LABELS[c]: _mean_std([s["accuracy"][c] for s in seeds.values() if c in s["accuracy"]])
-               for c in EVAL_CASES},
+            **{CASE_LABELS[c]: mean_std_of([s["accuracy"][c] for s in seeds.values() if c in s["accuracy"]],
+                                           show_n=False) for c in EVAL_CASES},
             "Mixed gain over head only (± SE)": (f"{statistics.mean(gain):+.3f}" + (f" ± {se:.3f}" if se else "")
                                                  if gain else "-"),
-            "Worst noisy-case gap to LoRA": f"{worst_gap:+.3f}" if worst_gap is not None else "-",
+            f"Worst noisy-case gap to {_reference_title()}": f"{worst_gap:+.3f}" if worst_gap is not None else "-",
             "Trainable params": f"{trainable:.0f}" if trainable is not None else "-",
-            "Time per epoch (s)": _mean_std(times), "Training memory (MiB)": _mean_std(memory),
+            "Time per epoch (s)": mean_std_of(times, show_n=False),
+            "Training memory (MiB)": mean_std_of(memory, show_n=False),
             "Seeds": ",".join(map(str, sorted(seeds))), "Meets target": {None: "-", True: "yes", False: "no"}[meets],
         })
     return out
 
 
 def _order(seeds: dict[int, dict]) -> int:
-    """FT, head only, LoRA, adapter, then prompts (and any other method)."""
-    return {FT: 0, HEAD_ONLY: 1, "lora": 2, "adapter": 3}.get(_stage_name(seeds), 9)
+    """A row's place on its base: head only 1, every method's :attr:`~uvav.methods.Method.variant_order`."""
+    stage = _stage_name(seeds)
+    if stage == HEAD_ONLY:
+        return 1
+    return METHODS.get(stage).variant_order if stage in METHODS.names() else Method.variant_order
+
+
+def _reference_title() -> str:
+    reference = reference_method()
+    return reference.title if reference else "the reference"
 
 
 def write(jobs: list[dict[str, Any]], skipped: list[str], out: Path, inputs: list[Path]) -> str:
@@ -172,18 +179,20 @@ def write(jobs: list[dict[str, Any]], skipped: list[str], out: Path, inputs: lis
     devices = sorted({m.get("device", "?") for m in jobs})
     best = best_prompt_variant(jobs)
     metric = metric_label(m.get("metric") for m in jobs)
+    reference = _reference_title()
     best_line = (f"Best prompt variant on validation (mean mixed-case validation {metric} {best[1]:.3f}): "
-                 f"{best[0][1]} on base {best[0][0]}; its job folders and LoRA's on the same base are listed in "
+                 f"{best[0][1]} on base {best[0][0]}; its job folders and {reference}'s on the same base are listed in "
                  "robustness_runs.txt (the runs of the robustness curves)." if best else "No prompt variant.")
     text = "\n".join([
-        "# Prompt variants beside head only, LoRA and adapters on the same base", "",
+        f"# Prompt variants beside head only, {reference} and the other methods on the same base", "",
         f"Inputs: {', '.join(str(p) for p in inputs)}; {len(jobs)} completed jobs, devices {devices}.",
         f"Test {metric}, mean ± sample std over seeds; each stage's epoch selected on validation. Base: the frozen "
-        "model (finetuned: the FT model; pretrained: a method=pretrain checkpoint, not fine-tuned, new head) and "
+        "model (finetuned: the FT model; pretrained: the backbone.checkpoint, not fine-tuned, new head) and "
         "the share of training samples given a corrupted case (uniform: one of the four cases each, 3 in 4 "
         "corrupted). Gains and gaps are paired by seed on the same base; SE = std of the paired differences / "
         "sqrt(n). Meets target (prompt variants that need no case label; oracle prompts are told it): mixed "
-        "gain >= 0.03 and > 2 SE, every noisy-case gap to LoRA >= -0.02, fewer trainable parameters than LoRA. "
+        f"gain >= {TARGET_GAIN} and > 2 SE, every noisy-case gap to {reference} >= {TARGET_REFERENCE_GAP}, fewer "
+        f"trainable parameters than {reference}. "
         "Parameters include the head; time per epoch is the median after the "
         "first; memory: uvav/resources.py (CPU: peak of live tensors in one training step).", "",
         to_markdown(frame) if len(frame) else "(no jobs)", "", best_line, "",

@@ -1,25 +1,13 @@
-"""The paper's tables from the tidy frame of jobs (``uvav.aggregate``), and their Markdown / LaTeX formats."""
+"""The paper's tables from the tidy frame of jobs (:mod:`uvav.reporting.aggregate`): accuracy per case and
+training resources per stage (cells written by :mod:`uvav.reporting.formats`)."""
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
-from uvav.cases import ACCURACY, CASE_LABELS
-from uvav.methods import improvements, result_labels, stage_labels
-
-MISSING_CELL = "-"
-
-
-def metric_label(metrics) -> str:
-    """What a table of these jobs' scores shows: ``accuracy``, ``mAP`` (multi-label data) or both names when
-    the jobs differ (``metrics.json``'s ``metric``; runs of earlier versions: accuracy)."""
-    names = list(dict.fromkeys(m if isinstance(m, str) else ACCURACY for m in metrics))
-    return " / ".join(names) or ACCURACY
-
-
-# ----------------------------------------------------------------------------------------------- tables
+from uvav.cases import CASE_LABELS
+from uvav.methods import FT, improvements, result_labels, stage_labels
+from uvav.reporting.formats import MISSING_CELL, mean_std
 
 
 def accuracy_values(tidy: pd.DataFrame) -> pd.DataFrame:
@@ -37,11 +25,6 @@ def accuracy_values(tidy: pd.DataFrame) -> pd.DataFrame:
     return stats
 
 
-def _cell(mean: float, std: float, n: int, signed: bool) -> str:
-    value = f"{mean:+.3f}" if signed else f"{mean:.3f}"
-    return f"{value} ± {std:.3f} (n={n})" if n > 1 and not math.isnan(std) else f"{value} (n={n})"
-
-
 def accuracy_table(stats: pd.DataFrame, group: str) -> pd.DataFrame:
     """The paper's layout for one group: rows are cases, columns methods and improvements, cells mean ± std."""
     part = stats[stats["group"] == group]
@@ -50,8 +33,8 @@ def accuracy_table(stats: pd.DataFrame, group: str) -> pd.DataFrame:
     table = pd.DataFrame(MISSING_CELL, index=[label for c, label in CASE_LABELS.items() if c in set(part["case"])],
                          columns=columns)
     for row in part.itertuples():
-        table.loc[CASE_LABELS.get(row.case, row.case), row.column] = _cell(row.mean, row.std, row.n,
-                                                                           row.column in gains)
+        table.loc[CASE_LABELS.get(row.case, row.case), row.column] = mean_std(row.mean, row.std, row.n,
+                                                                              signed=row.column in gains)
     table.index.name = "Case"
     return table.loc[:, (table != MISSING_CELL).any()]
 
@@ -91,7 +74,7 @@ def resource_table(frame: pd.DataFrame, group: str) -> tuple[pd.DataFrame, dict[
     table = pd.DataFrame(rows)
     if table.empty:
         return table, {}
-    ft = table[table["Method"] == "FT"]
+    ft = table[table["Method"] == stage_labels()[FT]]
     ft_mem = ft["Training memory (bytes)"].iloc[0] if len(ft) else float("nan")
     ft_time = ft["Time per epoch (s)"].iloc[0] if len(ft) else float("nan")
     table.insert(3, "Memory saving vs FT (%)", 100.0 * (1.0 - table["Training memory (bytes)"] / ft_mem))
@@ -102,53 +85,20 @@ def resource_table(frame: pd.DataFrame, group: str) -> tuple[pd.DataFrame, dict[
 def format_resources(table: pd.DataFrame) -> pd.DataFrame:
     """Human units: MiB or GiB for memory, rounded times and ratios, integer parameter counts."""
     out = pd.DataFrame({"Method": table["Method"]})
+    ft = stage_labels()[FT]
     mem = table["Training memory (bytes)"]
     unit, scale = ("GiB", 2**30) if mem.max(skipna=True) >= 2**30 else ("MiB", 2**20)
     out[f"Training memory ({unit})"] = [f"{v / scale:.2f}" if pd.notna(v) else "not measured" for v in mem]
-    out["Memory saving vs FT"] = [MISSING_CELL if m == "FT" or pd.isna(v) else f"{v:.1f}%"
+    out["Memory saving vs FT"] = [MISSING_CELL if m == ft or pd.isna(v) else f"{v:.1f}%"
                                   for m, v in zip(table["Method"], table["Memory saving vs FT (%)"], strict=True)]
-    out["Time per epoch (s)"] = [f"{t:.3f}" + (f" ± {s:.3f}" if pd.notna(s) else "")
-                                 for t, s in zip(table["Time per epoch (s)"], table["Time per epoch std (s)"],
-                                                 strict=True)]
+    out["Time per epoch (s)"] = [mean_std(t, s, n, show_n=False) for t, s, n in
+                                 zip(table["Time per epoch (s)"], table["Time per epoch std (s)"], table["n"],
+                                     strict=True)]
     out["Fastest epoch (s)"] = [f"{v:.3f}" if pd.notna(v) else MISSING_CELL for v in table["Fastest epoch (s)"]]
-    out["Time ratio vs FT"] = [MISSING_CELL if m == "FT" or pd.isna(v) else f"{v:.3f}x"
+    out["Time ratio vs FT"] = [MISSING_CELL if m == ft or pd.isna(v) else f"{v:.3f}x"
                                for m, v in zip(table["Method"], table["Time ratio vs FT"], strict=True)]
     out["Trainable params"] = [f"{int(v):,}" for v in table["Trainable params"]]
     out["Total params"] = [f"{int(v):,}" for v in table["Total params"]]
     for col in ("n", "Device", "Memory method", "Time method"):
         out[col] = table[col]
     return out
-
-
-# ----------------------------------------------------------------------------------------------- formats
-
-
-def to_markdown(df: pd.DataFrame, index: bool = False) -> str:
-    """A GitHub-flavoured Markdown table (pandas' own needs ``tabulate``)."""
-    if index:
-        df = df.reset_index()
-    cells = [[str(c) for c in df.columns]] + [[("" if pd.isna(v) else str(v)) for v in row]
-                                               for row in df.itertuples(index=False)]
-    cells = [[c.replace("|", "\\|") for c in row] for row in cells]
-    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "|".join("---" for _ in cells[0]) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in cells[1:]]
-    return "\n".join(lines)
-
-
-_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def _latex_escape(text: str) -> str:
-    text = "".join(_LATEX.get(ch, ch) for ch in str(text))
-    return text.replace("±", r"$\pm$")
-
-
-def to_latex(df: pd.DataFrame, index: bool = False, caption: str | None = None) -> str:
-    """A booktabs ``tabular`` (pandas ``to_latex``) with our cells escaped ourselves (``±`` becomes ``$\\pm$``)."""
-    if index:
-        df = df.reset_index()
-    escaped = df.astype(str).map(_latex_escape)
-    escaped.columns = [_latex_escape(c) for c in df.columns]
-    body = escaped.to_latex(index=False, escape=False, column_format="l" * len(df.columns))
-    return (f"% {caption}\n" if caption else "") + body

@@ -1,4 +1,6 @@
-"""Download and verify AV-MNIST-lite's files (``python -m uvav.prepare av_mnist --root DIR [--verify-only]``).
+"""Where AV-MNIST-lite's files come from and where they lie: their layout under ``data.root``, the pinned public
+sources and their sha256 sums; downloading and verifying them (``python -m uvav.prepare av_mnist --root DIR
+[--verify-only]``).
 
 AV-MNIST-lite needs FSDD's recordings (GitHub archive of a fixed commit) and MNIST's t10k files (public
 mirrors), laid out as ``DIR/fsdd/recordings/*.wav`` and ``DIR/mnist/t10k-*-ubyte.gz``. Everything is checked
@@ -17,10 +19,18 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from uvav.data.av_mnist import FSDD_COMMIT, FSDD_REPO, MNIST_IMAGES, MNIST_LABELS, MNIST_MIRRORS, RECORDINGS
 from uvav.errors import PrepareError
 from uvav.outputs import file_sha256
 
+RECORDINGS = "fsdd/recordings"
+MNIST_IMAGES = "mnist/t10k-images-idx3-ubyte.gz"
+MNIST_LABELS = "mnist/t10k-labels-idx1-ubyte.gz"
+FSDD_REPO = "Jakobovski/free-spoken-digit-dataset"
+FSDD_COMMIT = "26eb9aaf76e81b692f806f9140c2d2777410d7a1"
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
 FSDD_ARCHIVE = f"https://codeload.github.com/{FSDD_REPO}/tar.gz/{FSDD_COMMIT}"
 RECORDINGS_SHA256 = "ddb17656a0bca4c5ddace082be188ca630516dc2ef1110afe3c4e9cc71173de4"  # sorted by name
 FILE_SHA256 = {

@@ -16,7 +16,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from uvav.cases import CASE_LABELS  # noqa: E402
 from uvav.methods import FT, METHODS, result_labels, stage_labels  # noqa: E402
-from uvav.tables import accuracy_values, metric_label, resource_table  # noqa: E402
+from uvav.reporting.formats import metric_label  # noqa: E402
+from uvav.reporting.tables import accuracy_values, resource_table  # noqa: E402
 
 
 def plot_accuracy(stats: pd.DataFrame, group: str, label: str, path: Path, metric: str = "accuracy") -> None:
