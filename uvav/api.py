@@ -13,13 +13,10 @@ sample with its own case's prompt set).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import logging
-import time
-from collections.abc import Iterator
-from datetime import datetime, timezone
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +24,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from uvav.cases import ACCURACY, EVAL_CASES, MAP, result_key
-from uvav.config import EVALUATION_NEUTRAL, NoiseConfig
-from uvav.data.base import AVSplit
-from uvav.errors import InputError, RunError, safe_file_name
-from uvav.inference import Predicting, Prediction, list_inputs, prediction_rows
+from uvav import inference
+from uvav.cases import ACCURACY, MAP
+from uvav.errors import InputError, RunError
+from uvav.inference import Prediction, list_inputs, prediction_rows
 from uvav.jobs import metrics_problem
-from uvav.outputs import atomic_write_json
-from uvav.overrides import evaluation_config, evaluation_name, override_items, split_overrides
-from uvav.record import SCHEMA_VERSION, RecordError, read_record
+from uvav.overrides import evaluation_config
+from uvav.record import RecordError, read_record
 from uvav.registry import UnknownNameError
 
 log = logging.getLogger(__name__)
@@ -126,13 +121,10 @@ def _provenance(checkpoint: dict[str, Any], metrics: dict[str, Any]) -> dict[str
 # ---------------------------------------------------------------- the run
 
 
-class Run(Predicting):
+class Run:
     """A finished run, rebuilt: ``.config``, ``.metrics``, ``.class_names``, ``.provenance``, ``.evaluate()``,
-    ``.predict()``.
-
-    Over 150 lines because it is the one public handle of a run: rebuilding (``__init__``) and evaluating
-    (``evaluate``, the longest method, mostly its record) read the same state; prediction is in
-    :class:`uvav.inference.Predicting`, evaluation overrides in :mod:`uvav.overrides`."""
+    ``.predict()``. It rebuilds the model and holds the run's state; scoring it again is :mod:`uvav.rescore`,
+    predicting :mod:`uvav.inference`, evaluation overrides :mod:`uvav.overrides`."""
 
     def __init__(self, path: Path, config: DictConfig, metrics: dict[str, Any], checkpoint: dict[str, Any],
                  device: str | None = None) -> None:
@@ -231,114 +223,33 @@ class Run(Predicting):
         return [prompts]
 
     # ------------------------------------------------------------ evaluation
+    def evaluate(self, case: str = "all", prompts: str = "uncertain", split: str = "test", *, save: bool = False,
+                 name: str | None = None, **overrides: Any) -> dict[str, Any]:
+        """Accuracy of the saved model, without training, as ``result['accuracy'][mode][case]`` (mAP for a
+        multi-label run): :func:`uvav.rescore.evaluate_run` says what each argument does."""
+        from uvav.rescore import evaluate_run
+
+        return evaluate_run(self, case, prompts, split, save=save, name=name, **overrides)
+
+    # ------------------------------------------------------------ prediction (uvav.inference)
+    def features(self, audio: Any = None, image: Any = None, sample_rate: int | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+        """Normalised model inputs ``([T, F] fbank, [3, S, S] image, missing modalities)`` for one sample."""
+        return inference.features(self, audio, image, sample_rate)
+
+    def predict(self, audio: Any = None, image: Any = None, top_k: int = 3, prompts: str = "uncertain",
+                sample_rate: int | None = None) -> Prediction:
+        """Top-k classes for one sample (:func:`uvav.inference.predict` says what each argument takes)."""
+        return inference.predict(self, audio, image, top_k, prompts, sample_rate)
+
+    def predict_many(self, items: Iterable[tuple[Any, Any]], top_k: int = 3, prompts: str = "uncertain",
+                     batch_size: int = 32, on_error: str = "raise") -> list[Prediction]:
+        """:meth:`predict` for many ``(audio, image)`` pairs, in batches (:func:`uvav.inference.predict_many`)."""
+        return inference.predict_many(self, items, top_k, prompts, batch_size, on_error)
+
     def eval_config(self, **overrides: Any) -> DictConfig:
         """The run's config with evaluation overrides applied and checked (see :meth:`evaluate`)."""
         return evaluation_config(self.config, self.path, overrides)
-
-    def evaluate(self, case: str = "all", prompts: str = "uncertain", split: str = "test", *, save: bool = False,
-                 name: str | None = None, **overrides: Any) -> dict[str, Any]:
-        """Accuracy of the saved model, without training, as ``result['accuracy'][mode][case]``; for a multi-label
-        run the same table holds mAP (``result['metric']``) and ``result['per_class_ap'][mode][case]`` each class's AP.
-
-        ``case``: one of complete, noisy_audio, noisy_visual, noise_both, mixed, or ``all``; ``prompts``:
-        uncertain, oracle or all (ignored by FT runs: mode ``ft``); ``split``: test or val. ``overrides``: as
-        on the command line, dotted (``**{"noise.severity": 0.5}``) or nested (``noise={"severity": 0.5}``);
-        ``data="av_mnist"`` switches to another dataset with the same classes. Device: ``load_run``'s unless
-        ``trainer.device`` is given. With ``save=True`` the result is written to
-        ``<run>/evaluations/<name>.json`` (never over ``metrics.json``).
-        """
-        safe_file_name(name, "name")  # a plain file name: written as <run>/evaluations/<name>.json
-        from uvav.data import DATASETS, load_data
-        from uvav.data.loading import LoaderOptions
-        from uvav.pipeline import autocast_for, select_device
-        from uvav.train import SALTS, evaluate_split, oracle_available
-
-        started = time.perf_counter()
-        if split not in SPLITS:
-            raise InputError(f"split={split!r}: one of {list(SPLITS)}")
-        if case != "all" and case not in EVAL_CASES:
-            raise InputError(f"case={case!r}: one of {[*EVAL_CASES, 'all']}")
-        modes = self._prompt_modes(prompts)
-        cfg = self.eval_config(**overrides)
-        _, flat = split_overrides(overrides)
-        device = select_device(flat["trainer.device"]) if "trainer.device" in flat else self.device
-        autocast = autocast_for(device, cfg.trainer.precision)
-        torch.set_flush_denormal(True)  # as during the run (uvav.pipeline.setup_runtime)
-        self._check_classes(cfg.data.name, DATASETS.get(cfg.data.name).class_names)
-        stage = self._stage(device)
-        cases = list(EVAL_CASES) if case == "all" else [case]
-        if case != "all" and "oracle" in modes and not oracle_available(stage, case):
-            raise InputError(f"no oracle prompts for case {case}: the run trained prompt sets for "
-                             f"{list(self.bank.cases)}; use prompts=uncertain")
-        with _threads(cfg.trainer.num_threads):
-            data = load_data(cfg.data, str(cfg.data.cache_dir or Path(cfg.paths.cache_dir) / "features"))
-            self._check_classes(cfg.data.name, data.class_names)
-            part, renormalized = _renormalize(getattr(data, split), data.info, self.normalization)
-            scores = evaluate_split(stage, part, NoiseConfig.of(cfg.noise), SALTS[split], modes, device,
-                                    cfg.trainer.eval_batch_size, autocast,
-                                    LoaderOptions.for_device(cfg.data.num_workers, device), cases)
-        accuracy = {result_key(self.method, mode): scores.values[mode] for mode in modes}
-        reference = self._reference(accuracy, split, overrides)
-        label = self.method if self.bank is None else prompts
-        result = {
-            "schema_version": SCHEMA_VERSION, "kind": "evaluation", "run": str(self.path.resolve()),
-            "method": self.method, "split": split, "case": case, "prompts": label, "modes": list(accuracy),
-            "overrides": {k: v for k, v in override_items(overrides)}, "metric": scores.metric, "accuracy": accuracy,
-            **({"per_class_ap": {result_key(self.method, m): scores.per_class[m] for m in modes}}
-               if scores.per_class else {}),
-            "num_samples": len(part), "reference": reference,
-            "matches_reference": None if reference is None else reference == accuracy,
-            "renormalized_audio": renormalized, "data": OmegaConf.to_container(cfg.data),
-            "noise": OmegaConf.to_container(cfg.noise), "device": str(device),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "wall_time_s": round(time.perf_counter() - started, 3),
-        }
-        result["name"] = name or evaluation_name(split, case, label, overrides)
-        if save:
-            path = self.path / "evaluations" / f"{result['name']}.json"
-            if path.resolve() == (self.path / "metrics.json").resolve():
-                raise InputError("an evaluation never overwrites the run's metrics.json: choose another name")
-            atomic_write_json(path, result)
-            result["path"] = str(path)
-        return result
-
-    def _check_classes(self, dataset: str, names: Any) -> None:
-        if names is not None and list(names) != self.class_names:
-            raise InputError(f"dataset {dataset} has classes {list(names)}; the run was trained on {self.class_names}")
-
-    def _reference(self, accuracy: dict[str, Any], split: str, overrides: dict[str, Any]) -> dict[str, Any] | None:
-        """The run's own numbers for the evaluated modes and cases, when nothing that can change them was overridden
-        (same data, same noise); else None."""
-        _, flat = split_overrides(overrides)
-        if any(k not in EVALUATION_NEUTRAL for k in (*flat, *(["data"] if "data" in overrides else []))):
-            return None
-        own = self.metrics.get("accuracy" if split == "test" else "val", {})
-        return {m: {c: own[m][c] for c in accuracy[m] if c in own.get(m, {})} for m in accuracy if m in own}
-
-
-def _renormalize(part: AVSplit, info: dict[str, Any], normalization: dict[str, Any] | None) -> tuple[AVSplit, bool]:
-    """Normalise audio with the run's training-split statistics when the data's own differ."""
-    if normalization is None:
-        return part, False
-    norm = info.get("normalization") or {}
-    mean, std = norm.get("audio_mean"), norm.get("audio_std")
-    if mean is None or std is None:
-        raise InputError("the evaluation data records no normalisation statistics: cannot match the run's")
-    run_mean, run_std = normalization["audio_mean"], normalization["audio_std"]
-    if (mean, std) == (run_mean, run_std):
-        return part, False
-    return part.with_audio_normalization(run_mean, run_std), True
-
-
-@contextlib.contextmanager
-def _threads(count: int | None) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 __all__ = ["InputError", "Prediction", "Run", "RunError", "list_inputs", "load_run", "prediction_rows"]
