@@ -82,3 +82,32 @@ def test_no_two_modules_differ_by_a_suffix_only():
                 if a < b and b.startswith(a) and len(a) >= 4 and b[len(a):] in ("s", "ion", "ing", "ation", "er"):
                     twins.append(f"{folder.relative_to(REPO)}: {a} / {b}")
     assert not twins, twins
+
+
+@pytest.mark.parametrize("module, name", [("uvav.methods.lora", "LoRALinear"), ("uvav.methods.adapter", "AdaptedMlp"),
+                                          ("uvav.data", "AVData")])
+def test_moved_names_stay_importable_from_where_plugins_found_them(module, name):
+    import importlib
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = getattr(importlib.import_module(module), name)
+    assert value.__name__ == name
+    if module.startswith("uvav.methods"):  # these moved: the warning says where
+        assert any("uvav.models.peft" in str(w.message) for w in caught)
+
+
+def test_a_bad_override_is_refused_before_torch_is_imported():
+    """Validating a config asks only the registries and schemas: nothing heavy is imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from hydra import compose, initialize_config_dir; from uvav.config import config_dir;"
+            "from uvav.checks import register_configs, validate; register_configs();"
+            "initialize_config_dir(config_dir(), version_base='1.3').__enter__();"
+            "cfg = compose('config', overrides=['prompt.length=100000'])\n"
+            "try: validate(cfg)\nexcept Exception as e: print(type(e).__name__)\n"
+            "print(sorted(m for m in ('torch', 'timm', 'pandas', 'matplotlib', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["ConfigError", "[]"], out

@@ -62,7 +62,7 @@ class Tokens:
 
     @classmethod
     def of(cls, cfg: DictConfig) -> Tokens:
-        from uvav.models.backbone import audio_grid, image_grid
+        from uvav.models.grids import audio_grid, image_grid
 
         patch_a = cfg.backbone.patch_size
         fa, ta = audio_grid(cfg.data.num_mel_bins, cfg.data.target_length, patch_a)

@@ -60,3 +60,18 @@ class Adapters(PeftMethod):
 
 
 METHODS.register(Adapters())
+
+
+MOVED_TO_MODELS = ('Adapter', 'AdaptedMlp', 'add_adapters')  # the layers live with the models now (uvav/models/peft.py)
+
+
+def __getattr__(name: str) -> Any:
+    """The layers' old import path keeps working, with a warning saying where they moved."""
+    if name in MOVED_TO_MODELS:
+        import warnings
+
+        from uvav.models import peft
+
+        warnings.warn(f"{__name__}.{name} moved to uvav.models.peft.{name}", DeprecationWarning, stacklevel=2)
+        return getattr(peft, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

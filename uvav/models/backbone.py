@@ -87,12 +87,3 @@ class ModalityEncoder(nn.Module):
                 tokens = torch.cat([tokens[:, : self.num_tokens], prompts[i].to(tokens.dtype)], dim=1)
             tokens = block(tokens)
         return tokens[:, : self.num_tokens]
-
-
-def audio_grid(num_mel_bins: int, target_length: int, patch_size: int) -> tuple[int, int]:
-    """Token grid (frequency, time) of an fbank laid out as ``[1, F, T]``."""
-    return num_mel_bins // patch_size, target_length // patch_size
-
-
-def image_grid(image_size: int, patch_size: int) -> tuple[int, int]:
-    return image_size // patch_size, image_size // patch_size

@@ -10,8 +10,9 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from uvav.models.backbone import ModalityEncoder, audio_grid, image_grid, vit_block
+from uvav.models.backbone import ModalityEncoder, vit_block
 from uvav.models.fusion import CrossBlock, FusionLayer
+from uvav.models.grids import audio_grid, image_grid
 from uvav.models.prompts import Prompts
 
 
