@@ -209,11 +209,31 @@ class NoiseConfig:
 
 
 @dataclass
-class LoggerConfig:
-    """Training curves (:mod:`uvav.loggers`) in ``<run>/curves/``: ``csv`` | ``tensorboard`` | ``none``."""
+class MlflowLoggerConfig:
+    """``logger=mlflow`` (:mod:`uvav.loggers.mlflow_logger`)."""
 
-    name: str = "csv"
-    log_steps: bool = True  # also a row (csv) or point (tensorboard) per optimiser step, not only per epoch
+    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<outputs>/mlflow.db
+    experiment: str = "uvav"
+
+
+@dataclass
+class WandbLoggerConfig:
+    """``logger=wandb`` (:mod:`uvav.loggers.wandb_logger`)."""
+
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "uvav"
+    entity: str | None = None
+
+
+@dataclass
+class LoggerConfig:
+    """Training curves and trackers (:mod:`uvav.loggers`): ``name`` is ``csv`` | ``tensorboard`` | ``mlflow`` |
+    ``wandb`` | ``none``, or a list of several (``logger.name=[csv,mlflow]``)."""
+
+    name: Any = "csv"
+    log_steps: bool = True  # also a row/point per optimiser step, not only per epoch
+    mlflow: MlflowLoggerConfig = field(default_factory=MlflowLoggerConfig)
+    wandb: WandbLoggerConfig = field(default_factory=WandbLoggerConfig)
 
 
 @dataclass
@@ -291,15 +311,11 @@ def _check_known_keys(node: DictConfig, path: str) -> None:
 
 
 def _check_logger(cfg: DictConfig) -> None:
-    """A known logger, and for ``tensorboard`` the package installed (checked before any work). A config without
-    the section (an evaluation's, a run's from before it existed) logs nothing."""
-    from uvav.loggers import LOGGERS, tensorboard_problem
+    """Known loggers, their packages installed (checked before any work). A config without the section (an
+    evaluation's, a run's from before it existed) logs nothing."""
+    from uvav.loggers import logger_problem
 
-    if cfg.get("logger") is None:
-        return
-    name = cfg.logger.name
-    require(name in LOGGERS, "logger.name", name, f"one of {list(LOGGERS)}")
-    problem = tensorboard_problem() if name == "tensorboard" else None
+    problem = logger_problem(cfg.get("logger"))
     if problem:
         raise ConfigError(problem)
 

@@ -23,6 +23,7 @@ from uvav import distributed
 from uvav.config import JOB_KEY_NEUTRAL, ConfigError, config_dir, key_content, register_configs, validate
 from uvav.errors import report_user_errors, run_entrypoint
 from uvav.jobs import group_choices, read_finished
+from uvav.loggers import finish_trackers
 from uvav.models import MODEL_VERSION
 from uvav.models.zoo import content_key
 from uvav.outputs import (
@@ -80,6 +81,7 @@ def main(cfg: DictConfig) -> float:
     if main_rank:
         metrics["job_dir"] = str(job_dir.resolve())
         atomic_write_json(job_dir / "metrics.json", metrics)
+        finish_trackers(job_dir, metrics)  # logger=mlflow/wandb: the run completed, metrics.json attached
         _log_table(metrics)
     value = float(distributed.from_main(metrics["objective"]["value"] if main_rank else None))
     if not math.isfinite(value):
