@@ -80,8 +80,8 @@ def test_a_sweep_is_a_set_of_mlflow_runs_grouped_like_the_tables(tmp_path, mlflo
 
     port = mlflow_server.rsplit(":", 1)[1]
     secret_uri = f"http://uvav:{SECRET}@127.0.0.1:{port}"  # a password in a setting never reaches the tracker
-    run_cli(tmp_path, *TINY, "trainer.num_threads=1", "logger.name=[csv,mlflow]",
-            f"logger.mlflow.tracking_uri={secret_uri}", "logger.mlflow.experiment=sweep_test", "seed=0,1", "-m")
+    run_cli(tmp_path, "-m", *TINY, "trainer.num_threads=1", "logger.name=[csv,mlflow]",
+            f"logger.mlflow.tracking_uri={secret_uri}", "logger.mlflow.experiment=sweep_test", "seed=0,1")
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("sweep_test")
     runs = client.search_runs([experiment.experiment_id])
@@ -104,8 +104,8 @@ def test_a_sweep_is_a_set_of_mlflow_runs_grouped_like_the_tables(tmp_path, mlflo
         assert sorted(m.step for m in steps) == [0, 1, 2]  # 96 samples in batches of 32, one epoch
         assert [m.step for m in client.get_metric_history(run.info.run_id, "pl/epoch/val_acc")] == [0]
         assert client.get_metric_history(run.info.run_id, "ft/epoch/val_acc")
-        test = client.get_metric_history(run.info.run_id, "test/pl/complete")
-        assert test[0].value == pytest.approx(metrics["accuracy"]["pl"]["complete"])
+        test = client.get_metric_history(run.info.run_id, "test/pl_oracle/complete")
+        assert test[0].value == pytest.approx(metrics["accuracy"]["pl_oracle"]["complete"])
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"metrics.json", "accuracy.csv", "curves"} <= artifacts
     assert len(groups) == 1  # two seeds, one row of the tables
@@ -154,7 +154,7 @@ def test_wandb_offline_keeps_its_files_in_the_run_folder(tmp_path):
     assert "method" in config and "backbone" in config
     summary = json.loads((folder / "files" / "wandb-summary.json").read_text())
     metrics = json.loads((job / "metrics.json").read_text())
-    assert summary["test/pl/complete"] == pytest.approx(metrics["accuracy"]["pl"]["complete"])
+    assert summary["test/pl_oracle/complete"] == pytest.approx(metrics["accuracy"]["pl_oracle"]["complete"])
     assert summary["uvav.job_key"] == metrics["job_key"]
     history = (folder / f"run-{run_id}.wandb").read_bytes()
     assert b"pl/train_loss" in history and b"pl/epoch/val_acc" in history
