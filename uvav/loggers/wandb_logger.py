@@ -10,6 +10,7 @@ config; the W&B group is the sweep (its folder's name) or, for a single run, uva
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ class WandbLogger(GlobalStepLogger):
         self.run = run
         folder = run.job_dir / CURVES
         folder.mkdir(parents=True, exist_ok=True)
-        run_id = saved_run_id(run.job_dir, TRACKER) or wandb.util.generate_id()
+        run_id = saved_run_id(run.job_dir, TRACKER) or uuid.uuid4().hex[:8]
         self.wandb_run = wandb.init(
             project=settings.get("project") or "uvav", entity=settings.get("entity"), mode=settings.get("mode"),
             dir=str(folder), id=run_id, resume="allow", name=run.name,
