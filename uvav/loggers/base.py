@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 CURVES = "curves"  # <job_dir>/curves/: the files of every logger
 STEP_METRICS = ("train_loss", "lr")
 
