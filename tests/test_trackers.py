@@ -80,7 +80,7 @@ def test_a_sweep_is_a_set_of_mlflow_runs_grouped_like_the_tables(tmp_path, mlflo
 
     port = mlflow_server.rsplit(":", 1)[1]
     secret_uri = f"http://uvav:{SECRET}@127.0.0.1:{port}"  # a password in a setting never reaches the tracker
-    run_cli(tmp_path, "-m", *TINY, "trainer.num_threads=1", "logger.name=[csv,mlflow]",
+    run_cli(tmp_path, "-m", *TINY, "trainer.num_threads=1", "logger=[csv,mlflow]",
             f"logger.mlflow.tracking_uri={secret_uri}", "logger.mlflow.experiment=sweep_test", "seed=0,1")
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("sweep_test")

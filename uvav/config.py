@@ -261,13 +261,16 @@ class Config:
 def register_configs() -> None:
     """Register the schemas so that ``conf/<group>/<option>.yaml`` can extend them via their defaults list: the
     common ones, and ``<name>_schema`` of every registered dataset (group ``data``) and method (group ``method``);
-    and the ``uvav_now`` resolver of run folders."""
+    the ``uvav_now`` resolver of run folders and
+    the ``uvav_loggers`` resolver of the logger group's choice."""
     from uvav.data import DATASETS
     from uvav.distributed import launch_time
+    from uvav.loggers import chosen_loggers
     from uvav.methods import METHODS
 
     # run and sweep folders: Hydra's `now`, but one time for every rank of a distributed launch
     OmegaConf.register_new_resolver("uvav_now", launch_time, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("uvav_loggers", chosen_loggers, replace=True)  # logger=[csv,mlflow]
 
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)

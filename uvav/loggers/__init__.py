@@ -60,6 +60,20 @@ def logger_names(settings: Any) -> list[str]:
     return [str(n) for n in dict.fromkeys(names) if n not in (None, "none")]
 
 
+def chosen_loggers(default: str) -> Any:
+    """The ``uvav_loggers`` resolver of ``conf/logger/*.yaml``'s ``name``: the list that ``logger=[csv,mlflow]``
+    selected on the command line (Hydra merges those files, so each one's own ``name`` would leave only the last,
+    and it records no choice for such a list), else ``default``: the file's own logger."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not HydraConfig.initialized():  # a config composed without Hydra's runtime (the API, the tests)
+        return default
+    chosen = [o for o in HydraConfig.get().overrides.task if o.partition("=")[0].lstrip("+~") == "logger"]
+    value = OverridesParser.create().parse_override(chosen[-1]).value() if chosen else None
+    return [str(v) for v in value] if isinstance(value, list) else default
+
+
 def logger_problem(settings: Any) -> str | None:
     """Why the ``logger`` section cannot run here (an unknown name, a package not installed); None when it can."""
     for name in logger_names(settings):
@@ -121,5 +135,5 @@ def finish_trackers(job_dir: Path, metrics: dict[str, Any]) -> None:
 
 
 __all__ = ["CURVES", "EPOCH_COLUMNS", "LOGGERS", "STEP_COLUMNS", "STEP_METRICS", "CsvLogger", "Loggers",
-           "TensorBoardLogger", "TrackedRun", "TrainingLogger", "describe_run", "finish_trackers", "logger_names",
-           "logger_problem", "open_logger", "read_curves", "tensorboard_problem", "tracked_run"]
+           "TensorBoardLogger", "TrackedRun", "TrainingLogger", "chosen_loggers", "describe_run", "finish_trackers",
+           "logger_names", "logger_problem", "open_logger", "read_curves", "tensorboard_problem", "tracked_run"]
