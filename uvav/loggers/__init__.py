@@ -38,14 +38,13 @@ class LoggerKind:
 
     module: str | None = None
     extra: str | None = None
-    tracker: bool = False  # a run per job in an experiment tracker (completed by finish_trackers)
 
 
 LOGGERS: dict[str, LoggerKind] = {
     "csv": LoggerKind(),
     "tensorboard": LoggerKind("tensorboard", "tensorboard"),
-    "mlflow": LoggerKind("mlflow", "mlflow", tracker=True),
-    "wandb": LoggerKind("wandb", "wandb", tracker=True),
+    "mlflow": LoggerKind("mlflow", "mlflow"),  # experiment trackers: a run per job, completed by finish_trackers
+    "wandb": LoggerKind("wandb", "wandb"),
     "none": LoggerKind(),
 }
 _OPEN_TRACKERS: dict[Path, list[Any]] = {}  # job folder -> its tracker loggers, closed but not yet finished

@@ -73,7 +73,7 @@ class MlflowLogger(GlobalStepLogger):
         """After ``metrics.json`` is written: the job key, commit, test accuracies and files; the run FINISHED."""
         from mlflow.entities import RunTag
 
-        tags = {"uvav.job_key": metrics.get("job_key"), "mlflow.source.git.commit": _commit()}
+        tags = {"uvav.job_key": metrics.get("job_key"), "mlflow.source.git.commit": git_commit()}
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items() if v])
         accuracy = metrics.get("accuracy") or {}
         self._add({f"test/{mode}/{case}": v for mode, cases in accuracy.items() for case, v in cases.items()}, 0)
@@ -108,7 +108,7 @@ class MlflowLogger(GlobalStepLogger):
             self.client.log_batch(self.run_id, params=params[start:start + BATCH])
 
 
-def _commit() -> str | None:
+def git_commit() -> str | None:
     """The uvav checkout's git commit (``+dirty`` with uncommitted changes); None for an installed uvav."""
     from uvav.outputs import provenance
 
