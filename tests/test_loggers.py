@@ -196,11 +196,11 @@ def test_tensorboard_without_the_package_fails_before_any_work(monkeypatch, tmp_
     with pytest.raises(ConfigError, match=r"pip install 'uvav\[tensorboard\]'"):
         validate(cfg)
     with pytest.raises(ImportError, match=r"pip install 'uvav\[tensorboard\]'"):
-        open_logger(cfg, tmp_path)
+        open_logger(cfg.logger, tmp_path)
     assert "logger" not in evaluation_config(cfg, tmp_path, {"noise.severity": 2.0})  # evaluating such a run works
     with pytest.raises(ConfigError, match="logger.name"):
-        validate(compose_config("logger.name=wandb"))
-    assert type(open_logger(compose_config(), tmp_path, enabled=False)).__name__ == "TrainingLogger"
+        validate(compose_config("logger.name=comet"))
+    assert type(open_logger(compose_config().logger, tmp_path, enabled=False)).__name__ == "TrainingLogger"
 
 
 def test_aggregate_plots_the_curves_of_a_sweep(tmp_path):

@@ -60,7 +60,7 @@ def postgres_url():
         if os.environ.get("CI") == "true":
             pytest.fail("PostgreSQL server programs not found: .ci/run installs Debian's postgresql package")
         pytest.skip("PostgreSQL server programs not found (Debian: apt-get install postgresql)")
-    import psycopg2  # the dev extra's driver (uvav[postgres] for users)
+    import psycopg  # SQLAlchemy 2.1's default PostgreSQL driver (psycopg 3; the dev extra, uvav[postgres] for users)
 
     # the server refuses to run as root: then it runs as the postgres system user, in a folder it owns (outside
     # pytest's root-only temporary folders)
@@ -80,7 +80,7 @@ def postgres_url():
         pg(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
         pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w", "-t", "60", "start",
            "-o", f"-p {port} -c listen_addresses=127.0.0.1 -k {folder} -c fsync=off")
-        connection = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+        connection = psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
         connection.autocommit = True
         connection.cursor().execute("CREATE DATABASE uvav")
         connection.close()
@@ -183,10 +183,10 @@ optuna.create_study(study_name="s", storage=url, direction="maximize", load_if_e
 
 @pytest.mark.slow
 def test_sweeps_starting_at_once_make_the_tables_once(postgres_url):
-    import psycopg2
+    import psycopg
 
     server = postgres_url.rpartition("/")[0]
-    connection = psycopg2.connect(f"{server}/postgres")
+    connection = psycopg.connect(f"{server}/postgres")
     connection.autocommit = True
     connection.cursor().execute("CREATE DATABASE tables_race")
     connection.close()
@@ -208,7 +208,7 @@ def test_sweeps_starting_at_once_make_the_tables_once(postgres_url):
                 proc.wait()
     assert ready == ["ready\n"] * 3 and codes == [0, 0, 0], "\n".join(
         f"{r}{out[-2000:]}" for r, out in zip(ready, outputs, strict=True))
-    connection, counts = psycopg2.connect(url), {}
+    connection, counts = psycopg.connect(url), {}
     with connection.cursor() as cursor:
         for table in ("version_info", "alembic_version", "studies"):
             cursor.execute(f"SELECT count(*) FROM {table}")

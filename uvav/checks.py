@@ -32,13 +32,15 @@ from uvav.config import (
 def register_configs() -> None:
     """Register the schemas so that ``conf/<group>/<option>.yaml`` can extend them via their defaults list: the
     common ones, and ``<name>_schema`` of every registered dataset (group ``data``) and method (group ``method``);
-    and the ``uvav_now`` resolver of run folders."""
+    the ``uvav_now`` resolver of run folders and the ``uvav_loggers`` resolver of the logger group's choice."""
     from uvav.data import DATASETS
     from uvav.distributed import launch_time
+    from uvav.loggers import chosen_loggers
     from uvav.methods import METHODS
 
     # run and sweep folders: Hydra's `now`, but one time for every rank of a distributed launch
     OmegaConf.register_new_resolver("uvav_now", launch_time, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("uvav_loggers", chosen_loggers, replace=True)  # logger=[csv,mlflow]
 
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
@@ -68,15 +70,11 @@ def _check_known_keys(node: DictConfig, path: str) -> None:
 
 
 def _check_logger(cfg: DictConfig) -> None:
-    """A known logger, and for ``tensorboard`` the package installed (checked before any work). A config without
-    the section (an evaluation's, a run's from before it existed) logs nothing."""
-    from uvav.loggers import LOGGERS, tensorboard_problem
+    """Known loggers, their packages installed (checked before any work). A config without the section (an
+    evaluation's, a run's from before it existed) logs nothing."""
+    from uvav.loggers import logger_problem
 
-    if cfg.get("logger") is None:
-        return
-    name = cfg.logger.name
-    require(name in LOGGERS, "logger.name", name, f"one of {list(LOGGERS)}")
-    problem = tensorboard_problem() if name == "tensorboard" else None
+    problem = logger_problem(cfg.get("logger"))
     if problem:
         raise ConfigError(problem)
 

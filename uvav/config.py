@@ -208,11 +208,31 @@ class NoiseConfig:
 
 
 @dataclass
-class LoggerConfig:
-    """Training curves (:mod:`uvav.loggers`) in ``<run>/curves/``: ``csv`` | ``tensorboard`` | ``none``."""
+class MlflowLoggerConfig:
+    """``logger=mlflow`` (:mod:`uvav.loggers.mlflow_logger`)."""
 
-    name: str = "csv"
-    log_steps: bool = True  # also a row (csv) or point (tensorboard) per optimiser step, not only per epoch
+    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<outputs>/mlflow.db
+    experiment: str = "uvav"
+
+
+@dataclass
+class WandbLoggerConfig:
+    """``logger=wandb`` (:mod:`uvav.loggers.wandb_logger`)."""
+
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "uvav"
+    entity: str | None = None
+
+
+@dataclass
+class LoggerConfig:
+    """Training curves and trackers (:mod:`uvav.loggers`): ``name`` is ``csv`` | ``tensorboard`` | ``mlflow`` |
+    ``wandb`` | ``none``, or a list of several (``logger.name=[csv,mlflow]``)."""
+
+    name: Any = "csv"
+    log_steps: bool = True  # also a row/point per optimiser step, not only per epoch
+    mlflow: MlflowLoggerConfig = field(default_factory=MlflowLoggerConfig)
+    wandb: WandbLoggerConfig = field(default_factory=WandbLoggerConfig)
 
 
 @dataclass

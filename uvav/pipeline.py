@@ -26,7 +26,7 @@ from uvav.cases import result_key
 from uvav.config import MODEL_KEY_NEUTRAL, ConfigError, NoiseConfig, key_content
 from uvav.data import AVData, load_data
 from uvav.data.loading import LoaderOptions, cores_per_rank
-from uvav.loggers import TrainingLogger, open_logger
+from uvav.loggers import TrainingLogger, open_logger, tracked_run
 from uvav.methods import FT, HEAD_ONLY, METHODS, cache_views, ft_schedule, schedule
 from uvav.models import MODEL_VERSION
 from uvav.models.classifier import AVClassifier, count_parameters
@@ -239,7 +239,8 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
     with distributed.main_first():  # rank 0 builds the feature store; the others open it
         data = open_data(cfg)
     ctx = Context(cfg, data, NoiseConfig.of(cfg.noise), device, autocast_for(device, cfg.trainer.precision),
-                  job_dir, resume_dir or job_dir, open_logger(cfg, job_dir, enabled=distributed.is_main()))
+                  job_dir, resume_dir or job_dir,
+                  open_logger(cfg.get("logger"), job_dir, distributed.is_main(), tracked_run(cfg, job_dir)))
     log.info("data: %s, device: %s, loader workers: %d", data.sizes(), device, ctx.options.workers)
     try:
         metrics = method.run_job(ctx) if not method.classifies else _classify_job(ctx, method, started)

@@ -22,6 +22,7 @@ from uvav import distributed
 from uvav.checks import register_configs, validate
 from uvav.config import ConfigError, config_dir
 from uvav.errors import report_user_errors, run_entrypoint
+from uvav.loggers import finish_trackers
 from uvav.methods import METHODS
 
 log = logging.getLogger("uvav.run")
@@ -53,6 +54,7 @@ def main(cfg: DictConfig) -> float:
     metrics = run_job(cfg, job_dir)
     main_rank = distributed.is_main()
     if main_rank:
+        finish_trackers(job_dir, metrics)  # logger=mlflow/wandb: the run completed, metrics.json attached
         _log_table(metrics)
     value = float(distributed.from_main(metrics["objective"]["value"] if main_rank else None))
     if not math.isfinite(value):
