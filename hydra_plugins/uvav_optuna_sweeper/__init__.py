@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 from hydra.utils import instantiate
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper as UpstreamOptunaSweeper
 from omegaconf import DictConfig
 
@@ -23,6 +22,8 @@ class OptunaSweeper(UpstreamOptunaSweeper):
 
     def __init__(self, sampler: Any, direction: Any, storage: Any, study_name: str | None, n_trials: int, n_jobs: int,
                  max_failure_rate: float, custom_search_space: str | None, params: DictConfig | None) -> None:
+        from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl  # optuna: only when a search runs
+
         if isinstance(sampler, (dict, DictConfig)):  # a node (hydra-core 1.4 builds plugins non-recursively)
             sampler = instantiate(sampler)
         self.sweeper = OptunaSweeperImpl(sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate,
