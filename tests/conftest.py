@@ -1,13 +1,18 @@
-"""Shared fixtures: composing configs with tiny settings, and the real-data location."""
+"""Shared fixtures: composing configs with tiny settings, one subprocess helper, the runs every reader shares, and
+the real-data location."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -21,6 +26,12 @@ TINY = [
     "trainer.batch_size=32", "trainer.progress=false", "backbone.embed_dim=32", "backbone.num_heads=2",
     "backbone.depth=1", "data.num_workers=0",
 ]
+US8K_TINY = [
+    "data=urbansound8k_av", "data.image_size=32", "data.target_length=64", "data.num_mel_bins=32",
+    "trainer.epochs=1", "method.epochs=1", "trainer.batch_size=8", "trainer.progress=false",
+    "backbone.embed_dim=32", "backbone.num_heads=2", "backbone.depth=1",
+]
+SHARED_RUN_FIXTURES = ("synthetic_runs", "us8k_runs")  # tests using them are marked slow (they train once)
 
 register_configs()
 
@@ -31,15 +42,99 @@ def compose_config(*overrides: str, tiny: bool = True) -> DictConfig:
         return compose("config", overrides=[*(TINY if tiny else []), *overrides], return_hydra_config=False)
 
 
-def run_cli(tmp_path: Path, *args: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
-    """``python -m uvav.run`` in a subprocess, with outputs and caches under ``tmp_path``."""
-    cmd = [sys.executable, "-m", "uvav.run", *args, f"paths.cache_dir={tmp_path / 'cache'}",
-           f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+def run_module(module: str, *args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True,
+               full_error: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m <module> <args>`` in ``cwd``: one torch thread, ``HYDRA_FULL_ERROR=1`` unless ``full_error`` is
+    false (then as a user runs it), ``env`` added to the environment. ``check``: a non-zero exit fails the test."""
+    base = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env = {**base, "OMP_NUM_THREADS": "1", **({"HYDRA_FULL_ERROR": "1"} if full_error else {}), **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"uvav.run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def run_cli(tmp_path: Path, *args: str, check: bool = True, timeout: int = 300, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m uvav.run`` in a subprocess, with outputs and caches under ``tmp_path`` (``run/``, ``sweep/``,
+    ``cache/``; a ``paths.cache_dir=`` in ``args`` wins). ``kwargs`` go to :func:`run_module`."""
+    cache = [] if any(a.startswith("paths.cache_dir=") for a in args) else [f"paths.cache_dir={tmp_path / 'cache'}"]
+    return run_module("uvav.run", *args, *cache, f"hydra.run.dir={tmp_path / 'run'}",
+                      f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, check=check, timeout=timeout, **kwargs)
+
+
+def main_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, module: str, *args: str,
+                    cwd: Path) -> tuple[int, str]:
+    """``python -m <module> <args>`` (no ``HYDRA_FULL_ERROR``) called in this process from ``cwd``, for a command
+    that must refuse: its exit code and stderr. Faster than :func:`run_module`; the CLI's one-line-and-exit-2
+    contract itself is checked in a subprocess once (tests/test_user_errors.py)."""
+    import importlib
+
+    from uvav import errors
+
+    entry = importlib.import_module(module)
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(sys, "argv", [module, *args])
+    monkeypatch.setattr(errors, "_TASK_STARTED", False)  # as in a fresh process: no job has started yet
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        errors.run_entrypoint(entry.main)
+    return done.value.code, capsys.readouterr().err
+
+
+def runs_by_method(sweep: Path) -> dict[str, Path]:
+    """The finished job folders of a sweep, by method."""
+    return {json.loads((d / "metrics.json").read_text())["method"]: d for d in sorted(sweep.iterdir())
+            if (d / "metrics.json").is_file()}
+
+
+def shared_folder(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
+    """A folder made once per test session by ``make`` (once for all pytest-xdist workers: a file lock guards it);
+    tests read it and copy it before changing anything (``shutil.copytree``)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers
+    folder = root / f"shared_{name}"
+    with FileLock(f"{folder}.lock"):
+        if not (folder / ".done").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (folder / ".done").touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def synthetic_runs(tmp_path_factory) -> dict[str, Path]:
+    """A tiny ``-m method=ft,pl`` sweep on the synthetic data (the PL job reuses the FT model): job folders by
+    method, under ``<folder>/sweep``. Read-only: copy a run before changing it."""
+    folder = shared_folder(tmp_path_factory, "synthetic", lambda d: run_cli(d, "-m", "method=ft,pl", *TINY))
+    runs = runs_by_method(folder / "sweep")
+    assert set(runs) == {"ft", "pl"}
+    return runs
+
+
+@pytest.fixture(scope="session")
+def us8k_runs(tmp_path_factory) -> dict[str, Path]:
+    """A tiny FT run and a tiny PL run on a generated UrbanSound8K-AV layout (``<folder>/us8k``), by method.
+    Read-only: copy a run before changing it."""
+    from .data.conftest import make_us8k
+
+    def make(d: Path) -> None:
+        make_us8k(d / "us8k", per_class=4)
+        run_cli(d, "-m", "method=ft,pl", *US8K_TINY, f"data.root={d / 'us8k'}")
+
+    runs = runs_by_method(shared_folder(tmp_path_factory, "us8k", make) / "sweep")
+    assert set(runs) == {"ft", "pl"}
+    return runs
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the shared runs are slow (the first one trains them)."""
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in SHARED_RUN_FIXTURES):
+            item.add_marker(pytest.mark.slow)
 
 
 def tiny_model(fusion_depth: int = 1) -> AVClassifier:

@@ -1,18 +1,14 @@
-"""The entrypoint as a user runs it: a multirun of both methods, and a rejected override."""
+"""The entrypoint as a user runs it: a multirun of both methods, and rejected overrides."""
 
 from __future__ import annotations
 
 import json
 
-import pytest
-
-from .conftest import TINY, run_cli
+from .conftest import TINY, main_in_process
 
 
-@pytest.mark.slow
-def test_multirun_ft_and_pl_writes_both_metrics(tmp_path):
-    run_cli(tmp_path, "-m", "method=ft,pl", *TINY)
-    metrics = sorted((tmp_path / "sweep").glob("*/metrics.json"))
+def test_multirun_ft_and_pl_writes_both_metrics(synthetic_runs):
+    metrics = sorted(synthetic_runs["ft"].parent.glob("*/metrics.json"))
     assert len(metrics) == 2
     loaded = [json.loads(p.read_text()) for p in metrics]
     assert {m["method"] for m in loaded} == {"ft", "pl"}
@@ -25,16 +21,21 @@ def test_multirun_ft_and_pl_writes_both_metrics(tmp_path):
     assert pl["stages"]["ft"]["reused"] is True  # trained once, by whichever job came first
 
 
-def test_bad_override_fails_clearly_and_writes_nothing(tmp_path):
-    proc = run_cli(tmp_path, "method=pl", "prompt=none", *TINY, check=False)
-    assert proc.returncode != 0
-    assert "Invalid value 'none' for 'prompt'" in proc.stderr + proc.stdout
+def _run(monkeypatch, capsys, tmp_path, *args: str) -> tuple[int, str]:
+    return main_in_process(monkeypatch, capsys, "uvav.run", *args, f"paths.cache_dir={tmp_path / 'cache'}",
+                           f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+
+
+def test_bad_override_fails_clearly_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    code, err = _run(monkeypatch, capsys, tmp_path, "method=pl", "prompt=none", *TINY)
+    assert code == 2
+    assert "Invalid value 'none' for 'prompt'" in err
     assert not (tmp_path / "run").exists()
     assert not (tmp_path / "cache").exists()
 
 
-def test_unknown_option_lists_the_allowed_ones(tmp_path):
-    proc = run_cli(tmp_path, "scenario=sideways", check=False)
-    assert proc.returncode != 0
-    assert "Available options in 'scenario'" in proc.stderr and "noisy_audio" in proc.stderr
+def test_unknown_option_lists_the_allowed_ones(tmp_path, monkeypatch, capsys):
+    code, err = _run(monkeypatch, capsys, tmp_path, "scenario=sideways")
+    assert code == 2
+    assert "Available options in 'scenario'" in err and "noisy_audio" in err
     assert not (tmp_path / "run").exists()
