@@ -55,7 +55,8 @@ def run_module(module: str, *args: str, cwd: Path, env: dict[str, str] | None = 
     return proc
 
 
-def run_cli(tmp_path: Path, *args: str, check: bool = True, timeout: int = 300, **kwargs) -> subprocess.CompletedProcess:
+def run_cli(tmp_path: Path, *args: str, check: bool = True, timeout: int = 300,
+            **kwargs: object) -> subprocess.CompletedProcess:
     """``python -m uvav.run`` in a subprocess, with outputs and caches under ``tmp_path`` (``run/``, ``sweep/``,
     ``cache/``; a ``paths.cache_dir=`` in ``args`` wins). ``kwargs`` go to :func:`run_module`."""
     cache = [] if any(a.startswith("paths.cache_dir=") for a in args) else [f"paths.cache_dir={tmp_path / 'cache'}"]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,33 +12,28 @@ import pytest
 from uvav.api import InputError, RunError, load_run
 from uvav.cases import EVAL_CASES
 
-from .conftest import TINY, run_cli
+from .conftest import main_in_process, run_module
 
 PL_MODES = ("pl_uncertain", "pl_oracle")
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    """A tiny FT run and a tiny PL run (sharing one FT model), by method."""
-    tmp = tmp_path_factory.mktemp("runs")
-    run_cli(tmp, "-m", "method=ft,pl", *TINY)
-    found = {json.loads((d / "metrics.json").read_text())["method"]: d for d in (tmp / "sweep").iterdir()
-             if (d / "metrics.json").is_file()}
-    assert set(found) == {"ft", "pl"}
-    return found
+@pytest.fixture
+def runs(synthetic_runs, tmp_path) -> dict[str, Path]:
+    """Copies of the shared tiny FT and PL runs (the PL job reused the FT model), by method: evaluations write
+    into a run's folder."""
+    copies = {}
+    for method, run in synthetic_runs.items():
+        copies[method] = tmp_path / "runs" / run.name
+        shutil.copytree(run, copies[method])
+    return copies
 
 
-def evaluate_cli(tmp_path: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def evaluate_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     """``python -m uvav.evaluate`` run from ``tmp_path/cwd`` with ``$TMPDIR`` at ``tmp_path/tmp``."""
     cwd, tmp = tmp_path / "cwd", tmp_path / "tmp"
     cwd.mkdir(exist_ok=True)
     tmp.mkdir(exist_ok=True)
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)}
-    proc = subprocess.run([sys.executable, "-m", "uvav.evaluate", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"uvav.evaluate failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
+    return run_module("uvav.evaluate", *args, cwd=cwd, env={"TMPDIR": str(tmp)})
 
 
 def snapshot(run: Path) -> dict[str, bytes]:
@@ -69,15 +62,15 @@ def test_cli_reproduces_both_runs_and_touches_nothing_else(runs, tmp_path):
 
 @pytest.mark.parametrize("method", ["ft", "pl"])
 @pytest.mark.parametrize("split", ["test", "val"])
-def test_api_reproduces_every_mode_and_case(runs, method, split):
-    run = load_run(runs[method])
+def test_api_reproduces_every_mode_and_case(synthetic_runs, method, split):
+    run = load_run(synthetic_runs[method])
     metrics = run.metrics["accuracy" if split == "test" else "val"]
     for prompts in ("uncertain", "oracle"):
         result = run.evaluate(prompts=prompts, split=split, **{"trainer.num_threads": 1})
         mode = "ft" if method == "ft" else f"pl_{prompts}"
         assert result["accuracy"] == {mode: metrics[mode]}
         assert result["reference"] == {mode: metrics[mode]}
-    assert not (runs[method] / "evaluations" / f"{split}-all-uncertain.json").exists()  # save=False
+    assert not (synthetic_runs[method] / "evaluations").exists()  # save=False
 
 
 def test_cli_sweep_over_cases_with_overrides(runs, tmp_path):
@@ -95,16 +88,17 @@ def test_cli_sweep_over_cases_with_overrides(runs, tmp_path):
     assert (pl / "metrics.json").read_bytes() == metrics_bytes
 
 
-def test_cli_refuses_model_changing_overrides_clearly(runs, tmp_path):
-    proc = evaluate_cli(tmp_path, f"run={runs['ft']}", "trainer.epochs=3", check=False)
-    assert proc.returncode == 2
-    assert "cannot override 'trainer.epochs'" in proc.stderr
-    proc = evaluate_cli(tmp_path, f"run={tmp_path / 'cwd'}", check=False)
-    assert proc.returncode == 2 and "missing model.pt, metrics.json, .hydra/config.yaml" in proc.stderr
+def test_cli_refuses_model_changing_overrides_clearly(synthetic_runs, tmp_path, monkeypatch, capsys):
+    code, err = main_in_process(monkeypatch, capsys, "uvav.evaluate", f"run={synthetic_runs['ft']}",
+                                "trainer.epochs=3", cwd=tmp_path)
+    assert code == 2
+    assert "cannot override 'trainer.epochs'" in err
+    code, err = main_in_process(monkeypatch, capsys, "uvav.evaluate", f"run={tmp_path}", cwd=tmp_path)
+    assert code == 2 and "missing model.pt, metrics.json, .hydra/config.yaml" in err
 
 
-def test_api_rejects_what_the_model_cannot_take(runs):
-    run = load_run(runs["pl"])
+def test_api_rejects_what_the_model_cannot_take(synthetic_runs):
+    run = load_run(synthetic_runs["pl"])
     with pytest.raises(InputError, match="data.image_size=64: the model was built for data.image_size=32"):
         run.evaluate(**{"data.image_size": 64})
     with pytest.raises(InputError, match="has classes"):
@@ -115,7 +109,8 @@ def test_api_rejects_what_the_model_cannot_take(runs):
         run.evaluate(noise={"visual": ["smudge"]})
 
 
-def test_incomplete_or_foreign_runs_say_what_is_missing(runs, tmp_path):
+def test_incomplete_or_foreign_runs_say_what_is_missing(synthetic_runs, tmp_path):
+    runs = synthetic_runs
     broken = tmp_path / "broken"
     shutil.copytree(runs["ft"], broken)
     (broken / "model.pt").unlink()
@@ -130,11 +125,11 @@ def test_incomplete_or_foreign_runs_say_what_is_missing(runs, tmp_path):
         load_run(tmp_path / "nowhere")
 
 
-def test_runs_saved_before_the_per_method_schemas_still_load(runs, tmp_path):
+def test_runs_saved_before_the_per_method_schemas_still_load(synthetic_runs, tmp_path):
     """Runs saved before issue 12 carry every method's fields in ``config.method`` (one lumped schema); they load
     and reproduce their numbers."""
     old = tmp_path / "old"
-    shutil.copytree(runs["pl"], old)
+    shutil.copytree(synthetic_runs["pl"], old)
     metrics = json.loads((old / "metrics.json").read_text())
     metrics["config"]["method"].update({"lora_rank": 4, "lora_alpha": None, "lora_targets": ["attn.qkv"],
                                         "adapter_bottleneck": 16})

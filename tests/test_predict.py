@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,26 +22,15 @@ from uvav.data.features import audio_features, images_to_float, load_image
 from uvav.models.classifier import AVClassifier
 from uvav.models.prompts import PromptBank
 
-from .conftest import run_cli
-from .data.conftest import make_us8k, write_image, write_tone
-
-US8K_TINY = [
-    "data=urbansound8k_av", "data.image_size=32", "data.target_length=64", "data.num_mel_bins=32",
-    "trainer.epochs=1", "method.epochs=1", "trainer.batch_size=8", "trainer.progress=false",
-    "backbone.embed_dim=32", "backbone.num_heads=2", "backbone.depth=1",
-]
+from .conftest import run_module
+from .data.conftest import write_image, write_tone
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    """A tiny FT run and a tiny PL run on a generated UrbanSound8K-AV layout, by method."""
-    tmp = tmp_path_factory.mktemp("us8k_runs")
-    make_us8k(tmp / "us8k", per_class=4)
-    run_cli(tmp, "-m", "method=ft,pl", *US8K_TINY, f"data.root={tmp / 'us8k'}")
-    found = {json.loads((d / "metrics.json").read_text())["method"]: d for d in (tmp / "sweep").iterdir()
-             if (d / "metrics.json").is_file()}
-    assert set(found) == {"ft", "pl"}
-    return found
+@pytest.fixture
+def runs(us8k_runs) -> dict[str, Path]:
+    """The shared tiny FT and PL runs on a generated UrbanSound8K-AV layout, by method (prediction only reads
+    them)."""
+    return us8k_runs
 
 
 @pytest.fixture(scope="module")
@@ -125,11 +112,7 @@ def test_waveforms_and_pil_images_equal_their_files(runs, files):
 
 
 def predict_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "uvav.predict", "device=cpu", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
+    return run_module("uvav.predict", "device=cpu", *args, cwd=tmp_path)
 
 
 def test_cli_single_sample_says_mode_and_missing_modality(runs, files, tmp_path):

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, run_cli
-from .data.conftest import make_us8k, write_image, write_tone
-from .test_predict import US8K_TINY
+from .conftest import REPO
+from .data.conftest import write_image, write_tone
 
 HEADING = "## Python API"
 
@@ -29,10 +29,10 @@ def example_source() -> str:
     return block.group(1)
 
 
-def test_python_api_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    make_us8k(tmp_path / "us8k", per_class=4)
-    run_cli(tmp_path, "method=pl", *US8K_TINY, f"data.root={tmp_path / 'us8k'}")
+def test_python_api_example_runs(us8k_runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 capsys) -> None:
     run_dir = tmp_path / "run"
+    shutil.copytree(us8k_runs["pl"], run_dir)  # the example saves an evaluation into the run
     work = tmp_path / "work"
     write_tone(work / "clip.wav", 22050, 0.8, channels=2, freq=500.0)
     write_image(work / "frame", 0, 2)  # frame.jpg
