@@ -65,10 +65,10 @@ def run_cli(tmp_path: Path, *args: str, check: bool = True, timeout: int = 300,
 
 
 def main_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, module: str, *args: str,
-                    cwd: Path) -> tuple[int, str]:
+                    cwd: Path) -> subprocess.CompletedProcess:
     """``python -m <module> <args>`` (no ``HYDRA_FULL_ERROR``) called in this process from ``cwd``, for a command
-    that must refuse: its exit code and stderr. Faster than :func:`run_module`; the CLI's one-line-and-exit-2
-    contract itself is checked in a subprocess once (tests/test_user_errors.py)."""
+    that must refuse: its exit code, stdout and stderr, as :func:`run_module` gives them (seconds faster). The
+    CLI's one-line-and-exit-2 contract itself is checked in a subprocess once (tests/test_user_errors.py)."""
     import importlib
 
     from uvav import errors
@@ -81,7 +81,8 @@ def main_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtu
     capsys.readouterr()
     with pytest.raises(SystemExit) as done:
         errors.run_entrypoint(entry.main)
-    return done.value.code, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess([module, *args], done.value.code, out, err)
 
 
 def runs_by_method(sweep: Path) -> dict[str, Path]:

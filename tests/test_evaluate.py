@@ -89,12 +89,12 @@ def test_cli_sweep_over_cases_with_overrides(runs, tmp_path):
 
 
 def test_cli_refuses_model_changing_overrides_clearly(synthetic_runs, tmp_path, monkeypatch, capsys):
-    code, err = main_in_process(monkeypatch, capsys, "uvav.evaluate", f"run={synthetic_runs['ft']}",
-                                "trainer.epochs=3", cwd=tmp_path)
-    assert code == 2
-    assert "cannot override 'trainer.epochs'" in err
-    code, err = main_in_process(monkeypatch, capsys, "uvav.evaluate", f"run={tmp_path}", cwd=tmp_path)
-    assert code == 2 and "missing model.pt, metrics.json, .hydra/config.yaml" in err
+    proc = main_in_process(monkeypatch, capsys, "uvav.evaluate", f"run={synthetic_runs['ft']}", "trainer.epochs=3",
+                           cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "cannot override 'trainer.epochs'" in proc.stderr
+    proc = main_in_process(monkeypatch, capsys, "uvav.evaluate", f"run={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 2 and "missing model.pt, metrics.json, .hydra/config.yaml" in proc.stderr
 
 
 def test_api_rejects_what_the_model_cannot_take(synthetic_runs):
