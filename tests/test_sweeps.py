@@ -20,11 +20,15 @@ from hydra.types import RunMode
 from uvav import pipeline
 from uvav.config import config_dir
 
-from .conftest import TINY, run_cli
+from .conftest import REPO, TINY, run_cli
 
 # The search config sets this subdir itself (conf/config.yaml lists `_self_` before `hparams_search`); the tests
 # pass it too, so that they keep each run's trials apart whatever the defaults order.
 SUBDIR = "hydra.sweep.subdir=${now:%Y%m%d-%H%M%S}_${hydra.job.num}"
+# A job's crash, injected whatever the machine: data=faulty data.fail=true (tests/plugins/faulty.py, not imported
+# here: it would register its dataset in this process).
+FAULTY = [f"hydra.searchpath=[file://{REPO / 'tests' / 'plugins' / 'conf'}]"]
+FAULTY_ENV = {"UVAV_PLUGINS": "tests.plugins.faulty", "PYTHONPATH": str(REPO)}
 
 
 def _metrics(folder) -> list[dict]:
@@ -127,14 +131,13 @@ def test_auto_device_spreads_multirun_jobs_over_gpus(monkeypatch):
 
 @pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_others_and_is_reported(tmp_path):
-    """Job 1 asks for CUDA on a machine without it (a runtime failure); job 0 must still finish."""
+    """Job 1 crashes when it loads its data (tests/plugins/faulty.py, a runtime failure); job 0 must still finish."""
     from uvav.aggregate import main as aggregate
 
-    if torch.cuda.is_available():
-        pytest.skip("the injected fault needs a machine without CUDA")
-    proc = run_cli(tmp_path, "-m", "trainer.device=cpu,cuda", "method=ft", *TINY, check=False)
+    proc = run_cli(tmp_path, "-m", "data=faulty", "data.fail=false,true", "method=ft", *TINY, *FAULTY, check=False,
+                   env=FAULTY_ENV)
     assert proc.returncode != 0  # the sweep reports the failure...
-    assert "CUDA is not available" in proc.stderr + proc.stdout
+    assert "injected fault: data.fail=true" in proc.stderr + proc.stdout  # tests/plugins/faulty.py's message
     assert (tmp_path / "sweep" / "0" / "metrics.json").exists()  # ...after the other job finished
     assert not (tmp_path / "sweep" / "1" / "metrics.json").exists()
     aggregate([str(tmp_path / "sweep"), "--out", str(tmp_path / "tables"), "--no-plots"])
@@ -144,15 +147,9 @@ def test_a_failing_job_does_not_stop_the_others_and_is_reported(tmp_path):
 
 @pytest.mark.slow
 def test_failed_optuna_trials_are_recorded_and_the_search_goes_on(tmp_path):
-    if torch.cuda.is_available():
-        pytest.skip("the injected fault needs a machine without CUDA")
-    extra = tmp_path / "extra_conf" / "hparams_search"  # a search whose space includes a failing setting
-    extra.mkdir(parents=True)
-    (extra / "failing.yaml").write_text(
-        "# @package _global_\ndefaults:\n  - prompt_length\nhydra:\n  sweeper:\n    params:\n"
-        "      prompt.length: choice(2)\n      method.lr: choice(0.005)\n      trainer.device: choice(cpu,cuda)\n")
-    run_cli(tmp_path, "-m", "hparams_search=failing", f"hydra.searchpath=[file://{tmp_path / 'extra_conf'}]",
-            "hydra.sweeper.n_trials=4", SUBDIR, *TINY)
+    """A search whose space includes a failing setting (tests/plugins/conf/hparams_search/failing.yaml)."""
+    run_cli(tmp_path, "-m", "hparams_search=failing", "data=faulty", "hydra.sweeper.n_trials=4", SUBDIR, *TINY,
+            *FAULTY, env=FAULTY_ENV)
     study = optuna.load_study(study_name="uvav_prompt_length", storage=f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}")
     states = [t.state for t in study.trials]
     assert len(states) == 4
