@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from uvav.checks import validate
@@ -21,15 +24,33 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
 
 
+def assert_sets(expected: Any, actual: Any, where: str) -> None:
+    """Every value that ``expected`` (a YAML's content) sets is in ``actual`` (the composed config), unresolved."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict), where
+        for key, value in expected.items():
+            assert key in actual, f"{where}.{key}"
+            assert_sets(value, actual[key], f"{where}.{key}")
+    else:
+        assert actual == expected, where
+
+
 @pytest.mark.parametrize("group", GROUPS)
 def test_every_option_composes(group):
+    composed = {}
     for option in options(group):
         extra = ["data.root=/nowhere"] if option == "urbansound8k_av" else []
         cfg = compose_config(f"{group}={option}", *extra, tiny=False)
-        assert cfg[group] is not None
+        yaml = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / group / f"{option}.yaml"))
+        yaml.pop("defaults", None)
+        package = cfg if group == "method" else cfg[group]  # conf/method/*.yaml: `# @package _global_`
+        assert_sets(yaml, OmegaConf.to_container(package), f"{group}={option}")
+        composed[option] = OmegaConf.to_container(cfg[group])
         if group == "method" or (group == "prompt" and option == "none"):
             continue
         validate(cfg)
+    distinct = {json.dumps(c, sort_keys=True, default=str) for c in composed.values()}
+    assert len(distinct) == len(composed), f"two {group} options compose to the same config"
 
 
 def test_backbones_instantiate():

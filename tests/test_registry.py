@@ -5,16 +5,14 @@ with no edit of uvav."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from uvav.registry import UnknownNameError
 
-from .conftest import REPO
+from .conftest import REPO, run_module
 
 PLUGINS = "tests.plugins.gated_mlp,tests.plugins.blobs"
 SEARCHPATH = f"hydra.searchpath=[file://{REPO / 'tests' / 'plugins' / 'conf'}]"
@@ -24,12 +22,8 @@ TINY = ["trainer.epochs=2", "frozen.epochs=2", "trainer.batch_size=24", "trainer
 
 
 def _uvav(tmp_path: Path, module: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "UVAV_PLUGINS": PLUGINS, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
-           "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, f"{module} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
+    return run_module(module, *args, cwd=tmp_path, env={"UVAV_PLUGINS": PLUGINS, "PYTHONPATH": str(REPO)},
+                      timeout=600)
 
 
 @pytest.mark.slow
