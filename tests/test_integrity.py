@@ -56,6 +56,7 @@ def job_cfg(tmp: Path):
     return compose_config(*JOB, f"paths.cache_dir={tmp / 'cache'}")
 
 
+@pytest.mark.slow
 def test_writing_the_runs_model_leaves_the_cache_intact(finished: Path, caplog) -> None:
     run_model, job = finished / "run" / "model.pt", cached(finished, "jobs")
     record = json.loads((job / "metrics.json").read_text())
@@ -75,6 +76,7 @@ def test_writing_the_runs_model_leaves_the_cache_intact(finished: Path, caplog) 
         run_model.write_bytes(before)
 
 
+@pytest.mark.slow
 def test_reuse_checks_the_model_hash_and_the_data_digest(finished: Path, tmp_path: Path, caplog) -> None:
     cfg, job = job_cfg(finished), cached(finished, "jobs")
     record_file = job / "metrics.json"
@@ -93,6 +95,7 @@ def test_reuse_checks_the_model_hash_and_the_data_digest(finished: Path, tmp_pat
         record_file.write_text(json.dumps(record))
 
 
+@pytest.mark.slow
 def test_edited_stored_models_are_retrained_not_reported(finished: Path) -> None:
     job, ft = cached(finished, "jobs"), cached(finished, "ft")
     edit_in_place(job / "model.pt")
@@ -107,6 +110,7 @@ def test_edited_stored_models_are_retrained_not_reported(finished: Path) -> None
     assert file_sha256(ft / "model.pt") == json.loads((ft / "info.json").read_text())["model_sha256"]
 
 
+@pytest.mark.slow
 def test_models_record_what_made_them(finished: Path, tmp_path: Path) -> None:
     run = load_run(finished / "run")
     assert run.provenance["torch"] == torch.__version__ and run.provenance["timm"] == timm.__version__
@@ -175,6 +179,7 @@ def test_a_repaired_chunk_changes_the_stores_digest(tmp_path: Path) -> None:
     assert build().content_digest == repaired.content_digest
 
 
+@pytest.mark.slow
 def test_jobs_trained_on_a_damaged_chunk_are_not_reused_once_it_is_repaired(tmp_path: Path) -> None:
     make_us8k(tmp_path / "us8k", per_class=4)
     job = ("method=ft", *US8K_TINY, f"data.root={tmp_path / 'us8k'}", "data.num_workers=0")

@@ -100,6 +100,7 @@ def test_labels_per_clip_2_makes_the_synthetic_data_multi_label(tmp_path):
     assert not single.multi_label and single.train.labels.dtype == torch.long
 
 
+@pytest.mark.slow
 def test_multi_label_run_reports_map_everywhere(tmp_path):
     """FT + head only + PL on multi-label synthetic data: mAP and per-class AP in metrics.json, tables naming mAP,
     load_run().evaluate reproducing the run's numbers, sigmoid probabilities."""

@@ -62,6 +62,7 @@ def uninterrupted(tmp_path_factory) -> dict:
 KILL_POINTS = {"training": ("last*.pt", 0.3), "cache build": ("tokens_*_train", 0.0)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_kill_9_then_same_command_resumes_to_same_metrics(tmp_path, uninterrupted, point):
     pattern, delay = KILL_POINTS[point]
@@ -88,6 +89,7 @@ def test_kill_9_then_same_command_resumes_to_same_metrics(tmp_path, uninterrupte
     assert not list((killed / "cache").rglob("tokens_*"))  # token caches are removed when their stage ends
 
 
+@pytest.mark.slow
 def test_two_jobs_needing_the_same_ft_model_train_it_once(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = []
@@ -102,6 +104,7 @@ def test_two_jobs_needing_the_same_ft_model_train_it_once(tmp_path):
     assert len(list((tmp_path / "cache" / "ft").glob("*/model.pt"))) == 1
 
 
+@pytest.mark.slow
 def test_relaunch_reuses_a_finished_job(tmp_path):
     first = run_cli(tmp_path, "method=ft", *TINY)
     second = run_cli(tmp_path, "method=ft", *TINY)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from uvav.train import average_frame_logits
@@ -24,6 +25,7 @@ def test_average_of_probabilities_not_of_logits() -> None:
     assert average_frame_logits(frames[:1], multi_label=False) is frames[0]
 
 
+@pytest.mark.slow
 def test_a_job_on_every_frame_of_the_test_clips(tmp_path: Path) -> None:
     root = tmp_path / "cav"
     write_json(root / "train.json", [make_clip(root, f"v{c}{k}", c) for c in range(3) for k in range(3)])
