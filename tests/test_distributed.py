@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from uvav import distributed
 from uvav.config import config_dir
 
-from .conftest import TINY
+from .conftest import TINY, run_module
 
 pytestmark = pytest.mark.slow
 
@@ -33,17 +33,16 @@ ENV = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
 def torchrun(cwd: Path, *args: str, nproc: int = 2, wait: bool = True):
     """``torchrun --nproc_per_node=N -m uvav.run ...`` in ``cwd`` (its outputs/ and cache under it)."""
     cwd.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "uvav.run", *args, f"paths.cache_dir={cwd / 'cache'}"]
+    args = ("--standalone", f"--nproc_per_node={nproc}", "-m", "uvav.run", *args, f"paths.cache_dir={cwd / 'cache'}")
     if not wait:
-        return subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
+        return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *args], cwd=cwd, env=ENV,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return run_module("torch.distributed.run", *args, cwd=cwd, check=False)
 
 
 def plain(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     cwd.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "uvav.run", *args, f"paths.cache_dir={cwd / 'cache'}"]
-    return subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
+    return run_module("uvav.run", *args, f"paths.cache_dir={cwd / 'cache'}", cwd=cwd, check=False)
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
