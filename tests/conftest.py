@@ -3,8 +3,10 @@ the real-data location."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +34,7 @@ US8K_TINY = [
     "backbone.embed_dim=32", "backbone.num_heads=2", "backbone.depth=1",
 ]
 SHARED_RUN_FIXTURES = ("synthetic_runs", "us8k_runs")  # tests using them are marked slow (they train once)
+SUBPROCESS_CALL = re.compile(r"\b(run_cli|run_module|_uvav_run|torchrun)\(")  # tests calling them: slow too
 
 register_configs()
 
@@ -132,11 +135,28 @@ def us8k_runs(tmp_path_factory) -> dict[str, Path]:
     return runs
 
 
+def _starts_a_run(func: Callable) -> bool:
+    """Whether ``func``'s source calls a subprocess helper (:func:`run_cli`, :func:`run_module`, a module's own)."""
+    try:
+        return bool(SUBPROCESS_CALL.search(inspect.getsource(func)))
+    except (OSError, TypeError):
+        return False
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests on the shared runs are slow (the first one trains them)."""
+    """``slow``: tests on the shared runs (the first one trains them), and tests that call a subprocess helper
+    themselves or through one of their fixtures."""
     for item in items:
-        if any(name in getattr(item, "fixturenames", ()) for name in SHARED_RUN_FIXTURES):
+        fixtures = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        funcs = [getattr(item, "function", None), *(defs[-1].func for defs in fixtures.values())]
+        if any(name in SHARED_RUN_FIXTURES for name in fixtures) or any(
+                _starts_a_run(f) for f in funcs if f is not None and _in_tests(f)):
             item.add_marker(pytest.mark.slow)
+
+
+def _in_tests(func: Callable) -> bool:
+    return Path(inspect.getfile(func)).resolve().is_relative_to(REPO / "tests") and func.__name__ not in (
+        "run_module", "run_cli")
 
 
 def tiny_model(fusion_depth: int = 1) -> AVClassifier:

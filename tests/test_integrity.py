@@ -21,10 +21,9 @@ from uvav.execution import reusable_job
 from uvav.outputs import file_sha256, load_checkpoint, save_checkpoint
 from uvav.pipeline import ft_key, open_data, run_pipeline
 
-from .conftest import TINY, compose_config, run_cli
+from .conftest import TINY, US8K_TINY, compose_config, run_cli
 from .data.conftest import make_us8k
 from .test_evaluate import evaluate_cli
-from .test_predict import US8K_TINY
 
 JOB = ("method=ft",)
 
