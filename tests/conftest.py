@@ -3,14 +3,16 @@ the real-data location."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
+import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,25 @@ def run_cli(tmp_path: Path, *args: str, check: bool = True, timeout: int = 300,
                       f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, check=check, timeout=timeout, **kwargs)
 
 
+@contextlib.contextmanager
+def logging_kept() -> Iterator[None]:
+    """Undo what Hydra's logging setup does to this process (levels, handlers, e.g. a file handler into a run folder
+    that is then removed), so that later tests log and ``caplog`` as before."""
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    saved = [(lg, lg.level, lg.handlers[:], lg.propagate, lg.disabled) for lg in loggers]
+    try:
+        yield
+    finally:
+        for lg, level, handlers, propagate, disabled in saved:
+            for handler in lg.handlers:
+                if handler not in handlers:
+                    handler.close()
+            lg.setLevel(level)
+            lg.handlers[:] = handlers
+            lg.propagate, lg.disabled = propagate, disabled
+
+
 def main_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, module: str, *args: str,
                     cwd: Path) -> subprocess.CompletedProcess:
     """``python -m <module> <args>`` (no ``HYDRA_FULL_ERROR``) called in this process from ``cwd``, for a command
@@ -82,7 +103,7 @@ def main_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtu
     monkeypatch.setattr(sys, "argv", [module, *args])
     monkeypatch.setattr(errors, "_TASK_STARTED", False)  # as in a fresh process: no job has started yet
     capsys.readouterr()
-    with pytest.raises(SystemExit) as done:
+    with pytest.raises(SystemExit) as done, logging_kept():
         errors.run_entrypoint(entry.main)
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess([module, *args], done.value.code, out, err)
