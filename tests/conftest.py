@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from filelock import FileLock
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -154,6 +155,12 @@ def us8k_runs(tmp_path_factory) -> dict[str, Path]:
     runs = runs_by_method(shared_folder(tmp_path_factory, "us8k", make) / "sweep")
     assert set(runs) == {"ft", "pl"}
     return runs
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A pytest-xdist worker trains on one thread: the workers share the cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 
 def _starts_a_run(func: Callable) -> bool:
