@@ -132,29 +132,48 @@ def shared_folder(tmp_path_factory: pytest.TempPathFactory, name: str, make: Cal
     return folder
 
 
-@pytest.fixture(scope="session")
-def synthetic_runs(tmp_path_factory) -> dict[str, Path]:
-    """A tiny ``-m method=ft,pl`` sweep on the synthetic data (the PL job reuses the FT model): job folders by
-    method, under ``<folder>/sweep``. Read-only: copy a run before changing it."""
-    folder = shared_folder(tmp_path_factory, "synthetic", lambda d: run_cli(d, "-m", "method=ft,pl", *TINY))
-    runs = runs_by_method(folder / "sweep")
-    assert set(runs) == {"ft", "pl"}
-    return runs
+def _listing(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))
+            if p.is_file()}
 
 
-@pytest.fixture(scope="session")
-def us8k_runs(tmp_path_factory) -> dict[str, Path]:
-    """A tiny FT run and a tiny PL run on a generated UrbanSound8K-AV layout (``<folder>/us8k``), by method.
-    Read-only: copy a run before changing it."""
+def _unchanged(folder: Path) -> Iterator[Path]:
+    """Yields ``folder``; then fails if a test changed, added or removed a file under it."""
+    before = _listing(folder)
+    yield folder
+    changed = sorted(set(before.items()) ^ set(_listing(folder).items()))
+    assert not changed, f"a test changed the shared runs (copy a run before writing into it): {changed[:5]}"
+
+
+def _make_synthetic(folder: Path) -> None:
+    run_cli(folder, "-m", "method=ft,pl", *TINY)
+
+
+def _make_us8k(folder: Path) -> None:
     from .data.conftest import make_us8k
 
-    def make(d: Path) -> None:
-        make_us8k(d / "us8k", per_class=4)
-        run_cli(d, "-m", "method=ft,pl", *US8K_TINY, f"data.root={d / 'us8k'}")
+    make_us8k(folder / "us8k", per_class=4)
+    run_cli(folder, "-m", "method=ft,pl", *US8K_TINY, f"data.root={folder / 'us8k'}")
 
-    runs = runs_by_method(shared_folder(tmp_path_factory, "us8k", make) / "sweep")
-    assert set(runs) == {"ft", "pl"}
-    return runs
+
+@pytest.fixture(scope="session")
+def synthetic_runs(tmp_path_factory) -> Iterator[dict[str, Path]]:
+    """A tiny ``-m method=ft,pl`` sweep on the synthetic data (the PL job reuses the FT model): job folders by
+    method, under ``<folder>/sweep``. Read-only (checked at the end): copy a run before changing it."""
+    for folder in _unchanged(shared_folder(tmp_path_factory, "synthetic", _make_synthetic)):
+        runs = runs_by_method(folder / "sweep")
+        assert set(runs) == {"ft", "pl"}
+        yield runs
+
+
+@pytest.fixture(scope="session")
+def us8k_runs(tmp_path_factory) -> Iterator[dict[str, Path]]:
+    """A tiny FT run and a tiny PL run on a generated UrbanSound8K-AV layout (``<folder>/us8k``), by method.
+    Read-only (checked at the end): copy a run before changing it."""
+    for folder in _unchanged(shared_folder(tmp_path_factory, "us8k", _make_us8k)):
+        runs = runs_by_method(folder / "sweep")
+        assert set(runs) == {"ft", "pl"}
+        yield runs
 
 
 def pytest_configure(config: pytest.Config) -> None:
