@@ -8,6 +8,7 @@ is the bottom layer that methods, datasets and models build on.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,28 @@ KEYED_OFF_DEFAULT_ONLY = {"data.label_fraction": 1.0, "trainer.head_lr_scale": 1
                           "trainer.mixup": 0.0, "trainer.label_smoothing": 0.0, "trainer.wa_start": None,
                           "trainer.wa_end": None,
                           "backbone.allow_partial": False}  # a partial checkpoint import (uvav/models/checkpoints.py)
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as ``{"a.b.c": value}``, lists as JSON text."""
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: json.dumps(obj) if isinstance(obj, list) else obj}
+
+
+def grouping_neutral(key: str) -> bool:
+    """Whether the dotted setting ``key`` is :data:`GROUPING_NEUTRAL` (or Hydra's own)."""
+    return key == "hydra" or key.startswith("hydra.") or any(
+        key == n or key.startswith(f"{n}.") for n in GROUPING_NEUTRAL)
+
+
+def grouping_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The flattened settings of a resolved config that put a job in its group (the tables' rows, the trackers'
+    group tag): everything but the :data:`GROUPING_NEUTRAL` settings."""
+    return {k: v for k, v in flatten(config).items() if not grouping_neutral(k)}
 
 
 def key_content(container: dict[str, Any], neutral: tuple[str, ...]) -> dict[str, Any]:

@@ -76,7 +76,8 @@ def test_a_depth_one_bank_keeps_the_state_dict_of_earlier_runs():
 
 def test_conditioned_prompts_are_a_per_sample_mixture_from_the_input():
     model = _model()
-    bank = PromptBank([f"pool{i}" for i in range(3)], "both", 2, 32, 1, depth=2, router_dim=4 * 32)
+    bank = PromptBank([f"pool{i}" for i in range(3)], "both", 2, 32, 1, depth=2, router_dim=4 * 32,
+                      case_names=CASES)
     audio, visual = _batch(4)
     audio[1] = 0.0  # sample 1: audio missing
     query = model.input_summary(audio, visual)

@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from uvav.config import flatten
 from uvav.loggers.base import CURVES, GlobalStepLogger
-from uvav.loggers.tracking import TrackedRun, flatten, save_run_id, saved_run_id
+from uvav.loggers.tracking import TrackedRun, save_run_id, saved_run_id
 
 TRACKER = "mlflow"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param's value

@@ -3,13 +3,12 @@ with secrets masked, uvav's group key and its sweep), and where a tracker's run 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from uvav.config import GROUPING_NEUTRAL
+from uvav.config import grouping_settings
 from uvav.loggers.base import CURVES
 
 MASK = "***"
@@ -54,19 +53,7 @@ def group_key(config: dict[str, Any]) -> str:
     """uvav's group key of a resolved config: what ``uvav.aggregate`` puts in its ``group`` column."""
     from uvav.outputs import fingerprint
 
-    flat = flatten(config)
-    kept = {k: v for k, v in flat.items() if not any(k == n or k.startswith(f"{n}.") for n in GROUPING_NEUTRAL)}
-    return fingerprint(kept)[:8]
-
-
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested dict as ``{"a.b.c": value}``; lists as JSON text."""
-    if isinstance(obj, dict):
-        out: dict[str, Any] = {}
-        for key, value in obj.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: json.dumps(obj) if isinstance(obj, list) else obj}
+    return fingerprint(grouping_settings(config))[:8]
 
 
 def mask_secrets(obj: Any, key: str = "") -> Any:

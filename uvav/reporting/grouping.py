@@ -9,25 +9,10 @@ from typing import Any
 
 import pandas as pd
 
-from uvav.config import GROUPING_NEUTRAL
+from uvav.config import grouping_neutral, grouping_settings
 from uvav.jobs import Job
 from uvav.loggers import read_curves
 from uvav.outputs import fingerprint
-
-
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict):
-        out: dict[str, Any] = {}
-        for key, value in obj.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: json.dumps(obj) if isinstance(obj, list) else obj}
-
-
-def _neutral(key: str) -> bool:
-    """Whether setting ``key`` (``trainer.num_threads``) is :data:`uvav.config.GROUPING_NEUTRAL` or Hydra's own."""
-    return key == "hydra" or key.startswith("hydra.") or any(
-        key == n or key.startswith(f"{n}.") for n in GROUPING_NEUTRAL)
 
 
 def _override_key(override: str) -> str:
@@ -41,14 +26,13 @@ def group_settings(metrics: dict[str, Any], choices: dict[str, Any]) -> dict[str
     config = metrics.get("config")
     if not isinstance(config, dict):  # no resolved config: fall back to choices and overrides
         config = {"choices": choices, "overrides": sorted(o for o in metrics.get("overrides", [])
-                                                           if not _neutral(_override_key(o)))}
-    flat = _flatten(config)
-    return {k: v for k, v in flat.items() if not _neutral(k)}
+                                                           if not grouping_neutral(_override_key(o)))}
+    return grouping_settings(config)
 
 
 def _shown_overrides(overrides: list[str]) -> set[str]:
     """The overrides that can name a group: not the grouping-neutral ones (same rule as :func:`group_settings`)."""
-    return {o for o in overrides if not _neutral(_override_key(o))}
+    return {o for o in overrides if not grouping_neutral(_override_key(o))}
 
 
 def group_labels(groups: dict[str, tuple[dict[str, Any], list[str], dict[str, Any]]]) -> dict[str, str]:
