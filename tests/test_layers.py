@@ -102,16 +102,27 @@ def test_moved_names_stay_importable_from_where_plugins_found_them(module, name)
         assert any("uvav.models.peft" in str(w.message) for w in caught)
 
 
-def test_a_bad_override_is_refused_before_torch_is_imported():
-    """Validating a config asks only the registries and schemas: nothing heavy is imported."""
+# The configuration errors of the README's "When things go wrong" table (first and third rows)
+REFUSED = [["trainer.epochs=abc"], ["trainer.no_such_key=1"], ["method=no_such_method"], ["method=pl", "prompt=none"],
+           ["prompt.length=0"], ["prompt.length=100000"], ["data.target_length=8"], ["data.root=pyproject.toml"],
+           ["backbone.checkpoint=tests"]]
+
+
+def test_every_configuration_error_is_refused_before_torch_is_imported():
+    """Composing and checking a config asks only the registries and schemas: nothing heavy is imported."""
+    import json
     import subprocess
     import sys
 
-    code = ("import sys; from hydra import compose, initialize_config_dir; from uvav.config import config_dir;"
+    code = ("import json, sys; from hydra import compose, initialize_config_dir; from uvav.config import config_dir;"
             "from uvav.checks import register_configs, validate; register_configs();"
-            "initialize_config_dir(config_dir(), version_base='1.3').__enter__();"
-            "cfg = compose('config', overrides=['prompt.length=100000'])\n"
-            "try: validate(cfg)\nexcept Exception as e: print(type(e).__name__)\n"
-            "print(sorted(m for m in ('torch', 'timm', 'pandas', 'matplotlib', 'sklearn') if m in sys.modules))")
+            "initialize_config_dir(config_dir(), version_base='1.3').__enter__(); refused = []\n"
+            f"for overrides in {REFUSED!r}:\n"
+            "    try: validate(compose('config', overrides=overrides)); refused.append(None)\n"
+            "    except Exception as e: refused.append(type(e).__name__)\n"
+            "heavy = [m for m in ('torch', 'timm', 'pandas', 'matplotlib', 'sklearn', 'optuna') if m in sys.modules]\n"
+            "print(json.dumps([refused, heavy]))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    assert out.split("\n")[:2] == ["ConfigError", "[]"], out
+    refused, heavy = json.loads(out.strip().splitlines()[-1])
+    assert None not in refused, dict(zip(map(str, REFUSED), refused, strict=True))
+    assert heavy == []
