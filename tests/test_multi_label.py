@@ -104,7 +104,7 @@ def test_labels_per_clip_2_makes_the_synthetic_data_multi_label(tmp_path):
 def test_multi_label_run_reports_map_everywhere(tmp_path):
     """FT + head only + PL on multi-label synthetic data: mAP and per-class AP in metrics.json, tables naming mAP,
     load_run().evaluate reproducing the run's numbers, sigmoid probabilities."""
-    from uvav import aggregate, compare
+    from uvav import aggregate, compare, inference
     from uvav.api import load_run
 
     run_cli(tmp_path, *TINY, "data.labels_per_clip=2", "method=pl")
@@ -122,8 +122,8 @@ def test_multi_label_run_reports_map_everywhere(tmp_path):
     assert result["metric"] == "mAP" and result["matches_reference"] is True
     assert result["per_class_ap"]["pl_oracle"]["mixed"] == metrics["per_class_ap"]["pl_oracle"]["mixed"]
 
-    probs = run._probabilities(run._stage(run.device), torch.randn(3, 64, 128), torch.randn(3, 3, 32, 32),
-                               "uncertain", None, contextlib.nullcontext)
+    probs = inference._probabilities(run, run._stage(run.device), torch.randn(3, 64, 128),
+                                     torch.randn(3, 3, 32, 32), "uncertain", None, contextlib.nullcontext)
     assert run.multi_label and ((probs > 0) & (probs < 1)).all() and not torch.allclose(probs.sum(1), torch.ones(3))
 
     aggregate.aggregate([run_dir], tmp_path / "agg", plots=False)

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from uvav.config import ConfigError, validate
+from uvav.checks import validate
+from uvav.config import ConfigError
 from uvav.loggers import TrainingLogger, describe_run, finish_trackers, open_logger
 from uvav.loggers.mlflow_logger import git_commit
 from uvav.loggers.tracking import group_key, mask_secrets
