@@ -20,12 +20,12 @@ from omegaconf import OmegaConf
 
 from uvav.checks import validate
 from uvav.config import ConfigError
+from uvav.execution import job_key
 from uvav.loggers import TrainingLogger, describe_run, finish_trackers, open_logger
 from uvav.loggers.mlflow_logger import git_commit
 from uvav.loggers.tracking import group_key, mask_secrets
 from uvav.outputs import fingerprint
 from uvav.reporting.grouping import group_settings
-from uvav.run import job_key
 
 from .conftest import TINY, compose_config, run_cli
 
