@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
 import json
 import logging
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
+import tempfile
+import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -36,8 +42,10 @@ US8K_TINY = [
     "trainer.epochs=1", "method.epochs=1", "trainer.batch_size=8", "trainer.progress=false",
     "backbone.embed_dim=32", "backbone.num_heads=2", "backbone.depth=1",
 ]
-SHARED_RUN_FIXTURES = ("synthetic_runs", "us8k_runs")  # tests using them are marked slow (they train once)
-SUBPROCESS_CALL = re.compile(r"\b(run_cli|run_module|_uvav_run|torchrun)\(")  # tests calling them: slow too
+# marked slow: tests using these fixtures (the shared runs train once; a real tracking server), and tests that run a
+# command or start a process (a job, an interpreter, a server)
+SLOW_FIXTURES = ("synthetic_runs", "us8k_runs", "mlflow_server")
+STARTS_A_RUN = re.compile(r"\b(run_cli|run_module|start_module|_uvav_run|torchrun)\(|\bsubprocess\.(run|Popen)\(")
 
 register_configs()
 
@@ -49,22 +57,126 @@ def compose_config(*overrides: str, tiny: bool = True) -> DictConfig:
 
 
 def run_module(module: str, *args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True,
-               full_error: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+               full_error: bool = True, timeout: int = 300, fresh: bool = False) -> subprocess.CompletedProcess:
     """``python -m <module> <args>`` in ``cwd``: one torch thread, ``HYDRA_FULL_ERROR=1`` unless ``full_error`` is
-    false (then as a user runs it), ``env`` added to the environment. ``check``: a non-zero exit fails the test."""
-    base = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    env = {**base, "OMP_NUM_THREADS": "1", **({"HYDRA_FULL_ERROR": "1"} if full_error else {}), **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    false (then as a user runs it), ``env`` added to the environment. ``check``: a non-zero exit fails the test.
+
+    It runs in this process as ``python -m`` would (:func:`runpy.run_module`; a new interpreter spends ~5 s of CPU
+    importing torch and timm), and what it changes here is put back (:func:`_process_kept`); ``fresh``: in a
+    subprocess, with ``timeout`` (a launcher's workers, a process-wide tracker, the CLI's own contract)."""
+    if fresh:
+        started = start_module(module, *args, cwd=cwd, env=env, full_error=full_error, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = started.communicate(timeout=timeout)
+        finally:
+            started.kill()
+            started.wait()
+        proc = subprocess.CompletedProcess(started.args, started.returncode, out, err)
+    else:
+        env = {"OMP_NUM_THREADS": "1", **({"HYDRA_FULL_ERROR": "1"} if full_error else {}), **(env or {})}
+        out, err, code = io.StringIO(), io.StringIO(), 0
+        with _process_kept(module, args, cwd, env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
+            except SystemExit as done:
+                code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+                if isinstance(done.code, str):
+                    print(done.code, file=sys.stderr)
+            except Exception:  # what the interpreter prints before it exits with 1
+                traceback.print_exc()
+                code = 1
+        proc = subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
 
 
+def start_module(module: str, *args: str, cwd: Path, env: dict[str, str] | None = None, full_error: bool = True,
+                 **popen: Any) -> subprocess.Popen:
+    """``python -m <module> <args>`` started in a new interpreter in ``cwd`` and not waited for (a test kills it,
+    runs several at once or measures it): one torch thread, ``HYDRA_FULL_ERROR=1`` unless ``full_error`` is false,
+    ``env`` added to the environment. ``popen``: :class:`subprocess.Popen`'s own arguments (output discarded unless
+    they say where)."""
+    base = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env = {**base, "OMP_NUM_THREADS": "1", **({"HYDRA_FULL_ERROR": "1"} if full_error else {}), **(env or {})}
+    popen = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **popen}
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=env, **popen)
+
+
+@contextlib.contextmanager
+def _process_kept(module: str, args: tuple[str, ...], cwd: Path, env: dict[str, str]) -> Iterator[None]:
+    """This process set up as ``python -m <module> <args>`` started in ``cwd`` with ``env`` would be (``$TMPDIR``,
+    ``$PYTHONPATH``, torch threads, warnings shown) and put back afterwards: environment, paths, argv, logging,
+    warning filters, torch's threads, RNGs and flags, the record of failed sweep jobs, and what the plugins of
+    ``$UVAV_PLUGINS`` registered (the registries, Hydra's config store, their modules)."""
+    import random
+
+    import numpy as np
+    from hydra.core.config_store import ConfigStore
+
+    from uvav import errors
+    from uvav.data import DATASETS
+    from uvav.methods import METHODS
+
+    saved_env, saved_cwd, saved_argv, saved_path = dict(os.environ), os.getcwd(), sys.argv[:], sys.path[:]
+    saved_tmp, saved_modules = tempfile.tempdir, set(sys.modules)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    py_rng, np_rng = random.getstate(), np.random.get_state()
+    registries = [(r, dict(r._entries), r._discovered) for r in (METHODS, DATASETS)]
+    store = ConfigStore.instance().repo
+    schemas = {group: set(store.get(group, {})) for group in ("data", "method")}  # uvav.checks.register_configs
+    try:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+        os.environ.update(env)
+        sys.path[:0] = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        tempfile.tempdir = None  # found again from $TMPDIR, as a new process would
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+        os.chdir(cwd)
+        sys.argv = [module, *args]
+        errors._TASK_STARTED, errors.JobFailed.failed = False, []
+        for registry, _, _ in registries:
+            registry._discovered = False  # a new process discovers the modules and plugins anew
+        with torch.random.fork_rng(devices=[]), logging_kept(), warnings.catch_warnings():
+            _warn_as_a_new_interpreter()
+            yield
+    finally:
+        plugins = [n.strip() for n in env.get("UVAV_PLUGINS", "").split(",") if n.strip()]
+        for name in set(sys.modules) - saved_modules:
+            if any(name == p or name.startswith(f"{p}.") for p in plugins):
+                del sys.modules[name]
+        for registry, entries, discovered in registries:
+            registry._entries, registry._discovered = entries, discovered
+        for group, names in schemas.items():
+            for name in set(store.get(group, {})) - names:
+                del store[group][name]
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        sys.argv, sys.path[:], tempfile.tempdir = saved_argv, saved_path, saved_tmp
+        errors._TASK_STARTED, errors.JobFailed.failed = False, []
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_flush_denormal(False)
+        random.setstate(py_rng)
+        np.random.set_state(np_rng)
+
+
+def _warn_as_a_new_interpreter() -> None:
+    """Python's default warning filters, printed to ``sys.stderr`` (pytest records them instead)."""
+    warnings.resetwarnings()
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+        warnings.simplefilter("ignore", category)
+    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+    warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+        warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def run_cli(tmp_path: Path, *args: str, check: bool = True, timeout: int = 300,
             **kwargs: object) -> subprocess.CompletedProcess:
-    """``python -m uvav.run`` in a subprocess, with outputs and caches under ``tmp_path`` (``run/``, ``sweep/``,
-    ``cache/``; a ``paths.cache_dir=`` in ``args`` wins). ``kwargs`` go to :func:`run_module`."""
+    """``python -m uvav.run`` (as :func:`run_module` runs it), with outputs and caches under ``tmp_path``
+    (``run/``, ``sweep/``, ``cache/``; a ``paths.cache_dir=`` in ``args`` wins). ``kwargs`` go to
+    :func:`run_module`."""
     cache = [] if any(a.startswith("paths.cache_dir=") for a in args) else [f"paths.cache_dir={tmp_path / 'cache'}"]
     return run_module("uvav.run", *args, *cache, f"hydra.run.dir={tmp_path / 'run'}",
                       f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, check=check, timeout=timeout, **kwargs)
@@ -87,27 +199,6 @@ def logging_kept() -> Iterator[None]:
             lg.setLevel(level)
             lg.handlers[:] = handlers
             lg.propagate, lg.disabled = propagate, disabled
-
-
-def main_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, module: str, *args: str,
-                    cwd: Path) -> subprocess.CompletedProcess:
-    """``python -m <module> <args>`` (no ``HYDRA_FULL_ERROR``) called in this process from ``cwd``, for a command
-    that must refuse: its exit code, stdout and stderr, as :func:`run_module` gives them (seconds faster). The
-    CLI's one-line-and-exit-2 contract itself is checked in a subprocess once (tests/test_user_errors.py)."""
-    import importlib
-
-    from uvav import errors
-
-    entry = importlib.import_module(module)
-    monkeypatch.chdir(cwd)
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    monkeypatch.setattr(sys, "argv", [module, *args])
-    monkeypatch.setattr(errors, "_TASK_STARTED", False)  # as in a fresh process: no job has started yet
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as done, logging_kept():
-        errors.run_entrypoint(entry.main)
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess([module, *args], done.value.code, out, err)
 
 
 def runs_by_method(sweep: Path) -> dict[str, Path]:
@@ -183,22 +274,24 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _starts_a_run(func: Callable) -> bool:
-    """Whether ``func``'s source calls a subprocess helper (:func:`run_cli`, :func:`run_module`, a module's own)."""
+    """Whether ``func``'s source runs a command (:func:`run_cli`, :func:`run_module`, a module's own helper) or
+    starts a process."""
     try:
-        return bool(SUBPROCESS_CALL.search(inspect.getsource(func)))
+        return bool(STARTS_A_RUN.search(inspect.getsource(func)))
     except (OSError, TypeError):
         return False
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """``slow``: tests on the shared runs (the first one trains them), and tests that call a subprocess helper
-    themselves or through one of their fixtures."""
+    """``slow``: tests using a :data:`SLOW_FIXTURES` fixture, and tests that run a command or start a process
+    themselves or through one of their fixtures. Slow tests go first, so that the workers end together."""
     for item in items:
         fixtures = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
         funcs = [getattr(item, "function", None), *(defs[-1].func for defs in fixtures.values())]
-        if any(name in SHARED_RUN_FIXTURES for name in fixtures) or any(
+        if any(name in SLOW_FIXTURES for name in fixtures) or any(
                 _starts_a_run(f) for f in funcs if f is not None and _in_tests(f)):
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: files stay in order
 
 
 def _in_tests(func: Callable) -> bool:

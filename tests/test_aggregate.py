@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +16,8 @@ from uvav.cases import CASE_LABELS as CASES
 from uvav.jobs import find_job_dirs, read_job
 from uvav.reporting.aggregate import main
 from uvav.reporting.formats import to_markdown
+
+from .conftest import run_module
 
 MIB = 2**20
 SEEDS = (0, 1, 2)
@@ -198,10 +197,9 @@ def test_runtime_overrides_split_no_group_and_name_none(tmp_path):
 
 
 @pytest.mark.parametrize("module", ["uvav.aggregate", "uvav.compare", "uvav.robustness"])
-def test_the_old_entrypoints_still_run(module):
+def test_the_old_entrypoints_still_run(module, tmp_path):
     """The commands that moved into ``uvav.reporting`` keep their ``python -m`` names (recipes call them)."""
-    proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = run_module(module, "--help", cwd=tmp_path)
     assert proc.returncode == 0 and "usage:" in proc.stdout and "--out" in proc.stdout
 
 

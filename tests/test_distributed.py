@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,14 +19,13 @@ from hydra.utils import instantiate
 from uvav import distributed
 from uvav.config import config_dir
 
-from .conftest import TINY, run_module
+from .conftest import TINY, run_module, start_module
 
 pytestmark = pytest.mark.slow
 
 # 97 training samples in global batches of 24: the last batch has one sample, so one rank steps on a weight-0 row
 SMALL = [*TINY, "data.num_train=97", "trainer.batch_size=24", "trainer.epochs=2", "method.epochs=2",
          "trainer.num_threads=1"]
-ENV = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
 
 
 def torchrun(cwd: Path, *args: str, nproc: int = 2, wait: bool = True):
@@ -35,9 +33,9 @@ def torchrun(cwd: Path, *args: str, nproc: int = 2, wait: bool = True):
     cwd.mkdir(parents=True, exist_ok=True)
     args = ("--standalone", f"--nproc_per_node={nproc}", "-m", "uvav.run", *args, f"paths.cache_dir={cwd / 'cache'}")
     if not wait:
-        return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *args], cwd=cwd, env=ENV,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return run_module("torch.distributed.run", *args, cwd=cwd, check=False)
+        return start_module("torch.distributed.run", *args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    return run_module("torch.distributed.run", *args, cwd=cwd, check=False, fresh=True)
 
 
 def plain(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -127,9 +125,9 @@ def test_slurm_tasks_join_through_submitits_environment(tmp_path):
     """Two processes with the variables Slurm sets for a job of 2 tasks started by submitit (no torchrun)."""
     slurm = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "2", "SLURM_JOB_NUM_NODES": "1",
              "SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "localhost", "MASTER_PORT": str(_free_port())}
-    cmd = [sys.executable, "-m", "uvav.run", "method=ft", *SMALL, f"paths.cache_dir={tmp_path / 'cache'}"]
-    tasks = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**ENV, **slurm, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)})
+    tasks = [start_module("uvav.run", "method=ft", *SMALL, f"paths.cache_dir={tmp_path / 'cache'}", cwd=tmp_path,
+                          env={**slurm, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)}, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
              for r in range(2)]
     outs = [task.communicate(timeout=300)[0] for task in tasks]
     assert [task.returncode for task in tasks] == [0, 0], outs[0][-2000:] + outs[1][-2000:]

@@ -12,7 +12,7 @@ import pytest
 from uvav.api import InputError, RunError, load_run
 from uvav.cases import EVAL_CASES
 
-from .conftest import main_in_process, run_module
+from .conftest import run_module
 
 PL_MODES = ("pl_uncertain", "pl_oracle")
 
@@ -88,12 +88,12 @@ def test_cli_sweep_over_cases_with_overrides(runs, tmp_path):
     assert (pl / "metrics.json").read_bytes() == metrics_bytes
 
 
-def test_cli_refuses_model_changing_overrides_clearly(synthetic_runs, tmp_path, monkeypatch, capsys):
-    proc = main_in_process(monkeypatch, capsys, "uvav.evaluate", f"run={synthetic_runs['ft']}", "trainer.epochs=3",
-                           cwd=tmp_path)
+def test_cli_refuses_model_changing_overrides_clearly(synthetic_runs, tmp_path):
+    proc = run_module("uvav.evaluate", f"run={synthetic_runs['ft']}", "trainer.epochs=3",
+                      cwd=tmp_path, check=False, full_error=False)
     assert proc.returncode == 2
     assert "cannot override 'trainer.epochs'" in proc.stderr
-    proc = main_in_process(monkeypatch, capsys, "uvav.evaluate", f"run={tmp_path}", cwd=tmp_path)
+    proc = run_module("uvav.evaluate", f"run={tmp_path}", cwd=tmp_path, check=False, full_error=False)
     assert proc.returncode == 2 and "missing model.pt, metrics.json, .hydra/config.yaml" in proc.stderr
 
 

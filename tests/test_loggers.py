@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from uvav.loggers import CsvLogger, TensorBoardLogger, open_logger, read_curves
 from uvav.overrides import evaluation_config
 from uvav.pipeline import run_pipeline
 
-from .conftest import TINY, compose_config
+from .conftest import TINY, compose_config, run_module
 from .test_aggregate import _job, _metrics
 
 EPOCHS, STEPS = 2, 3  # TINY: 96 training samples in batches of 32
@@ -33,11 +32,7 @@ CASES = ["complete", "noisy_audio", "noisy_visual", "noise_both"]
 
 def _uvav_run(cwd: Path, run_dir: Path, *args: str) -> subprocess.CompletedProcess:
     """``python -m uvav.run`` with the caches under ``cwd`` and the job in ``run_dir``."""
-    cmd = [sys.executable, "-m", "uvav.run", *args, f"paths.cache_dir={cwd / 'cache'}", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run(cmd, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    return run_module("uvav.run", *args, f"paths.cache_dir={cwd / 'cache'}", f"hydra.run.dir={run_dir}", cwd=cwd)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,6 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pandas as pd
@@ -23,7 +21,7 @@ from uvav.models.mae import AVPretrainer, _masked_mse
 from uvav.pipeline import run_pipeline
 from uvav.train import NonFiniteLossError
 
-from .conftest import TINY, compose_config, run_cli, tiny_model
+from .conftest import TINY, compose_config, run_cli, start_module, tiny_model
 
 PRETRAIN_ARGS = ["method=pretrain", "method.epochs=2", "trainer.num_threads=1"]
 
@@ -132,10 +130,8 @@ def test_pretrain_killed_resumes_to_the_same_losses(tmp_path):
     run_cli(reference, *args)
     killed = tmp_path / "killed"
     killed.mkdir()
-    cmd = [sys.executable, "-m", "uvav.run", *args, f"paths.cache_dir={killed / 'cache'}",
-           f"hydra.run.dir={killed / 'run'}"]
-    proc = subprocess.Popen(cmd, cwd=killed, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_module("uvav.run", *args, f"paths.cache_dir={killed / 'cache'}", f"hydra.run.dir={killed / 'run'}",
+                        cwd=killed)
     deadline = time.time() + 240
     while not list((killed / "cache").rglob("last_pretrain.pt")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)

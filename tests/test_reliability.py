@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -17,7 +16,7 @@ from uvav.outputs import atomic_write_json
 from uvav.pipeline import run_pipeline
 from uvav.train import NonFiniteLossError
 
-from .conftest import TINY, compose_config, run_cli
+from .conftest import TINY, compose_config, run_cli, start_module
 
 SLOWER = [o for o in TINY if not o.startswith(("data.num_train", "trainer.epochs"))] + [
     "data.num_train=480", "trainer.epochs=4", "trainer.batch_size=32"]
@@ -68,10 +67,8 @@ def test_kill_9_then_same_command_resumes_to_same_metrics(tmp_path, uninterrupte
     pattern, delay = KILL_POINTS[point]
     killed = tmp_path / "killed"
     killed.mkdir()
-    cmd = [sys.executable, "-m", "uvav.run", *KILL_ARGS, f"paths.cache_dir={killed / 'cache'}",
-           f"hydra.run.dir={killed / 'run'}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_module("uvav.run", *KILL_ARGS, f"paths.cache_dir={killed / 'cache'}",
+                        f"hydra.run.dir={killed / 'run'}", cwd=killed)
     deadline = time.time() + 240
     while not list((killed / "cache").rglob(pattern)) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -91,12 +88,9 @@ def test_kill_9_then_same_command_resumes_to_same_metrics(tmp_path, uninterrupte
 
 @pytest.mark.slow
 def test_two_jobs_needing_the_same_ft_model_train_it_once(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = []
-    for name, method in (("a", "ft"), ("b", "pl")):
-        cmd = [sys.executable, "-m", "uvav.run", f"method={method}", *TINY, f"paths.cache_dir={tmp_path / 'cache'}",
-               f"hydra.run.dir={tmp_path / name}"]
-        procs.append(subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    procs = [start_module("uvav.run", f"method={method}", *TINY, f"paths.cache_dir={tmp_path / 'cache'}",
+                          f"hydra.run.dir={tmp_path / name}", cwd=tmp_path, stderr=subprocess.PIPE)
+             for name, method in (("a", "ft"), ("b", "pl"))]
     for proc in procs:
         assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
     reused = sorted(_metrics(tmp_path / name)["stages"]["ft"]["reused"] for name in "ab")

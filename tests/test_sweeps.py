@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from types import SimpleNamespace
@@ -20,7 +18,7 @@ from hydra.types import RunMode
 from uvav import pipeline
 from uvav.config import config_dir
 
-from .conftest import REPO, TINY, run_cli
+from .conftest import REPO, TINY, run_cli, start_module
 
 # The search config sets this subdir itself (conf/config.yaml lists `_self_` before `hparams_search`); the tests
 # pass it too, so that they keep each run's trials apart whatever the defaults order.
@@ -64,11 +62,8 @@ def test_optuna_search_continues_its_sqlite_study(tmp_path):
 @pytest.mark.slow
 def test_killed_sweep_resumes_and_reuses_finished_jobs(tmp_path):
     args = ["-m", "seed=0,1,2", *TINY, "trainer.epochs=2", "method.epochs=2"]
-    cmd = [sys.executable, "-m", "uvav.run", *args, f"paths.cache_dir={tmp_path / 'cache'}",
-           f"hydra.sweep.dir={tmp_path / 'sweep'}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = start_module("uvav.run", *args, f"paths.cache_dir={tmp_path / 'cache'}",
+                        f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
         while not list((tmp_path / "sweep").glob("*/metrics.json")):
@@ -92,7 +87,7 @@ def test_killed_sweep_resumes_and_reuses_finished_jobs(tmp_path):
 @pytest.mark.parametrize("launcher", [["hydra/launcher=submitit_local"], ["hydra/launcher=joblib",
                                                                            "hydra.launcher.n_jobs=2"]])
 def test_parallel_launchers_run_jobs(tmp_path, launcher):
-    run_cli(tmp_path, "-m", *launcher, "seed=0,1", *TINY)
+    run_cli(tmp_path, "-m", *launcher, "seed=0,1", *TINY, fresh=True)  # a launcher's workers load the task anew
     jobs = _metrics(tmp_path / "sweep")
     assert sorted(m["seed"] for m in jobs) == [0, 1]
     assert all(m["status"] == "completed" for m in jobs)

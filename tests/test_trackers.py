@@ -149,7 +149,7 @@ def test_mlflow_stores_under_outputs_by_default_never_in_the_working_directory(t
 
 def test_wandb_offline_keeps_its_files_in_the_run_folder(tmp_path):
     needs("wandb")
-    run_cli(tmp_path, *TINY, "trainer.num_threads=1", "logger=wandb")
+    run_cli(tmp_path, *TINY, "trainer.num_threads=1", "logger=wandb", fresh=True)  # W&B keeps a process-wide run
     job = tmp_path / "run"
     run_id = (job / "curves" / "wandb_run_id").read_text().strip()
     (folder,) = (job / "curves" / "wandb").glob(f"offline-run-*-{run_id}")

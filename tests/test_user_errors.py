@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY, compose_config, main_in_process, run_cli, run_module
+from tests.conftest import TINY, compose_config, run_cli, run_module
 from uvav.checks import validate
 from uvav.config import ConfigError
 from uvav.errors import InputError, UserError, safe_file_name
@@ -20,23 +20,25 @@ from uvav.models.classifier import AVClassifier
 from uvav.weights.cavmae import CheckpointError, load_cavmae_checkpoint
 
 
-def uvav_cli(tmp_path: Path, module: str, *args: str, full_error: bool = False) -> subprocess.CompletedProcess:
-    """``python -m <module>`` as a user runs it (no ``HYDRA_FULL_ERROR`` unless asked), everything under
-    ``tmp_path``."""
+def uvav_cli(tmp_path: Path, module: str, *args: str, full_error: bool = False,
+             fresh: bool = False) -> subprocess.CompletedProcess:
+    """``python -m <module>`` as a user runs it (no ``HYDRA_FULL_ERROR`` unless asked; ``fresh``: in a new
+    interpreter), everything under ``tmp_path``."""
     (tmp_path / "tmp").mkdir(exist_ok=True)
     if module == "uvav.run":
-        return run_cli(tmp_path, *args, check=False, full_error=full_error, env={"TMPDIR": str(tmp_path / "tmp")})
+        return run_cli(tmp_path, *args, check=False, full_error=full_error, env={"TMPDIR": str(tmp_path / "tmp")},
+                       fresh=fresh)
     return run_module(module, *args, cwd=tmp_path, check=False, full_error=full_error,
-                      env={"TMPDIR": str(tmp_path / "tmp")})
+                      env={"TMPDIR": str(tmp_path / "tmp")}, fresh=fresh)
 
 
-def refusal(monkeypatch, capsys, tmp_path: Path, module: str, *args: str) -> subprocess.CompletedProcess:
+def refusal(tmp_path: Path, module: str, *args: str) -> subprocess.CompletedProcess:
     """``module``'s refusal of ``args``, called in this process (outputs under ``tmp_path`` as in
     :func:`uvav_cli`)."""
     if module == "uvav.run":
         args = (*args, f"hydra.run.dir={tmp_path / 'run'}",
                 *([] if any(a.startswith("paths.cache_dir=") for a in args) else [f"paths.cache_dir={tmp_path / 'c'}"]))
-    return main_in_process(monkeypatch, capsys, module, *args, cwd=tmp_path)
+    return run_module(module, *args, cwd=tmp_path, check=False, full_error=False)
 
 
 def assert_one_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -143,21 +145,21 @@ def test_unreadable_checkpoints_never_advise_weights_only_false(tmp_path):
 
 
 # ---------------------------------------------------------------- the command line
-def test_a_bad_data_root_is_one_line_naming_the_setting(tmp_path, monkeypatch, capsys):
-    proc = refusal(monkeypatch, capsys, tmp_path, "uvav.run", "data=urbansound8k_av",
+def test_a_bad_data_root_is_one_line_naming_the_setting(tmp_path):
+    proc = refusal(tmp_path, "uvav.run", "data=urbansound8k_av",
                         f"data.root={tmp_path / 'nowhere'}", "data.num_workers=0")
     assert_one_line(proc, "data.root=", "nowhere")
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
-def test_a_corrupt_wav_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+def test_a_corrupt_wav_is_one_line_naming_the_file(tmp_path):
     from tests.data.conftest import make_us8k
     from uvav.data.urbansound8k_av import CLASS_NAMES, SOUND_DIR
 
     stems = make_us8k(tmp_path / "us8k", per_class=2)
     bad = tmp_path / "us8k" / SOUND_DIR / CLASS_NAMES[1] / f"{stems[2]}.wav"
     bad.write_bytes(b"RIFF\x00\x00garbage" * 10)
-    proc = refusal(monkeypatch, capsys, tmp_path, "uvav.run", "data=urbansound8k_av",
+    proc = refusal(tmp_path, "uvav.run", "data=urbansound8k_av",
                         f"data.root={tmp_path / 'us8k'}", "data.num_workers=0", "data.target_length=32",
                         "data.image_size=32")
     assert_one_line(proc, str(bad), "data.on_bad_file=skip")
@@ -167,22 +169,22 @@ def test_a_corrupt_wav_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys
 def test_cache_dir_on_a_file_is_named_and_full_error_shows_the_traceback(tmp_path):
     a_file = tmp_path / "not_a_folder"
     a_file.write_text("x")
-    proc = uvav_cli(tmp_path, "uvav.run", *TINY, f"paths.cache_dir={a_file}")
+    proc = uvav_cli(tmp_path, "uvav.run", *TINY, f"paths.cache_dir={a_file}", fresh=True)  # the CLI's contract
     assert_one_line(proc, "paths.cache_dir", str(a_file))
     full = uvav_cli(tmp_path, "uvav.run", *TINY, f"paths.cache_dir={a_file}", full_error=True)
     assert full.returncode == 2 and "Traceback" in full.stderr and "ConfigError" in full.stderr
 
 
-def test_hydras_own_refusal_exits_2_without_a_traceback(tmp_path, monkeypatch, capsys):
-    proc = refusal(monkeypatch, capsys, tmp_path, "uvav.run", "trainer.no_such_key=1")  # Hydra's message
+def test_hydras_own_refusal_exits_2_without_a_traceback(tmp_path):
+    proc = refusal(tmp_path, "uvav.run", "trainer.no_such_key=1")  # Hydra's message
     assert proc.returncode == 2 and "no_such_key" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-def test_a_random_bytes_checkpoint_is_one_line_without_the_unsafe_advice(tmp_path, monkeypatch, capsys):
+def test_a_random_bytes_checkpoint_is_one_line_without_the_unsafe_advice(tmp_path):
     garbage = tmp_path / "random.pt"
     garbage.write_bytes(os.urandom(2048))
-    proc = refusal(monkeypatch, capsys, tmp_path, "uvav.run", *TINY, "method=ft", f"backbone.checkpoint={garbage}")
+    proc = refusal(tmp_path, "uvav.run", *TINY, "method=ft", f"backbone.checkpoint={garbage}")
     assert_one_line(proc, str(garbage), "not a readable checkpoint")
     assert "weights_only=False" not in proc.stderr + proc.stdout
 
@@ -200,10 +202,10 @@ def test_a_sweep_runs_its_other_jobs_and_lists_the_failed_one(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["../x", "/abs/evaluation"])
-def test_evaluate_refuses_names_outside_the_run_before_any_work(tmp_path, name, monkeypatch, capsys):
+def test_evaluate_refuses_names_outside_the_run_before_any_work(tmp_path, name):
     run = tmp_path / "run"
     run.mkdir()
     before = sorted(tmp_path.rglob("*"))
-    proc = refusal(monkeypatch, capsys, tmp_path, "uvav.evaluate", f"run={run}", f"name={name}")
+    proc = refusal(tmp_path, "uvav.evaluate", f"run={run}", f"name={name}")
     assert_one_line(proc, "name=", "plain file name")
     assert sorted(tmp_path.rglob("*")) == before

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score
 
 from uvav import distributed
 from uvav.cases import ACCURACY, CASES, EVAL_CASES, MAP
@@ -51,6 +50,8 @@ class Scores:
 def average_precisions(targets: torch.Tensor, probabilities: torch.Tensor) -> tuple[float, list[float]]:
     """CAV-MAE's mAP and the per-class APs of multi-hot ``targets [N, K]`` and scores ``[N, K]``: scikit-learn's
     average precision per class; a class without positives gets AP 0 and counts in the mean (as in CAV-MAE)."""
+    from sklearn.metrics import average_precision_score  # multi-label jobs only: it costs a job ~1 s to import
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="No positive class found", category=UserWarning)
         per_class = np.atleast_1d(average_precision_score(targets.numpy(), probabilities.numpy(), average=None))
