@@ -19,17 +19,18 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-import torch
 from filelock import FileLock
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from uvav.checks import register_configs
 from uvav.config import config_dir
-from uvav.models.classifier import AVClassifier
+
+if TYPE_CHECKING:  # torch and timm: imported by the tests that need them (pytest's own process does not)
+    from uvav.models.classifier import AVClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -113,6 +114,7 @@ def _process_kept(module: str, args: tuple[str, ...], cwd: Path, env: dict[str, 
     import random
 
     import numpy as np
+    import torch
     from hydra.core.config_store import ConfigStore
 
     from uvav import errors
@@ -270,6 +272,8 @@ def us8k_runs(tmp_path_factory) -> Iterator[dict[str, Path]]:
 def pytest_configure(config: pytest.Config) -> None:
     """A pytest-xdist worker trains on one thread: the workers share the cores."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
         torch.set_num_threads(1)
 
 
@@ -301,6 +305,8 @@ def _in_tests(func: Callable) -> bool:
 
 def tiny_model(fusion_depth: int = 1) -> AVClassifier:
     """A small AVClassifier on 32x32 fbanks and 16 px images, built without a config."""
+    from uvav.models.classifier import AVClassifier
+
     return AVClassifier(num_classes=5, target_length=32, num_mel_bins=32, image_size=16, embed_dim=32,
                         num_heads=2, depth=1, shared_depth=1, fusion_depth=fusion_depth, patch_size=8,
                         image_patch_size=4)
