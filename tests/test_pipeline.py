@@ -23,6 +23,12 @@ def test_pl_job_reports_every_mode_and_case(tmp_path):
     assert pl["resources"]["peak_train_memory_bytes"] > 0
     assert metrics["objective"]["value"] == pl["best_val"]
     assert (tmp_path / "job" / "model.pt").exists()
+    timing = metrics["timing"]  # where the time went: every stage trains and is evaluated; cached stages encode
+    assert set(timing["train_s"]) == set(timing["evaluate_s"]) == {"ft", "head_only", "pl"}
+    cached = {f"{s}_train" for s in ("head_only", "pl") if metrics["stages"][s]["resources"]["cached_features"]}
+    assert cached and set(timing["encode_s"]) == cached
+    parts = [timing["decode_s"], *(v for k in ("encode_s", "train_s", "evaluate_s") for v in timing[k].values())]
+    assert all(s >= 0 for s in parts) and sum(parts) <= timing["total_s"]
 
 
 def test_same_seed_same_metrics_and_other_seed_differs(tmp_path):
@@ -47,6 +53,7 @@ def test_pl_trains_only_prompts_and_head_and_reuses_the_ft_model(tmp_path):
     run_pipeline(ft_cfg, tmp_path / "ft")
     metrics = run_pipeline(pl_cfg, tmp_path / "pl")
     assert metrics["stages"]["ft"]["reused"] is True
+    assert "ft" not in metrics["timing"]["train_s"] and "ft" in metrics["timing"]["evaluate_s"]  # found, not trained
     ft = torch.load(tmp_path / "ft" / "model.pt", weights_only=True)["model"]
     pl = torch.load(tmp_path / "pl" / "model.pt", weights_only=True)
     changed = {k for k in ft if not torch.equal(ft[k], pl["model"][k])}

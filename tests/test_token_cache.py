@@ -83,6 +83,17 @@ def test_evaluation_does_not_depend_on_batch_size_or_workers():
     assert one == two and set(one.values["oracle"]) == {*CASES, "mixed"}
 
 
+def test_a_long_evaluation_shows_its_progress(capsys):
+    stage = make_stage(0)
+    quiet = evaluate_split(stage, split(), NoiseConfig(), 0, ["uncertain"], CPU, 6, contextlib.nullcontext,
+                           LoaderOptions(0))
+    assert "scoring" not in capsys.readouterr().err
+    shown = evaluate_split(stage, split(), NoiseConfig(), 0, ["uncertain"], CPU, 6, contextlib.nullcontext,
+                           LoaderOptions(0), progress="pl: scoring test")
+    err = capsys.readouterr().err
+    assert shown == quiet and "pl: scoring test" in err and "/10 " in err  # 12 samples x 5 cases, 6 per batch
+
+
 @pytest.mark.parametrize("kind, frozen", [("attention", True), ("input", False)])
 def test_frozen_stage_encodes_each_batch_once_for_every_mode(monkeypatch, kind, frozen):
     stage = make_stage(0, kind)

@@ -40,7 +40,19 @@ from uvav.outputs import (
     remove_checkpoint,
 )
 from uvav.recipe import Recipe
-from uvav.train import SALTS, Feed, FitSettings, Scores, Stage, evaluate_split, fit, freeze_for_prompts, metric_name
+from uvav.train import (
+    SALTS,
+    Feed,
+    FitResult,
+    FitSettings,
+    Scores,
+    Stage,
+    evaluate_split,
+    fit,
+    freeze_for_prompts,
+    metric_name,
+)
+from uvav.train.timing import JobTiming
 from uvav.weights import build_model
 from uvav.weights.zoo import content_key
 
@@ -148,6 +160,7 @@ class Context:
     job_dir: Path
     resume_dir: Path  # where this job's resumable stage checkpoints live (found again by a relaunch)
     logger: TrainingLogger = field(default_factory=TrainingLogger)  # the training curves (logger group)
+    timing: JobTiming = field(default_factory=JobTiming)  # where the job's time went (metrics.json's timing)
 
     @property
     def cache_dir(self) -> Path:
@@ -168,8 +181,10 @@ class Context:
     def evaluate(self, stage: Stage, split: str) -> Scores:
         """:class:`Scores` of ``stage`` on ``split`` (test or val) under every evaluation case, in each of the
         stage's prompt modes, keyed ``values[result key][case]`` (accuracy, or mAP for multi-label data)."""
-        scores = evaluate_split(stage, getattr(self.data, split), self.noise, SALTS[split], stage.eval_modes,
-                                self.device, self.cfg.trainer.eval_batch_size, self.autocast, self.options)
+        with self.timing.measure(self.timing.evaluate, stage.name):
+            scores = evaluate_split(stage, getattr(self.data, split), self.noise, SALTS[split], stage.eval_modes,
+                                    self.device, self.cfg.trainer.eval_batch_size, self.autocast, self.options,
+                                    progress=f"{stage.name}: scoring {split}" if self.cfg.trainer.progress else None)
         return Scores({result_key(stage.name, mode): per_case for mode, per_case in scores.values.items()},
                       scores.metric, {result_key(stage.name, mode): ap for mode, ap in scores.per_class.items()})
 
@@ -194,8 +209,7 @@ def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
                                weight_decay=ctx.cfg.trainer.weight_decay,
                                head_lr_scale=ctx.cfg.trainer.head_lr_scale, recipe=Recipe.of(ctx.cfg.trainer))
         log.info("training FT model %s on %s (%d epochs)", key, spec["train_cases"], spec["epochs"])
-        result = fit(stage, ctx.feed(), FitSettings.of(ctx.cfg.trainer), ctx.device, seed=ctx.cfg.seed,
-                     autocast=ctx.autocast, checkpoint_path=folder / "last.pt", logger=ctx.logger)
+        result = _timed_fit(ctx, stage, ctx.cfg.seed, folder / "last.pt")
         info = {
             "key": key, "spec": spec, "best_epoch": result.best_epoch, "best_val": result.best_val,
             "history": result.history, "resources": result.resources,
@@ -236,15 +250,20 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
     method = METHODS.get(cfg.method.name)
     device = setup_runtime(cfg)
     preflight.check(cfg, device)  # refuses (ConfigError) a step that cannot fit the device's memory, before any work
+    decode_started = time.perf_counter()
     with distributed.main_first():  # rank 0 builds the feature store; the others open it
         data = open_data(cfg)
     ctx = Context(cfg, data, NoiseConfig.of(cfg.noise), device, autocast_for(device, cfg.trainer.precision),
                   job_dir, resume_dir or job_dir,
-                  open_logger(cfg.get("logger"), job_dir, distributed.is_main(), tracked_run(cfg, job_dir)))
+                  open_logger(cfg.get("logger"), job_dir, distributed.is_main(), tracked_run(cfg, job_dir)),
+                  JobTiming(decode=time.perf_counter() - decode_started))
     log.info("data: %s, device: %s, loader workers: %d", data.sizes(), device, ctx.options.workers)
     try:
         metrics = method.run_job(ctx) if not method.classifies else _classify_job(ctx, method, started)
-        return {"data_info": data.info, **metrics}  # the data's content digest reaches every job's record
+        total = time.perf_counter() - started
+        log.info("time: %s", ctx.timing.describe(total))
+        # the data's content digest reaches every job's record
+        return {"data_info": data.info, **metrics, "timing": ctx.timing.record(total)}
     finally:
         ctx.logger.close()
 
@@ -307,8 +326,7 @@ def _train_and_eval(ctx: Context, stage: Stage, seed: int, accuracy: dict[str, A
     """Fit a frozen-model stage with a resumable checkpoint in ``ctx.resume_dir``; add its test and validation
     accuracy or mAP (``{result key: {case: value}}``), its test per-class AP (multi-label data) and its stage
     record to the job's."""
-    result = fit(stage, ctx.feed(), FitSettings.of(ctx.cfg.trainer), ctx.device, seed=seed, autocast=ctx.autocast,
-                 checkpoint_path=ctx.resume_dir / f"last_{stage.name}.pt", logger=ctx.logger)
+    result = _timed_fit(ctx, stage, seed, ctx.resume_dir / f"last_{stage.name}.pt")
     test = ctx.evaluate(stage, "test")
     accuracy.update(test.values)
     per_class_ap.update(test.per_class)
@@ -319,3 +337,14 @@ def _train_and_eval(ctx: Context, stage: Stage, seed: int, accuracy: dict[str, A
         "resources": result.resources,
         "params": {"trainable": trainable,
                    "total": count_parameters(stage.model) + (count_parameters(stage.bank) if stage.bank else 0)}}
+
+
+def _timed_fit(ctx: Context, stage: Stage, seed: int, checkpoint_path: Path) -> FitResult:
+    """:func:`~uvav.train.fit` of ``stage``, its time added to ``ctx.timing`` (building its cache as encoding)."""
+    with ctx.timing.measure(ctx.timing.train, stage.name):
+        result = fit(stage, ctx.feed(), FitSettings.of(ctx.cfg.trainer), ctx.device, seed=seed, autocast=ctx.autocast,
+                     checkpoint_path=checkpoint_path, logger=ctx.logger)
+    cache = result.resources.get("cached_features") or {}
+    if "build_s" in cache:
+        ctx.timing.move(cache["build_s"], ctx.timing.train, stage.name, ctx.timing.encode, f"{stage.name}_train")
+    return result

@@ -69,7 +69,8 @@ def evaluate_run(run: Run, case: str = "all", prompts: str = "uncertain", split:
         part, renormalized = _renormalize(getattr(data, split), data.info, run.normalization)
         scores = evaluate_split(stage, part, NoiseConfig.of(cfg.noise), SALTS[split], modes, device,
                                 cfg.trainer.eval_batch_size, autocast,
-                                LoaderOptions.for_device(cfg.data.num_workers, device), cases)
+                                LoaderOptions.for_device(cfg.data.num_workers, device), cases,
+                                progress=f"{run.method}: scoring {split}" if cfg.trainer.progress else None)
     accuracy = {result_key(run.method, mode): scores.values[mode] for mode in modes}
     reference = _reference(run, accuracy, split, overrides)
     label = run.method if run.bank is None else prompts

@@ -77,10 +77,12 @@ class Pretraining(Method):
                              m.decoder_depth, cfg.backbone.num_heads, m.contrastive_masked).to(ctx.device)
         model.backbone.head.requires_grad_(False)  # not part of the objective, and not saved
         epochs, lr = schedule(cfg)
-        history, resources = fit_masked(
-            PRETRAIN, model, Feed(ctx.data.train, ctx.data.val, ctx.noise, ctx.options), FitSettings.of(cfg.trainer),
-            epochs=epochs, lr=lr, weight_decay=cfg.trainer.weight_decay, device=ctx.device, seed=cfg.seed,
-            autocast=ctx.autocast, checkpoint_path=ctx.resume_dir / CHECKPOINT, logger=ctx.logger)
+        with ctx.timing.measure(ctx.timing.train, PRETRAIN):
+            history, resources = fit_masked(
+                PRETRAIN, model, Feed(ctx.data.train, ctx.data.val, ctx.noise, ctx.options),
+                FitSettings.of(cfg.trainer), epochs=epochs, lr=lr, weight_decay=cfg.trainer.weight_decay,
+                device=ctx.device, seed=cfg.seed, autocast=ctx.autocast, checkpoint_path=ctx.resume_dir / CHECKPOINT,
+                logger=ctx.logger)
         backbone_state = {k: v for k, v in model.backbone.state_dict().items() if not k.startswith("head.")}
         atomic_torch_save(ctx.job_dir / "model.pt", {"model": backbone_state, "kind": "uvav-pretrained-backbone",
                                                      "provenance": provenance()})

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from uvav import distributed
 from uvav.cases import ACCURACY, CASES, EVAL_CASES, MAP
@@ -172,10 +173,12 @@ def average_frame_logits(logits: Sequence[torch.Tensor], multi_label: bool) -> t
 
 def evaluate_split(stage: Stage, split: AVSplit, noise: NoiseConfig, salt: int, modes: Sequence[str],
                    device: torch.device, batch_size: int, autocast, options: LoaderOptions,
-                   cases: Sequence[str] = EVAL_CASES) -> Scores:
+                   cases: Sequence[str] = EVAL_CASES, progress: str | None = None) -> Scores:
     """Stream ``split`` under each of ``cases`` and score every mode (the final test and validation numbers); in a
-    distributed job each rank streams its shard and the counts are summed."""
+    distributed job each rank streams its shard and the counts are summed. ``progress``: a bar with this label."""
     dataset = EvalSet(split, noise, cases, salt)
     order = distributed.shard(range(len(dataset))) if distributed.world_size() > 1 else None
     loader = options.loader(dataset, batch_size, order)
+    if progress:
+        loader = tqdm(loader, desc=progress, total=len(loader), leave=False)
     return score(stage, loader, list(cases), modes, device, autocast)
