@@ -45,14 +45,15 @@ from uvav.train import (
     Feed,
     FitResult,
     FitSettings,
+    JobTiming,
     Scores,
+    SharedEncodings,
     Stage,
     evaluate_split,
     fit,
     freeze_for_prompts,
     metric_name,
 )
-from uvav.train.timing import JobTiming
 from uvav.weights import build_model
 from uvav.weights.zoo import content_key
 
@@ -161,6 +162,7 @@ class Context:
     resume_dir: Path  # where this job's resumable stage checkpoints live (found again by a relaunch)
     logger: TrainingLogger = field(default_factory=TrainingLogger)  # the training curves (logger group)
     timing: JobTiming = field(default_factory=JobTiming)  # where the job's time went (metrics.json's timing)
+    encodings: SharedEncodings | None = None  # the frozen base's evaluation encodings, made on first use
 
     @property
     def cache_dir(self) -> Path:
@@ -182,11 +184,26 @@ class Context:
         """:class:`Scores` of ``stage`` on ``split`` (test or val) under every evaluation case, in each of the
         stage's prompt modes, keyed ``values[result key][case]`` (accuracy, or mAP for multi-label data)."""
         with self.timing.measure(self.timing.evaluate, stage.name):
-            scores = evaluate_split(stage, getattr(self.data, split), self.noise, SALTS[split], stage.eval_modes,
-                                    self.device, self.cfg.trainer.eval_batch_size, self.autocast, self.options,
-                                    progress=f"{stage.name}: scoring {split}" if self.cfg.trainer.progress else None)
+            scores = self._scores(stage, split)
+        if self.encodings and split in self.encodings.encode_s and split not in self.timing.encode:  # encoded now
+            self.timing.move(self.timing.evaluate, stage.name, self.timing.encode, split,
+                             self.encodings.encode_s[split])
         return Scores({result_key(stage.name, mode): per_case for mode, per_case in scores.values.items()},
                       scores.metric, {result_key(stage.name, mode): ap for mode, ap in scores.per_class.items()})
+
+    def _scores(self, stage: Stage, split: str) -> Scores:
+        """Scores from the shared encodings for a stage that shares them (one process), else streamed."""
+        if not stage.shares_encodings or distributed.world_size() > 1:
+            return evaluate_split(stage, getattr(self.data, split), self.noise, SALTS[split], stage.eval_modes,
+                                  self.device, self.cfg.trainer.eval_batch_size, self.autocast, self.options,
+                                  progress=f"{stage.name}: scoring {split}" if self.cfg.trainer.progress else None)
+        if self.encodings is None:
+            feed = self.feed()
+            self.encodings = SharedEncodings({"val": self.data.val, "test": self.data.test}, self.noise, self.device,
+                                             self.cfg.trainer.eval_batch_size, self.autocast, self.options,
+                                             self.resume_dir, feed.cache_device_gb * 2**30,
+                                             bool(self.cfg.trainer.progress) and distributed.is_main())
+        return self.encodings.evaluate(stage, split)
 
 
 def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
@@ -253,18 +270,20 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
     decode_started = time.perf_counter()
     with distributed.main_first():  # rank 0 builds the feature store; the others open it
         data = open_data(cfg)
+    timing = JobTiming(decode=time.perf_counter() - decode_started)
     ctx = Context(cfg, data, NoiseConfig.of(cfg.noise), device, autocast_for(device, cfg.trainer.precision),
                   job_dir, resume_dir or job_dir,
-                  open_logger(cfg.get("logger"), job_dir, distributed.is_main(), tracked_run(cfg, job_dir)),
-                  JobTiming(decode=time.perf_counter() - decode_started))
+                  open_logger(cfg.get("logger"), job_dir, distributed.is_main(), tracked_run(cfg, job_dir)), timing)
     log.info("data: %s, device: %s, loader workers: %d", data.sizes(), device, ctx.options.workers)
     try:
         metrics = method.run_job(ctx) if not method.classifies else _classify_job(ctx, method, started)
         total = time.perf_counter() - started
-        log.info("time: %s", ctx.timing.describe(total))
+        log.info("time: %s", timing.describe(total))
         # the data's content digest reaches every job's record
-        return {"data_info": data.info, **metrics, "timing": ctx.timing.record(total)}
+        return {"data_info": data.info, **metrics, "timing": timing.record(total)}
     finally:
+        if ctx.encodings is not None:
+            ctx.encodings.close()
         ctx.logger.close()
 
 
@@ -280,7 +299,7 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
         accuracy, val, per_class_ap, stages, final = {}, {}, {}, {}, None
     else:
         base_model, base_info = ensure_ft_model(ctx)
-        final = Stage.trained(FT, base_model, None, base_info["spec"]["train_cases"])
+        final = Stage.trained(FT, base_model, None, base_info["spec"]["train_cases"], shares_encodings=True)
         test = ctx.evaluate(final, "test")
         accuracy, per_class_ap, val = test.values, test.per_class, ctx.evaluate(final, "val").values
         stages = {FT: {**{k: base_info[k] for k in ("key", "best_epoch", "best_val", "reused", "weight_average")
@@ -293,7 +312,8 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
         epochs, lr = schedule(cfg)
         if cfg.method.head_only_baseline:
             head = Stage.frozen(HEAD_ONLY, freeze_for_prompts(base_model, True).to(device), cases, epochs=epochs,
-                                lr=lr, weight_decay=cfg.trainer.weight_decay, cache_views=cache_views(cfg))
+                                lr=lr, weight_decay=cfg.trainer.weight_decay, cache_views=cache_views(cfg),
+                                shares_encodings=True)
             _train_and_eval(ctx, head, cfg.seed + 1, accuracy, val, stages, per_class_ap)
         final = method.build_stage(cfg, freeze_for_prompts(base_model, cfg.method.train_head).to(device), device)
         if tuple(final.eval_modes) != tuple(method.eval_modes):
@@ -346,5 +366,5 @@ def _timed_fit(ctx: Context, stage: Stage, seed: int, checkpoint_path: Path) -> 
                      checkpoint_path=checkpoint_path, logger=ctx.logger)
     cache = result.resources.get("cached_features") or {}
     if "build_s" in cache:
-        ctx.timing.move(cache["build_s"], ctx.timing.train, stage.name, ctx.timing.encode, f"{stage.name}_train")
+        ctx.timing.move(ctx.timing.train, stage.name, ctx.timing.encode, f"{stage.name}_train", cache["build_s"])
     return result

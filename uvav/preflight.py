@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from uvav.cases import PromptMode
 from uvav.config import ConfigError
 from uvav.methods import FT, METHODS, cache_views
 
@@ -177,9 +176,7 @@ def estimate(cfg: DictConfig, device: torch.device) -> list[Estimate]:
         input_prompts = cfg.prompt.kind in ("input", "both") and method.uses_prompts
         peft = not method.uses_prompts  # LoRA / adapters train weights inside the encoders
         trainable = bank + head + (encoders // 10 if peft else 0)  # PEFT: a tenth of the encoders bounds theirs
-        # prompts mixed from each sample's input: never cached
-        conditioned = PromptMode.CONDITIONED.value in method.eval_modes
-        cached = cache_views(cfg) > 0 and not input_prompts and not peft and not conditioned
+        cached = cache_views(cfg) > 0 and method.shares_encodings(cfg)  # the method's rule
         stages.append(stage(method.name, trainable, prompt, input_prompts, peft, input_prompts or peft, cached))
     return stages
 

@@ -80,8 +80,9 @@ class RunRecord:
                                            "local_world_size")
     wall_time_s: float | None = _field(NUMBER, "wall-clock seconds of the job")
     timing: dict | None = _field(dict, "where the job's time went, in seconds: decode_s (opening or building the "
-                                       "data), encode_s (a cached stage's encoder outputs, <stage>_train), train_s "
-                                       "and evaluate_s per stage, total_s")
+                                       "feature store), encode_s per split (test, val: the shared evaluation "
+                                       "encodings) and per stage's training cache (<stage>_train), train_s and "
+                                       "evaluate_s per stage (without that encoding), total_s")
     model_sha256: str | None = _field(str, "sha256 of the job's model.pt as stored in the cache (job reuse and "
                                            "load_run check it)")
     data_digest: str | None = _field(str, "content digest of the data it was trained on (data_info.content_digest)")

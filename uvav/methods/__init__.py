@@ -102,6 +102,13 @@ class Method:
     def check(self, cfg: DictConfig) -> None:
         """Reject values of this method's own fields that cannot run (:class:`uvav.config.ConfigError`)."""
 
+    def shares_encodings(self, cfg: DictConfig) -> bool:
+        """True when its stage on the frozen base sees the base's encoder outputs unchanged and needs nothing else
+        of a sample (no input-level prompt, no new weight inside the encoders, no prompts mixed from the input):
+        it trains on the cached training views and is scored on the job's shared evaluation encodings
+        (:mod:`uvav.train.shared`). False by default: a stage that is not sure encodes for itself."""
+        return False
+
     def prepare(self, model: AVClassifier, method: Any) -> AVClassifier:
         """The layers a saved model of this method has beyond an AVClassifier, added before ``load_state_dict``."""
         return model

@@ -68,11 +68,15 @@ class PromptLearning(FrozenBaseMethod):
         require(cfg.method.prompt_training in ("per_scenario", "joint"), "method.prompt_training",
                 cfg.method.prompt_training, "per_scenario or joint")
         if cfg.method.cache_features == "on":
-            require(cfg.prompt.kind == "attention", "method.cache_features", "on",
+            require(self.shares_encodings(cfg), "method.cache_features", "on",
                     "'on' only with prompt=attention (input prompts change the encoders' outputs); use auto")
 
     def bank(self, cfg) -> PromptBank:
         return prompt_bank(cfg)
+
+    def shares_encodings(self, cfg) -> bool:
+        """Attention-level prompts act after the encoders; input-level (and deep) prompts change their outputs."""
+        return cfg.prompt.kind == "attention"
 
     def build_stage(self, cfg, base, device) -> Stage:
         from uvav.train import Stage
@@ -83,7 +87,8 @@ class PromptLearning(FrozenBaseMethod):
         train_mode = (PromptMode.ORACLE if per_scenario else PromptMode.UNCERTAIN).value
         return Stage.prompted(self.name, base.to(device), bank, list(cfg.scenario.train_cases), train_mode=train_mode,
                               epochs=epochs, lr=lr, weight_decay=cfg.trainer.weight_decay, cache_views=cache_views(cfg),
-                              orthogonality=cfg.method.orthogonality, eval_modes=self.eval_modes)
+                              orthogonality=cfg.method.orthogonality, eval_modes=self.eval_modes,
+                              shares_encodings=self.shares_encodings(cfg))
 
     def describe(self, key: str, case: str | None = None) -> str:
         if key == "pl_uncertain":

@@ -115,7 +115,8 @@ def score(stage: Stage, batches: Iterable[Sequence[torch.Tensor]], cases: Sequen
     for audio, visual, labels, case_ids, positions in batches:
         total += torch.bincount(positions, minlength=len(cases))
         multi_label = labels.dim() == 2
-        frames = visual.unbind(1) if visual.dim() == 5 else (visual,)  # [B, V, 3, H, W]: every frame of a clip
+        # [B, V, 3, H, W] (encoded: [B, V, N, D]): every frame of a clip
+        frames = visual.unbind(1) if visual.dim() == (4 if encoded else 5) else (visual,)
         per_frame = [_mode_logits(stage, audio.to(device, non_blocking=True), v.to(device, non_blocking=True),
                                   case_ids, positions, modes, allowed, encoded, reuse, autocast) for v in frames]
         for mode in per_frame[0]:

@@ -45,9 +45,17 @@ class Stage:
     lr: float = 0.0
     weight_decay: float = 0.0
     cache_views: int = 0  # > 0: precompute this many corrupted views of the frozen encoders' outputs
+    # its encoders are the frozen base's, unchanged, and it needs nothing else of a sample (its method's rule,
+    # uvav.methods.Method.shares_encodings): it trains on cached views and is scored on the shared encodings
+    shares_encodings: bool = False
     orthogonality: float = 0.0  # weight of the prompt sets' orthogonality penalty in the loss
     head_lr_scale: float = 1.0  # the classifier head's learning rate is lr x this
     recipe: Recipe = field(default_factory=Recipe)  # optimiser, schedule, targets, weight averaging (uvav.recipe)
+
+    def __post_init__(self) -> None:
+        if self.shares_encodings and self.epochs and (not self.encoders_frozen() or self.conditioned()):
+            raise ValueError(f"stage {self.name} claims to share the frozen base's encoder outputs, but its encoders "
+                             "train, see input-level prompts, or its prompts are mixed from the input")
 
     @classmethod
     def finetune(cls, model: AVClassifier, cases: list[str], *, name: str, epochs: int, lr: float,
@@ -59,25 +67,27 @@ class Stage:
 
     @classmethod
     def frozen(cls, name: str, model: AVClassifier, cases: list[str], *, epochs: int, lr: float, weight_decay: float,
-               cache_views: int = 0) -> Stage:
+               cache_views: int = 0, shares_encodings: bool = False) -> Stage:
         """Only ``model``'s parameters that require grad train (head only, LoRA, adapters), no prompts."""
         return cls(name=name, model=model, train_cases=list(cases), epochs=epochs, lr=lr, weight_decay=weight_decay,
-                   cache_views=cache_views)
+                   cache_views=cache_views, shares_encodings=shares_encodings)
 
     @classmethod
     def prompted(cls, name: str, model: AVClassifier, bank: PromptBank, cases: list[str], *, train_mode: str,
                  epochs: int, lr: float, weight_decay: float, cache_views: int = 0, orthogonality: float = 0.0,
-                 eval_modes: tuple[str, ...] = PROMPTED_MODES) -> Stage:
+                 eval_modes: tuple[str, ...] = PROMPTED_MODES, shares_encodings: bool = False) -> Stage:
         """Prompts (and the parameters of ``model`` that require grad) train; scored in ``eval_modes``."""
         return cls(name=name, model=model, bank=bank, train_mode=train_mode, eval_modes=tuple(eval_modes),
                    train_cases=list(cases), epochs=epochs, lr=lr, weight_decay=weight_decay,
-                   cache_views=cache_views, orthogonality=orthogonality)
+                   cache_views=cache_views, orthogonality=orthogonality, shares_encodings=shares_encodings)
 
     @classmethod
     def trained(cls, name: str, model: AVClassifier, bank: PromptBank | None, cases: list[str], *,
-                eval_modes: tuple[str, ...] = NO_PROMPTS) -> Stage:
-        """A trained model (with its prompts) to evaluate in ``eval_modes``: nothing trains."""
-        return cls(name=name, model=model, bank=bank, eval_modes=tuple(eval_modes), train_cases=list(cases))
+                eval_modes: tuple[str, ...] = NO_PROMPTS, shares_encodings: bool = False) -> Stage:
+        """A trained model (with its prompts) to evaluate in ``eval_modes``: nothing trains. ``shares_encodings``:
+        its encoders are the job's frozen base's (the FT model itself)."""
+        return cls(name=name, model=model, bank=bank, eval_modes=tuple(eval_modes), train_cases=list(cases),
+                   shares_encodings=shares_encodings)
 
     def trainable(self) -> list[torch.nn.Parameter]:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -107,8 +117,9 @@ class Stage:
         return self.bank is not None and self.bank.router is not None
 
     def cacheable(self) -> bool:
-        """True when the stage can train on cached encoder outputs."""
-        return self.encoders_frozen() and not self.conditioned()
+        """True when the stage can train on cached encoder outputs: :attr:`shares_encodings` (checked at creation
+        against its parameters)."""
+        return self.shares_encodings
 
     def query(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor | None:
         """The input summaries conditioned prompts are mixed from; None for every other stage."""

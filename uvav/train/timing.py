@@ -1,4 +1,4 @@
-"""Where a job's time went: decoding, caching encoder outputs, training and evaluation per stage, in seconds.
+"""Where a job's time went: decoding, encoding (per split), training and evaluation (per stage), in seconds.
 
 ``metrics.json``'s ``timing`` (:meth:`JobTiming.record`) and one log line (:meth:`JobTiming.describe`).
 """
@@ -14,9 +14,9 @@ from typing import Any
 
 @dataclass
 class JobTiming:
-    """Seconds per part of a job. ``decode``: opening (or building) the data; ``encode``: a cached stage's encoder
-    outputs (``<stage>_train``: its training views and validation set); ``train``: a stage's fit, its cache
-    left out; ``evaluate``: a stage's test and validation scoring (which encodes each batch as it goes)."""
+    """Seconds per part of a job. ``encode``: the shared evaluation encodings per split (``test``, ``val``) and the
+    training caches per stage (``<stage>_train``: its training views and validation set); ``train``: a stage's
+    fit without its cache; ``evaluate``: a stage's test and validation scoring without the encoding."""
 
     decode: float = 0.0
     encode: dict[str, float] = field(default_factory=dict)
@@ -25,14 +25,14 @@ class JobTiming:
 
     @contextmanager
     def measure(self, part: dict[str, float], name: str) -> Iterator[None]:
-        """Add the wall time of the block to ``part[name]``."""
+        """Add the time of the block to ``part[name]``."""
         started = time.perf_counter()
         try:
             yield
         finally:
             part[name] = part.get(name, 0.0) + time.perf_counter() - started
 
-    def move(self, seconds: float, part: dict[str, float], name: str, to: dict[str, float], to_name: str) -> None:
+    def move(self, part: dict[str, float], name: str, to: dict[str, float], to_name: str, seconds: float) -> None:
         """Count ``seconds`` of ``part[name]`` as ``to[to_name]`` instead."""
         part[name] = part.get(name, 0.0) - seconds
         to[to_name] = to.get(to_name, 0.0) + seconds
@@ -46,7 +46,7 @@ class JobTiming:
                 "evaluate_s": rounded(self.evaluate), "total_s": round(total, 3)}
 
     def describe(self, total: float) -> str:
-        """One line: ``decode 8.0 s | encode pl_train 3.1 s | train ft 45.0 s, pl 9.8 s | evaluate ... | total``."""
+        """One line: ``decode 8.0 s | encode test 3.1 s, val 1.2 s | train ft 45.0 s, ... | evaluate ... | total``."""
         def part(label: str, seconds: dict[str, float]) -> str:
             return f"{label} " + (", ".join(f"{name} {s:.1f} s" for name, s in seconds.items()) or "-")
 

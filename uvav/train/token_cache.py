@@ -107,23 +107,26 @@ class TokenCache:
         return tuple(torch.from_numpy(np.ascontiguousarray(self._map(k)[order])).view(self.dtype)
                      for k in ("audio", "visual"))
 
-    def batches(self, rows: Sequence[int], batch_size: int,
-                options: LoaderOptions) -> Iterator[tuple[torch.Tensor, ...]]:
+    def batches(self, rows: Sequence[int], batch_size: int, options: LoaderOptions,
+                as_stored: bool = False) -> Iterator[tuple[torch.Tensor, ...]]:
         """``(audio, visual, labels, case_ids, positions)`` for ``rows`` in batches; tokens on the device, as
-        float32 (autocast casts them to its own dtype where it computes)."""
+        float32 (autocast casts them to its own dtype where it computes), or with ``as_stored`` in the cache's
+        dtype."""
         chunks = [torch.as_tensor(rows[i:i + batch_size], dtype=torch.long) for i in range(0, len(rows), batch_size)]
+        dtype = self.dtype if as_stored else torch.float32
         if self.on_device:
             for index in chunks:
                 audio, visual = self.read(index)
-                yield audio.float(), visual.float(), self.labels[index], self.case_ids[index], self.positions[index]
+                yield (audio.to(dtype), visual.to(dtype), self.labels[index], self.case_ids[index],
+                       self.positions[index])
             return
         self.flush()
         workers = min(options.workers, len(chunks))
         loader = DataLoader(_Chunks(self, chunks), batch_size=None, num_workers=workers,
                             pin_memory=options.pin_memory, prefetch_factor=options.prefetch_factor if workers else None)
         for audio, visual, *rest in loader:
-            yield (audio.to(self.device, non_blocking=True).float(), visual.to(self.device, non_blocking=True).float(),
-                   *rest)
+            yield (audio.to(self.device, non_blocking=True).to(dtype),
+                   visual.to(self.device, non_blocking=True).to(dtype), *rest)
 
     def close(self) -> None:
         """Free the tokens (device memory, or the files)."""

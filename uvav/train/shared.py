@@ -1,0 +1,90 @@
+"""The frozen base's encoder outputs of the validation and test splits under every evaluation case, computed once
+per job and shared by every stage that sees them unchanged (:attr:`uvav.train.stage.Stage.shares_encodings`: FT's
+own evaluation, the head-only baseline, attention-level prompts).
+
+A split is encoded when a stage is first scored on it, by that stage's encoders (which are the base's: the rule
+says so), in the batches streaming evaluation uses (``trainer.eval_batch_size``, under the job's autocast), and kept
+in the dtype the encoders return; each stage then classifies the same batches, so its scores equal streaming's
+bit for bit. The outputs live on the accelerator when they fit in ``budget_bytes``, else in memory-mapped files
+(:class:`uvav.train.token_cache.TokenCache`): host memory holds a few batches, never a split.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from uvav.cases import EVAL_CASES
+from uvav.config import NoiseConfig
+from uvav.data.base import AVSplit
+from uvav.data.loading import EvalSet, LoaderOptions
+from uvav.models.classifier import AVClassifier
+from uvav.train.scoring import SALTS, Scores, score
+from uvav.train.stage import Stage
+from uvav.train.token_cache import TokenCache
+
+
+class SharedEncodings:
+    """Encoder outputs of ``splits`` (``{"val": ..., "test": ...}``) under :data:`uvav.cases.EVAL_CASES`, made on
+    first use; ``encode_s``: seconds spent encoding each split."""
+
+    def __init__(self, splits: Mapping[str, AVSplit], noise: NoiseConfig, device: torch.device, batch_size: int,
+                 autocast, options: LoaderOptions, folder: Path, budget_bytes: float = 0.0,
+                 progress: bool = False) -> None:
+        self.splits, self.noise, self.device, self.batch_size = splits, noise, device, batch_size
+        self.autocast, self.options, self.folder, self.budget_bytes = autocast, options, Path(folder), budget_bytes
+        self.progress = progress
+        self.caches: dict[str, TokenCache] = {}
+        self.encode_s: dict[str, float] = {}
+
+    def evaluate(self, stage: Stage, split: str) -> Scores:
+        """:class:`Scores` of ``stage`` (one that shares the base's encodings) on ``split`` under every case."""
+        if not stage.shares_encodings:
+            raise ValueError(f"stage {stage.name} does not share the frozen base's encoder outputs")
+        cache = self.caches.get(split) or self._encode(stage.model, split)
+        batches = cache.batches(range(cache.rows), self.batch_size, self.options, as_stored=True)
+        return score(stage, batches, list(EVAL_CASES), stage.eval_modes, self.device, self.autocast, encoded=True)
+
+    @torch.inference_mode()
+    def _encode(self, model: AVClassifier, split: str) -> TokenCache:
+        started = time.perf_counter()
+        model.eval()
+        dataset = EvalSet(self.splits[split], self.noise, EVAL_CASES, SALTS[split])
+        loader = tqdm(self.options.loader(dataset, self.batch_size), desc=f"encoding {split}", leave=False,
+                      disable=not self.progress)
+        cache, start = None, 0
+        used = sum(c.nbytes for c in self.caches.values() if c.on_device)
+        for audio, visual, labels, case_ids, positions in loader:
+            with self.autocast():
+                a, v = encode_frames(model, audio.to(self.device, non_blocking=True),
+                                     visual.to(self.device, non_blocking=True))
+            if cache is None:
+                if a.dtype != v.dtype:
+                    raise TypeError(f"audio and visual encoder outputs differ in dtype ({a.dtype}, {v.dtype})")
+                cache = TokenCache(len(dataset), a.shape[1:], v.shape[1:], a.dtype, self.device,
+                                   self.budget_bytes - used, self.folder / f"encodings_{split}")
+            cache.write(start, a, v, labels, case_ids, positions)
+            start += a.shape[0]
+        self.caches[split] = cache
+        self.encode_s[split] = time.perf_counter() - started
+        return cache
+
+    def close(self) -> None:
+        """Free every split's encoder outputs (device memory, or the files)."""
+        for cache in self.caches.values():
+            cache.close()
+        self.caches.clear()
+
+
+def encode_frames(model: AVClassifier, audio: torch.Tensor, visual: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder outputs of a batch; images ``[B, V, 3, H, W]`` (every frame of a clip) give visual tokens
+    ``[B, V, N, D]``, one set per frame, each encoded as streaming evaluation encodes it (with the clip's audio)."""
+    if visual.dim() == 4:
+        return model.encode(audio, visual)
+    per_frame = [model.encode(audio, frame) for frame in visual.unbind(1)]
+    return per_frame[0][0], torch.stack([v for _, v in per_frame], dim=1)
