@@ -71,7 +71,8 @@ def test_loss_is_bce_for_multi_label_and_cross_entropy_otherwise():
 def test_cached_prompt_stage_trains_on_multi_hot_labels_and_scores_map(tmp_path):
     torch.manual_seed(0)
     stage = Stage.prompted("pl", freeze_for_prompts(tiny_model(), True), PromptBank(CASES, "attention", 2, 32, 1),
-                           CASES, train_mode="oracle", epochs=2, lr=1e-3, weight_decay=0.0, cache_views=1)
+                           CASES, train_mode="oracle", epochs=2, lr=1e-3, weight_decay=0.0, cache_views=1,
+                           shares_encodings=True)
     feed = Feed(multi_hot_split(), multi_hot_split(8), NoiseConfig(), LoaderOptions(0), token_dir=tmp_path)
     result = fit(stage, feed, TRAINER, CPU, 0, contextlib.nullcontext)
     scores = evaluate_split(stage, feed.val, NoiseConfig(), 1, ["uncertain", "oracle"], CPU, 5,

@@ -27,7 +27,7 @@ def make_stage(views: int, kind: str = "attention") -> Stage:
     model = freeze_for_prompts(tiny_model(), train_head=True)
     bank = PromptBank(CASES, kind, 2, 32, 1)
     return Stage.prompted("pl", model, bank, CASES, train_mode="oracle", epochs=1, lr=1e-3, weight_decay=0.0,
-                          cache_views=views)
+                          cache_views=views, shares_encodings=kind == "attention")
 
 
 def split(n: int = 12) -> TensorSplit:

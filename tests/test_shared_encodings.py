@@ -1,0 +1,134 @@
+"""One encoding of val and test per case, shared by FT's evaluation, the head-only baseline and attention-level
+prompts: the same numbers as streaming evaluation, the encoders run once per (split, case), the rule lives with the
+methods, and the job's timing breakdown."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from uvav import pipeline
+from uvav.cases import EVAL_CASES
+from uvav.config import NoiseConfig
+from uvav.data.base import TensorSplit
+from uvav.data.loading import EvalSet, LoaderOptions
+from uvav.methods import METHODS
+from uvav.models.classifier import AVClassifier
+from uvav.models.prompts import PromptBank
+from uvav.train import SALTS, SharedEncodings, Stage, evaluate_split, freeze_for_prompts
+from uvav.train.shared import encode_frames
+
+from .conftest import compose_config, tiny_model
+
+CPU = torch.device("cpu")
+
+
+def split(n: int = 10, frames: int = 0) -> TensorSplit:
+    gen = torch.Generator().manual_seed(5)
+    images = torch.randn(n, *((frames,) if frames else ()), 3, 16, 16, generator=gen)
+    return TensorSplit(torch.randn(n, 32, 32, generator=gen), images, torch.randint(0, 5, (n,), generator=gen))
+
+
+def shared(tmp_path, data: TensorSplit, batch_size: int = 7) -> SharedEncodings:
+    return SharedEncodings({"test": data}, NoiseConfig(), CPU, batch_size, contextlib.nullcontext, LoaderOptions(0),
+                           tmp_path)
+
+
+def test_logits_from_the_shared_encodings_equal_the_full_forward_pass_bit_for_bit(tmp_path):
+    torch.manual_seed(0)
+    model, data = tiny_model().eval(), split()
+    encodings = shared(tmp_path, data)
+    stage = Stage.trained("ft", model, None, ["complete"], shares_encodings=True)
+    encodings.evaluate(stage, "test")
+    cache = encodings.caches["test"]
+    assert cache.rows == len(data) * len(EVAL_CASES) and cache.dtype == torch.float32
+    streamed = LoaderOptions(0).loader(EvalSet(data, NoiseConfig(), EVAL_CASES, SALTS["test"]), 7)
+    cached = cache.batches(range(cache.rows), 7, LoaderOptions(0), as_stored=True)
+    with torch.inference_mode():
+        for (audio, visual, labels, *_), (tokens_a, tokens_v, cached_labels, *_) in zip(streamed, cached, strict=True):
+            assert torch.equal(model(audio, visual), model.classify_encoded(tokens_a, tokens_v))
+            assert torch.equal(labels, cached_labels)
+    encodings.close()
+    assert not (tmp_path / "encodings_test").exists()
+
+
+@pytest.mark.parametrize("frames", [0, 2])
+def test_every_sharing_stage_scores_as_streaming_does(tmp_path, frames):
+    torch.manual_seed(0)
+    base, data = tiny_model(), split(frames=frames)
+    head = Stage.frozen("head_only", freeze_for_prompts(base, True), ["complete"], epochs=1, lr=0.1,
+                        weight_decay=0.0, shares_encodings=True)
+    bank = PromptBank(list(EVAL_CASES[:4]), "attention", 2, 32, 1)
+    prompted = Stage.prompted("pl", freeze_for_prompts(base, True), bank, list(EVAL_CASES[:4]), train_mode="oracle",
+                              epochs=1, lr=0.1, weight_decay=0.0, shares_encodings=True)
+    encodings = shared(tmp_path, data)
+    for stage in (Stage.trained("ft", base, None, ["complete"], shares_encodings=True), head, prompted):
+        streamed = evaluate_split(stage, data, NoiseConfig(), SALTS["test"], stage.eval_modes, CPU, 7,
+                                  contextlib.nullcontext, LoaderOptions(0))
+        assert encodings.evaluate(stage, "test").values == streamed.values
+    assert list(encodings.encode_s) == ["test"]  # encoded once, by the first stage
+
+
+def test_encoded_frames_are_each_frame_s_encoder_outputs():
+    model, data = tiny_model().eval(), split(4, frames=3)
+    audio, visual = data.audio, data.visual
+    with torch.inference_mode():
+        a, v = encode_frames(model, audio, visual)
+        assert v.shape[:2] == (4, 3) and torch.equal(v[:, 1], model.encode(audio, visual[:, 1])[1])
+        assert torch.equal(a, model.encode(audio, visual[:, 0])[0])
+
+
+def test_the_rule_lives_with_the_methods_and_stages_that_break_it_are_refused():
+    pl = METHODS.get("pl")
+    assert pl.shares_encodings(compose_config("method=pl", "prompt=attention"))
+    assert not pl.shares_encodings(compose_config("method=pl", "prompt=input"))
+    for name in ("cpl", "lora", "adapter"):
+        assert not METHODS.get(name).shares_encodings(compose_config(f"method={name}"))
+    bank = PromptBank(["complete"], "input", 2, 32, 1)
+    with pytest.raises(ValueError, match="claims to share"):
+        Stage.prompted("pl", freeze_for_prompts(tiny_model(), True), bank, ["complete"], train_mode="oracle",
+                       epochs=1, lr=0.1, weight_decay=0.0, shares_encodings=True)
+
+
+def _streaming(self, stage, split_name):
+    """Context._scores as before sharing: every stage streams and encodes for itself."""
+    return evaluate_split(stage, getattr(self.data, split_name), self.noise, SALTS[split_name], stage.eval_modes,
+                          self.device, self.cfg.trainer.eval_batch_size, self.autocast, self.options)
+
+
+def _run_counting_rows(monkeypatch, tmp_path, streaming: bool) -> tuple[dict, int]:
+    rows = [0]
+    encode = AVClassifier.encode
+
+    def counting(self, audio, visual, prompts=None):
+        rows[0] += audio.shape[0]
+        return encode(self, audio, visual, prompts)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(AVClassifier, "encode", counting)
+        if streaming:
+            patch.setattr(pipeline.Context, "_scores", _streaming)
+        cfg = compose_config("method=pl", "seed=4", f"paths.cache_dir={tmp_path / 'cache'}")
+        metrics = pipeline.run_pipeline(cfg, tmp_path)
+    return metrics, rows[0]
+
+
+def test_a_pl_job_encodes_each_evaluation_split_once_with_the_same_numbers(monkeypatch, tmp_path):
+    shared_metrics, shared_rows = _run_counting_rows(monkeypatch, tmp_path / "shared", streaming=False)
+    streamed_metrics, streamed_rows = _run_counting_rows(monkeypatch, tmp_path / "streamed", streaming=True)
+    assert shared_metrics["accuracy"] == streamed_metrics["accuracy"]
+    assert shared_metrics["val"] == streamed_metrics["val"]
+    evaluation_rows = len(EVAL_CASES) * (48 + 48)  # val and test under every case (TINY: 48 each)
+    assert streamed_rows - shared_rows == 2 * evaluation_rows  # head only and PL no longer encode for themselves
+
+
+def test_the_job_reports_where_its_time_went(monkeypatch, tmp_path):
+    metrics, _ = _run_counting_rows(monkeypatch, tmp_path, streaming=False)
+    timing = metrics["timing"]
+    assert set(timing["train_s"]) == set(timing["evaluate_s"]) == {"ft", "head_only", "pl"}
+    assert set(timing["encode_s"]) == {"test", "val", "head_only_train", "pl_train"}
+    assert all(s >= 0 for part in ("encode_s", "train_s", "evaluate_s") for s in timing[part].values())
+    parts = timing["decode_s"] + sum(sum(timing[p].values()) for p in ("encode_s", "train_s", "evaluate_s"))
+    assert parts <= timing["total_s"]
