@@ -85,7 +85,7 @@ def run_variant(name, kind, views, base: AVClassifier, feed: Feed, cfg, device, 
                           cfg.backbone.fusion_depth).to(device)
         stage = Stage.prompted(name, freeze_for_prompts(base, True), bank, list(CASES), train_mode="oracle",
                                epochs=cfg.trainer.epochs, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay,
-                               cache_views=views, eval_modes=("uncertain",))
+                               cache_views=views, eval_modes=("uncertain",), shares_encodings=kind == "attention")
     started = time.perf_counter()
     result = fit(stage, feed, cfg.trainer, device, seed=0, autocast=autocast)
     return {"name": name, "trainable_params": sum(p.numel() for p in stage.trainable()),
