@@ -128,7 +128,25 @@ def test_the_job_reports_where_its_time_went(monkeypatch, tmp_path):
     metrics, _ = _run_counting_rows(monkeypatch, tmp_path, streaming=False)
     timing = metrics["timing"]
     assert set(timing["train_s"]) == set(timing["evaluate_s"]) == {"ft", "head_only", "pl"}
-    assert set(timing["encode_s"]) == {"test", "val", "head_only_train", "pl_train"}
+    assert set(timing["encode_s"]) == {"test", "val", "head_only_train"}  # PL trains on head only's views
     assert all(s >= 0 for part in ("encode_s", "train_s", "evaluate_s") for s in timing[part].values())
     parts = timing["decode_s"] + sum(sum(timing[p].values()) for p in ("encode_s", "train_s", "evaluate_s"))
     assert parts <= timing["total_s"]
+
+
+def test_head_only_and_prompts_train_on_one_set_of_cached_views(monkeypatch, tmp_path):
+    from uvav.train import token_cache
+
+    built = []
+    build = token_cache.build_caches
+
+    def recording(stage, feed, settings, device, seed, autocast, meter):
+        built.append((stage.name, seed))
+        return build(stage, feed, settings, device, seed, autocast, meter)
+
+    monkeypatch.setattr(token_cache, "build_caches", recording)
+    metrics, _ = _run_counting_rows(monkeypatch, tmp_path, streaming=False)
+    assert built == [("head_only", 4 + 1)]  # seed 4: the views of seed + 1, as head only drew them before
+    cached = metrics["stages"]["pl"]["resources"]["cached_features"]
+    assert cached["shared_with"] == "head_only" and cached["build_s"] == 0.0
+    assert not list(tmp_path.glob("tokens_*"))  # freed at the end of the job

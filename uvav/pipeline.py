@@ -48,6 +48,7 @@ from uvav.train import (
     JobTiming,
     Scores,
     SharedEncodings,
+    SharedViews,
     Stage,
     evaluate_split,
     fit,
@@ -163,6 +164,7 @@ class Context:
     logger: TrainingLogger = field(default_factory=TrainingLogger)  # the training curves (logger group)
     timing: JobTiming = field(default_factory=JobTiming)  # where the job's time went (metrics.json's timing)
     encodings: SharedEncodings | None = None  # the frozen base's evaluation encodings, made on first use
+    views: SharedViews | None = None  # the frozen base's cached training views (frozen-base jobs)
 
     @property
     def cache_dir(self) -> Path:
@@ -282,8 +284,9 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
         # the data's content digest reaches every job's record
         return {"data_info": data.info, **metrics, "timing": timing.record(total)}
     finally:
-        if ctx.encodings is not None:
-            ctx.encodings.close()
+        for shared in (ctx.encodings, ctx.views):
+            if shared is not None:
+                shared.close()
         ctx.logger.close()
 
 
@@ -310,6 +313,7 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
     if method.frozen_base:
         cases = list(cfg.scenario.train_cases)
         epochs, lr = schedule(cfg)
+        ctx.views = SharedViews(cfg.seed + 1)  # every sharing stage trains on the same views (head only's seed)
         if cfg.method.head_only_baseline:
             head = Stage.frozen(HEAD_ONLY, freeze_for_prompts(base_model, True).to(device), cases, epochs=epochs,
                                 lr=lr, weight_decay=cfg.trainer.weight_decay, cache_views=cache_views(cfg),
@@ -346,7 +350,8 @@ def _train_and_eval(ctx: Context, stage: Stage, seed: int, accuracy: dict[str, A
     """Fit a frozen-model stage with a resumable checkpoint in ``ctx.resume_dir``; add its test and validation
     accuracy or mAP (``{result key: {case: value}}``), its test per-class AP (multi-label data) and its stage
     record to the job's."""
-    result = _timed_fit(ctx, stage, seed, ctx.resume_dir / f"last_{stage.name}.pt")
+    result = _timed_fit(ctx, stage, seed, ctx.resume_dir / f"last_{stage.name}.pt",
+                        views=ctx.views if stage.shares_encodings else None)
     test = ctx.evaluate(stage, "test")
     accuracy.update(test.values)
     per_class_ap.update(test.per_class)
@@ -359,11 +364,12 @@ def _train_and_eval(ctx: Context, stage: Stage, seed: int, accuracy: dict[str, A
                    "total": count_parameters(stage.model) + (count_parameters(stage.bank) if stage.bank else 0)}}
 
 
-def _timed_fit(ctx: Context, stage: Stage, seed: int, checkpoint_path: Path) -> FitResult:
-    """:func:`~uvav.train.fit` of ``stage``, its time added to ``ctx.timing`` (building its cache as encoding)."""
+def _timed_fit(ctx: Context, stage: Stage, seed: int, checkpoint_path: Path, views=None) -> FitResult:
+    """:func:`~uvav.train.fit` of ``stage`` (on the job's shared training ``views`` if given), its time added to
+    ``ctx.timing`` (building its cache as encoding)."""
     with ctx.timing.measure(ctx.timing.train, stage.name):
         result = fit(stage, ctx.feed(), FitSettings.of(ctx.cfg.trainer), ctx.device, seed=seed, autocast=ctx.autocast,
-                     checkpoint_path=checkpoint_path, logger=ctx.logger)
+                     checkpoint_path=checkpoint_path, logger=ctx.logger, views=views)
     cache = result.resources.get("cached_features") or {}
     if "build_s" in cache:
         ctx.timing.move(ctx.timing.train, stage.name, ctx.timing.encode, f"{stage.name}_train", cache["build_s"])

@@ -36,12 +36,12 @@ from uvav.train.stage import (
     training_forward,
 )
 from uvav.train.timing import JobTiming
-from uvav.train.token_cache import TokenCache, build_caches
+from uvav.train.token_cache import SharedViews, TokenCache, build_caches
 
 __all__ = [
     "SALTS", "Feed", "FitResult", "FitSettings", "JobTiming", "Loop", "NonFiniteLossError", "Scores",
-    "SharedEncodings", "Stage", "StageTrainee", "TokenCache", "Trainee", "TrainingForward", "average_frame_logits",
-    "average_precisions", "build_caches", "classification_loss", "classify_tokens", "evaluate_split", "fit",
-    "fit_masked", "freeze_for_prompts", "logits_for", "lr_scheduler", "metric_name", "optimizer_step",
-    "oracle_available", "recipe_batch", "score", "training_forward", "warmup_cosine", "warmup_step",
+    "SharedEncodings", "SharedViews", "Stage", "StageTrainee", "TokenCache", "Trainee", "TrainingForward",
+    "average_frame_logits", "average_precisions", "build_caches", "classification_loss", "classify_tokens",
+    "evaluate_split", "fit", "fit_masked", "freeze_for_prompts", "logits_for", "lr_scheduler", "metric_name",
+    "optimizer_step", "oracle_available", "recipe_batch", "score", "training_forward", "warmup_cosine", "warmup_step",
 ]

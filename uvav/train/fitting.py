@@ -31,7 +31,7 @@ from uvav.train.schedules import lr_scheduler
 from uvav.train.scoring import SALTS, evaluate_split, score
 from uvav.train.settings import Feed, FitSettings
 from uvav.train.stage import Stage, training_forward
-from uvav.train.token_cache import TokenCache, build_caches, place_encoders
+from uvav.train.token_cache import SharedViews, TokenCache, build_caches, place_encoders
 
 
 @dataclass
@@ -47,12 +47,14 @@ class FitResult:
 
 def fit(
     stage: Stage, feed: Feed, settings: FitSettings, device: torch.device, seed: int, autocast,
-    checkpoint_path: Path | None = None, logger: TrainingLogger | None = None,
+    checkpoint_path: Path | None = None, logger: TrainingLogger | None = None, views: SharedViews | None = None,
 ) -> FitResult:
     """Train ``stage`` and keep the weights of the epoch with the best validation accuracy, or mAP for multi-label
     data (mean over the stage's training cases, first eval mode; ``history``'s ``val_acc`` holds it). Writes a
     resumable checkpoint after every epoch when ``checkpoint_path`` is given, and resumes from it when it exists.
-    ``settings``: :class:`FitSettings` (or the ``trainer`` node it is built from); ``logger`` receives the curves."""
+    ``settings``: :class:`FitSettings` (or the ``trainer`` node it is built from); ``logger`` receives the curves;
+    ``views``: the job's cached training views, shared with its other stages (else the stage caches its own, drawn
+    from ``seed``, and frees them)."""
     settings = FitSettings.of(settings)
     optimizer = stage.recipe.optimizer_for(stage.param_groups(), stage.lr, stage.weight_decay)
     steps_per_epoch = math.ceil(len(feed.train) / settings.batch_size)
@@ -64,13 +66,14 @@ def fit(
     start = loop.resume()
     # a distributed job streams every stage (each rank would need the whole cache)
     if stage.cache_views > 0 and stage.cacheable() and start < stage.epochs and distributed.world_size() == 1:
-        trainee.caches = build_caches(stage, feed, settings, device, seed, autocast, meter)
+        trainee.caches = (views.get(stage, feed, settings, device, autocast, meter) if views is not None
+                          else build_caches(stage, feed, settings, device, seed, autocast, meter))
     trainee.net = training_forward(stage, device)
     try:
         loop.run(start, sum(c.nbytes for c in trainee.caches if c.on_device) if trainee.caches else 0)
     finally:
         if trainee.caches:
-            for cache in trainee.caches:
+            for cache in trainee.caches if views is None else ():  # shared views: the job frees them
                 cache.close()
             place_encoders(stage, device)
     averaged = None

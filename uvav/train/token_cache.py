@@ -211,6 +211,37 @@ def build_caches(stage: Stage, feed: Feed, settings: FitSettings, device: torch.
     return views, val
 
 
+class SharedViews:
+    """The frozen base's cached training views and validation encodings, built by the first stage that trains on
+    them with draws of ``seed`` (one seed for every stage of the job that shares the base's encodings, so that the
+    head-only baseline and the prompts train on the same corrupted views) and reused by the next stages of the same
+    training cases and view count; :meth:`close` frees them at the end of the job."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.caches: tuple[TokenCache, TokenCache] | None = None
+        self.made_for: tuple[tuple[str, ...], int] | None = None
+        self.info: dict[str, Any] = {}
+
+    def get(self, stage: Stage, feed: Feed, settings: FitSettings, device: torch.device, autocast,
+            meter: ResourceMeter) -> tuple[TokenCache, TokenCache]:
+        """The caches for ``stage`` (built now when absent or made for other cases or view counts)."""
+        wanted = (tuple(stage.train_cases), stage.cache_views)
+        if self.caches is not None and self.made_for == wanted:
+            place_encoders(stage, torch.device("cpu"))  # it trains on the shared caches without them
+            meter.cache = {**self.info, "build_s": 0.0, "shared_with": self.info["built_by"]}
+            return self.caches
+        self.close()
+        self.caches, self.made_for = build_caches(stage, feed, settings, device, self.seed, autocast, meter), wanted
+        self.info = {**meter.cache, "built_by": stage.name}
+        return self.caches
+
+    def close(self) -> None:
+        for cache in self.caches or ():
+            cache.close()
+        self.caches = None
+
+
 def place_encoders(stage: Stage, device: torch.device) -> None:
     """Move the modality encoders (frozen in a cached stage) to ``device``; no-op on a CPU run."""
     if next(stage.model.head.parameters()).device.type != "cpu":
