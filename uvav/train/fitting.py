@@ -2,7 +2,8 @@
 
 Samples stream from the split through a DataLoader (:mod:`uvav.data.loading`): every training sample gets a case
 drawn from the stage's training cases and is corrupted accordingly, with draws fixed by (seed, epoch, sample). A
-stage whose encoders are frozen can train on cached encoder outputs (:mod:`uvav.train.token_cache`). The weights
+stage that sees the frozen base's encoder outputs unchanged (:attr:`Stage.shares_encodings`, its method's rule)
+trains on cached encoder outputs (:mod:`uvav.train.token_cache`), shared with the job's other such stages. The weights
 kept are those of the epoch with the best validation accuracy (mAP for multi-label data), or CAV-MAE's weight
 average when the recipe asks for it.
 """

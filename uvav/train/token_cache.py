@@ -5,7 +5,8 @@ outputs for the same corrupted sample, so they are computed once: ``method.cache
 per training sample, and the validation set under each training case. Tokens are stored in bfloat16 (CUDA)
 or float16 (CPU), ``method.cache_dtype``. They live on the GPU when they fit in ``method.cache_device_gb``
 (no host-to-device copy per step); otherwise in a file under the job's folder, read back in batches by
-DataLoader workers into pinned memory, so host memory holds a few batches, never the cache.
+DataLoader workers into pinned memory, so host memory holds a few batches, never the cache. A job's stages that
+share the frozen base's encodings train on one such cache (:class:`SharedViews`).
 """
 
 from __future__ import annotations
