@@ -319,7 +319,9 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
                                 lr=lr, weight_decay=cfg.trainer.weight_decay, cache_views=cache_views(cfg),
                                 shares_encodings=True)
             _train_and_eval(ctx, head, cfg.seed + 1, accuracy, val, stages, per_class_ap)
-        final = method.build_stage(cfg, freeze_for_prompts(base_model, cfg.method.train_head).to(device), device)
+        with torch.random.fork_rng(devices=[]):  # its new parameters start from seed + 2, whatever ran before
+            torch.manual_seed(cfg.seed + 2)  # (a resumed FT would otherwise leave the generator elsewhere)
+            final = method.build_stage(cfg, freeze_for_prompts(base_model, cfg.method.train_head).to(device), device)
         if tuple(final.eval_modes) != tuple(method.eval_modes):
             raise RuntimeError(f"method {method.name}: its stage scores {final.eval_modes}, its registry entry "
                                f"reports {method.eval_modes}")
