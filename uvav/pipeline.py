@@ -345,6 +345,6 @@ def _timed_fit(ctx: Context, stage: Stage, seed: int, checkpoint_path: Path) -> 
         result = fit(stage, ctx.feed(), FitSettings.of(ctx.cfg.trainer), ctx.device, seed=seed, autocast=ctx.autocast,
                      checkpoint_path=checkpoint_path, logger=ctx.logger)
     cache = result.resources.get("cached_features") or {}
-    if "build_s" in cache:
+    if cache.get("build_s"):  # its training cache: encoding
         ctx.timing.move(cache["build_s"], ctx.timing.train, stage.name, ctx.timing.encode, f"{stage.name}_train")
     return result
