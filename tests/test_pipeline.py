@@ -25,7 +25,8 @@ def test_pl_job_reports_every_mode_and_case(tmp_path):
     assert (tmp_path / "job" / "model.pt").exists()
     timing = metrics["timing"]  # where the time went: every stage trains and is evaluated; cached stages encode
     assert set(timing["train_s"]) == set(timing["evaluate_s"]) == {"ft", "head_only", "pl"}
-    cached = {f"{s}_train" for s in ("head_only", "pl") if metrics["stages"][s]["resources"]["cached_features"]}
+    cached = {f"{s}_train" for s in ("head_only", "pl")  # the stages that built a cache of encoder outputs
+              if (metrics["stages"][s]["resources"]["cached_features"] or {}).get("build_s")}
     assert cached and set(timing["encode_s"]) == cached
     parts = [timing["decode_s"], *(v for k in ("encode_s", "train_s", "evaluate_s") for v in timing[k].values())]
     assert all(s >= 0 for s in parts) and sum(parts) <= timing["total_s"]
