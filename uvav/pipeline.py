@@ -260,10 +260,10 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
     log.info("data: %s, device: %s, loader workers: %d", data.sizes(), device, ctx.options.workers)
     try:
         metrics = method.run_job(ctx) if not method.classifies else _classify_job(ctx, method, started)
-        total = time.perf_counter() - started
-        log.info("time: %s", ctx.timing.describe(total))
+        metrics.setdefault("wall_time_s", round(time.perf_counter() - started, 2))  # a plugin's job may not say
+        log.info("time: %s", ctx.timing.describe(metrics["wall_time_s"]))
         # the data's content digest reaches every job's record
-        return {"data_info": data.info, **metrics, "timing": ctx.timing.record(total)}
+        return {"data_info": data.info, **metrics, "timing": ctx.timing.record()}
     finally:
         ctx.logger.close()
 

@@ -81,7 +81,7 @@ class RunRecord:
     wall_time_s: float | None = _field(NUMBER, "wall-clock seconds of the job")
     timing: dict | None = _field(dict, "where the job's time went, in seconds: decode_s (opening or building the "
                                        "data), encode_s (a cached stage's encoder outputs, <stage>_train), train_s "
-                                       "and evaluate_s per stage, total_s")
+                                       "and evaluate_s per stage (the whole job: wall_time_s)")
     model_sha256: str | None = _field(str, "sha256 of the job's model.pt as stored in the cache (job reuse and "
                                            "load_run check it)")
     data_digest: str | None = _field(str, "content digest of the data it was trained on (data_info.content_digest)")
