@@ -75,7 +75,7 @@ def run_module(module: str, *args: str, cwd: Path, env: dict[str, str] | None = 
             started.wait()
         proc = subprocess.CompletedProcess(started.args, started.returncode, out, err)
     else:
-        env = {"OMP_NUM_THREADS": "1", **({"HYDRA_FULL_ERROR": "1"} if full_error else {}), **(env or {})}
+        env = _command_env(env, full_error)
         out, err, code = io.StringIO(), io.StringIO(), 0
         with _process_kept(module, args, cwd, env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -100,9 +100,15 @@ def start_module(module: str, *args: str, cwd: Path, env: dict[str, str] | None 
     ``env`` added to the environment. ``popen``: :class:`subprocess.Popen`'s own arguments (output discarded unless
     they say where)."""
     base = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    env = {**base, "OMP_NUM_THREADS": "1", **({"HYDRA_FULL_ERROR": "1"} if full_error else {}), **(env or {})}
     popen = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **popen}
-    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=env, **popen)
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd,
+                            env={**base, **_command_env(env, full_error)}, **popen)
+
+
+def _command_env(env: dict[str, str] | None, full_error: bool) -> dict[str, str]:
+    """What a test's command adds to the environment: one torch thread, ``HYDRA_FULL_ERROR=1`` unless
+    ``full_error`` is false, then ``env``."""
+    return {"OMP_NUM_THREADS": "1", **({"HYDRA_FULL_ERROR": "1"} if full_error else {}), **(env or {})}
 
 
 @contextlib.contextmanager

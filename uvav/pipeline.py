@@ -272,17 +272,17 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
     decode_started = time.perf_counter()
     with distributed.main_first():  # rank 0 builds the feature store; the others open it
         data = open_data(cfg)
-    timing = JobTiming(decode=time.perf_counter() - decode_started)
     ctx = Context(cfg, data, NoiseConfig.of(cfg.noise), device, autocast_for(device, cfg.trainer.precision),
                   job_dir, resume_dir or job_dir,
-                  open_logger(cfg.get("logger"), job_dir, distributed.is_main(), tracked_run(cfg, job_dir)), timing)
+                  open_logger(cfg.get("logger"), job_dir, distributed.is_main(), tracked_run(cfg, job_dir)),
+                  JobTiming(decode=time.perf_counter() - decode_started))
     log.info("data: %s, device: %s, loader workers: %d", data.sizes(), device, ctx.options.workers)
     try:
         metrics = method.run_job(ctx) if not method.classifies else _classify_job(ctx, method, started)
-        total = time.perf_counter() - started
-        log.info("time: %s", timing.describe(total))
+        metrics.setdefault("wall_time_s", round(time.perf_counter() - started, 2))  # a plugin's job may not say
+        log.info("time: %s", ctx.timing.describe(metrics["wall_time_s"]))
         # the data's content digest reaches every job's record
-        return {"data_info": data.info, **metrics, "timing": timing.record(total)}
+        return {"data_info": data.info, **metrics, "timing": ctx.timing.record()}
     finally:
         for shared in (ctx.encodings, ctx.views):
             if shared is not None:

@@ -82,7 +82,7 @@ class RunRecord:
     timing: dict | None = _field(dict, "where the job's time went, in seconds: decode_s (opening or building the "
                                        "feature store), encode_s per split (test, val: the shared evaluation "
                                        "encodings) and per stage's training cache (<stage>_train), train_s and "
-                                       "evaluate_s per stage (without that encoding), total_s")
+                                       "evaluate_s per stage (without that encoding); the whole job: wall_time_s")
     model_sha256: str | None = _field(str, "sha256 of the job's model.pt as stored in the cache (job reuse and "
                                            "load_run check it)")
     data_digest: str | None = _field(str, "content digest of the data it was trained on (data_info.content_digest)")

@@ -37,16 +37,18 @@ class JobTiming:
         part[name] = part.get(name, 0.0) - seconds
         to[to_name] = to.get(to_name, 0.0) + seconds
 
-    def record(self, total: float) -> dict[str, Any]:
-        """``{"decode_s", "encode_s": {...}, "train_s": {...}, "evaluate_s": {...}, "total_s"}``, rounded to ms."""
+    def record(self) -> dict[str, Any]:
+        """``{"decode_s", "encode_s": {...}, "train_s": {...}, "evaluate_s": {...}}``, rounded to ms (the whole job
+        is ``metrics.json``'s ``wall_time_s``)."""
         def rounded(part: dict[str, float]) -> dict[str, float]:
             return {name: round(seconds, 3) for name, seconds in part.items()}
 
         return {"decode_s": round(self.decode, 3), "encode_s": rounded(self.encode), "train_s": rounded(self.train),
-                "evaluate_s": rounded(self.evaluate), "total_s": round(total, 3)}
+                "evaluate_s": rounded(self.evaluate)}
 
     def describe(self, total: float) -> str:
-        """One line: ``decode 8.0 s | encode test 3.1 s, val 1.2 s | train ft 45.0 s, ... | evaluate ... | total``."""
+        """One line: ``decode 8.0 s | encode pl_train 3.1 s | train ft 45.0 s, pl 9.8 s | evaluate ... | total``
+        (``total``: the job's wall time)."""
         def part(label: str, seconds: dict[str, float]) -> str:
             return f"{label} " + (", ".join(f"{name} {s:.1f} s" for name, s in seconds.items()) or "-")
 
