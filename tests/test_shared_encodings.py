@@ -5,6 +5,7 @@ methods, and the job's timing breakdown."""
 from __future__ import annotations
 
 import contextlib
+import json
 
 import pytest
 import torch
@@ -17,8 +18,11 @@ from uvav.data.loading import EvalSet, LoaderOptions
 from uvav.methods import METHODS
 from uvav.models.classifier import AVClassifier
 from uvav.models.prompts import PromptBank
+from uvav.outputs import fingerprint
 from uvav.train import SALTS, SharedEncodings, Stage, evaluate_split, freeze_for_prompts
+from uvav.train.encoding_store import EncodingStore
 from uvav.train.shared import encode_frames
+from uvav.train.token_cache import TokenCache
 
 from .conftest import compose_config, tiny_model
 
@@ -98,7 +102,8 @@ def _streaming(self, stage, split_name):
                           self.device, self.cfg.trainer.eval_batch_size, self.autocast, self.options)
 
 
-def _run_counting_rows(monkeypatch, tmp_path, streaming: bool) -> tuple[dict, int]:
+def _run_counting_rows(monkeypatch, tmp_path, streaming: bool, *overrides: str,
+                       cache_dir=None) -> tuple[dict, int]:
     rows = [0]
     encode = AVClassifier.encode
 
@@ -110,7 +115,7 @@ def _run_counting_rows(monkeypatch, tmp_path, streaming: bool) -> tuple[dict, in
         patch.setattr(AVClassifier, "encode", counting)
         if streaming:
             patch.setattr(pipeline.Context, "_scores", _streaming)
-        cfg = compose_config("method=pl", "seed=4", f"paths.cache_dir={tmp_path / 'cache'}")
+        cfg = compose_config("method=pl", "seed=4", f"paths.cache_dir={cache_dir or tmp_path / 'cache'}", *overrides)
         metrics = pipeline.run_pipeline(cfg, tmp_path)
     return metrics, rows[0]
 
@@ -140,13 +145,61 @@ def test_head_only_and_prompts_train_on_one_set_of_cached_views(monkeypatch, tmp
     built = []
     build = token_cache.build_caches
 
-    def recording(stage, feed, settings, device, seed, autocast, meter):
+    def recording(stage, feed, settings, device, seed, autocast, meter, folder=None):
         built.append((stage.name, seed))
-        return build(stage, feed, settings, device, seed, autocast, meter)
+        return build(stage, feed, settings, device, seed, autocast, meter, folder)
 
     monkeypatch.setattr(token_cache, "build_caches", recording)
     metrics, _ = _run_counting_rows(monkeypatch, tmp_path, streaming=False)
     assert built == [("head_only", 4 + 1)]  # seed 4: the views of seed + 1, as head only drew them before
     cached = metrics["stages"]["pl"]["resources"]["cached_features"]
     assert cached["shared_with"] == "head_only" and cached["build_s"] == 0.0
-    assert not list(tmp_path.glob("tokens_*"))  # freed at the end of the job
+    assert not list(tmp_path.glob("tokens_*"))  # kept in the cache's encodings store, not in the job's folder
+    entries = [p.parent for p in (tmp_path / "cache" / "encodings").glob("*/complete")]
+    assert sorted(json.loads((e / "spec.json").read_text())["what"] for e in entries) == [
+        "test under every case", "training views", "val under every case"]
+
+
+def test_a_later_job_on_the_same_base_reuses_the_encodings_with_the_numbers_it_would_compute(monkeypatch, tmp_path):
+    cache = tmp_path / "cache"
+    _run_counting_rows(monkeypatch, tmp_path / "first", False, cache_dir=cache)  # FT model, encodings
+    other = ("prompt.length=3",)  # another attention-level PL job on the same FT model (a sweep's next trial)
+    reused, reused_rows = _run_counting_rows(monkeypatch, tmp_path / "reused", False, *other, cache_dir=cache)
+    fresh, fresh_rows = _run_counting_rows(monkeypatch, tmp_path / "fresh", False, *other, "paths.encodings_gb=0",
+                                           cache_dir=cache)
+    assert reused_rows == 0 and fresh_rows > 0  # the encoders did not run again
+    assert reused["accuracy"] == fresh["accuracy"] and reused["val"] == fresh["val"]
+    assert reused["stages"]["head_only"]["best_val"] == fresh["stages"]["head_only"]["best_val"]
+    assert "reused_from" in reused["stages"]["head_only"]["resources"]["cached_features"]
+    assert not list((tmp_path / "fresh").glob("tokens_*"))  # without the store: the job's own, freed at its end
+
+
+def _entry(store: EncodingStore, spec: dict, megabytes: int) -> tuple[list[TokenCache], bool]:
+    def build(folder):
+        cache = TokenCache(megabytes * 2**18 // 8, (8,), (1,), torch.float32, CPU, 0.0, folder / "part")
+        cache.write(0, torch.ones(cache.rows, 8), torch.ones(cache.rows, 1), torch.zeros(cache.rows),
+                    torch.zeros(cache.rows), torch.zeros(cache.rows))
+        return [cache]
+    return store.get(spec, build, CPU, 0.0)
+
+
+def test_the_store_keeps_to_its_disk_budget_sparing_entries_in_use(tmp_path):
+    import os
+
+    root = tmp_path / "encodings"
+    user = EncodingStore(root, budget_gb=100)  # another job, holding its entry until it ends
+    _entry(user, {"n": 0}, 1)
+    store = EncodingStore(root, budget_gb=2.5 / 1024)  # 2.5 MB
+    (cache,), found = _entry(store, {"n": 1}, 1)
+    assert not found and torch.equal(cache.read(torch.tensor([3]))[0], torch.ones(1, 8))
+    (again,), found = _entry(store, {"n": 1}, 1)
+    assert found and again.rows == cache.rows
+    os.utime(root / fingerprint({"n": 1}) / "complete", (1, 1))  # used long ago
+    store.close()
+    (root / "ab12unfinished").mkdir()  # what a crashed job left: no complete marker
+    (root / "ab12unfinished" / "audio.npy").write_bytes(bytes(2**20))
+    _entry(store, {"n": 2}, 1)  # 4 MB in all: the unfinished and the least recently used entry go
+    left = {p.name for p in root.iterdir() if p.is_dir()}
+    assert left == {fingerprint({"n": 0}), fingerprint({"n": 2})}  # {"n": 0} is in use by the other job
+    user.close()
+    store.close()

@@ -27,7 +27,7 @@ VISUAL_NOISES = ("black", "gaussian", "blur", "pixelate")
 # (backbone.checkpoint_sha256 only verifies the file: it can fail a job, never change a number)
 RUNTIME_KEYS = ("trainer.progress", "trainer.num_threads", "trainer.checkpoint_every_epoch",
                 "data.num_workers", "data.verify_store", "method.cache_device_gb", "backbone.checkpoint_sha256",
-                "trainer.preflight", "logger")  # a whole section: where the training curves go
+                "trainer.preflight", "paths.encodings_gb", "logger")  # a whole section: where the training curves go
 # - DERIVED_KEYS: read only through the interpolations of other keys, so their effect is in those keys' resolved
 #   values (``frozen``: the frozen-base methods' ``method.epochs``/``method.lr``; FT jobs ignore it).
 DERIVED_KEYS = ("frozen",)
@@ -261,6 +261,7 @@ class LoggerConfig:
 @dataclass
 class PathsConfig:
     cache_dir: str = ".cache/uvav"  # fine-tuned models and feature caches shared between jobs
+    encodings_gb: float = 20.0  # disk kept for frozen-base encoder outputs shared between jobs (0: none kept)
 
 
 @dataclass

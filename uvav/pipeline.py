@@ -55,6 +55,7 @@ from uvav.train import (
     freeze_for_prompts,
     metric_name,
 )
+from uvav.train.encoding_store import EncodingStore
 from uvav.weights import build_model
 from uvav.weights.zoo import content_key
 
@@ -165,6 +166,8 @@ class Context:
     timing: JobTiming = field(default_factory=JobTiming)  # where the job's time went (metrics.json's timing)
     encodings: SharedEncodings | None = None  # the frozen base's evaluation encodings, made on first use
     views: SharedViews | None = None  # the frozen base's cached training views (frozen-base jobs)
+    store: EncodingStore | None = None  # where the shared encodings outlive the job (a stored FT model's)
+    base: dict[str, Any] | None = None  # what identifies that FT model in the store's keys
 
     @property
     def cache_dir(self) -> Path:
@@ -204,7 +207,8 @@ class Context:
             self.encodings = SharedEncodings({"val": self.data.val, "test": self.data.test}, self.noise, self.device,
                                              self.cfg.trainer.eval_batch_size, self.autocast, self.options,
                                              self.resume_dir, feed.cache_device_gb * 2**30,
-                                             bool(self.cfg.trainer.progress) and distributed.is_main())
+                                             bool(self.cfg.trainer.progress) and distributed.is_main(), self.store,
+                                             self.base)
         return self.encodings.evaluate(stage, split)
 
 
@@ -284,7 +288,7 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
         # the data's content digest reaches every job's record
         return {"data_info": data.info, **metrics, "timing": ctx.timing.record()}
     finally:
-        for shared in (ctx.encodings, ctx.views):
+        for shared in (ctx.encodings, ctx.views, ctx.store):
             if shared is not None:
                 shared.close()
         ctx.logger.close()
@@ -302,6 +306,10 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
         accuracy, val, per_class_ap, stages, final = {}, {}, {}, {}, None
     else:
         base_model, base_info = ensure_ft_model(ctx)
+        if cfg.paths.encodings_gb > 0 and base_info.get("model_sha256") and distributed.world_size() == 1:
+            ctx.store = EncodingStore(ctx.cache_dir / "encodings", cfg.paths.encodings_gb)
+            ctx.base = {"base": base_info["key"], "weights": base_info["model_sha256"], "device": device.type,
+                        "torch": torch.__version__}
         final = Stage.trained(FT, base_model, None, base_info["spec"]["train_cases"], shares_encodings=True)
         test = ctx.evaluate(final, "test")
         accuracy, per_class_ap, val = test.values, test.per_class, ctx.evaluate(final, "val").values
@@ -313,7 +321,8 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
     if method.frozen_base:
         cases = list(cfg.scenario.train_cases)
         epochs, lr = schedule(cfg)
-        ctx.views = SharedViews(cfg.seed + 1)  # every sharing stage trains on the same views (head only's seed)
+        # every sharing stage trains on the same views (head only's seed)
+        ctx.views = SharedViews(cfg.seed + 1, ctx.store, ctx.base)
         if cfg.method.head_only_baseline:
             head = Stage.frozen(HEAD_ONLY, freeze_for_prompts(base_model, True).to(device), cases, epochs=epochs,
                                 lr=lr, weight_decay=cfg.trainer.weight_decay, cache_views=cache_views(cfg),

@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from uvav.resources import ResourceMeter
 from uvav.train.scoring import SALTS
 from uvav.train.settings import Feed, FitSettings
 from uvav.train.stage import Stage
+
+if TYPE_CHECKING:
+    from uvav.train.encoding_store import EncodingStore
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _NUMPY_STORAGE = {torch.bfloat16: np.int16, torch.float16: np.float16, torch.float32: np.float32}
@@ -53,6 +56,7 @@ class TokenCache:
         self.nbytes = sum(int(np.prod(s)) for s in self.shapes.values()) * torch.finfo(dtype).bits // 8
         self.on_device = device.type == "cuda" and self.nbytes <= budget_bytes
         self.folder = Path(folder)
+        self.kept = False  # files that outlive the job (:meth:`keep`)
         self._maps: dict[tuple[str, str], np.memmap] = {}
         if self.on_device:
             self._tensors = {k: torch.empty(s, dtype=dtype, device=device) for k, s in self.shapes.items()}
@@ -62,6 +66,35 @@ class TokenCache:
             self.folder.mkdir(parents=True)
             for key, shape in self.shapes.items():
                 np.lib.format.open_memmap(self._path(key), mode="w+", dtype=_NUMPY_STORAGE[dtype], shape=shape)
+
+    @classmethod
+    def open(cls, folder: Path, device: torch.device, budget_bytes: float) -> TokenCache:
+        """A cache that :meth:`keep` left in ``folder``: read from its files, or copied to ``device`` when it
+        fits in ``budget_bytes`` (as a new cache would be placed)."""
+        index = torch.load(Path(folder) / "index.pt", weights_only=True)
+        cache = cls.__new__(cls)
+        cache.rows, cache.dtype, cache.device = index["rows"], DTYPES[index["dtype"]], device
+        cache.folder = Path(folder)
+        cache.shapes = {k: tuple(v) for k, v in index["shapes"].items()}
+        cache.labels, cache.case_ids, cache.positions = index["labels"], index["case_ids"], index["positions"]
+        cache.nbytes = sum(int(np.prod(s)) for s in cache.shapes.values()) * torch.finfo(cache.dtype).bits // 8
+        cache.on_device, cache.kept, cache._maps = device.type == "cuda" and cache.nbytes <= budget_bytes, True, {}
+        if cache.on_device:
+            cache._tensors = {k: torch.from_numpy(np.ascontiguousarray(cache._map(k))).view(cache.dtype).to(device)
+                              for k in cache.shapes}
+            cache._maps.clear()
+        return cache
+
+    def keep(self) -> None:
+        """Write the row index beside the token files and leave them on :meth:`close` (file-backed only)."""
+        if self.on_device:
+            raise ValueError("only a file-backed cache can be kept")
+        self.flush()
+        name = {v: k for k, v in DTYPES.items()}[self.dtype]
+        torch.save({"rows": self.rows, "dtype": name, "shapes": {k: list(v) for k, v in self.shapes.items()},
+                    "labels": self.labels, "case_ids": self.case_ids, "positions": self.positions},
+                   self.folder / "index.pt")
+        self.kept = True
 
     @property
     def where(self) -> str:
@@ -133,7 +166,7 @@ class TokenCache:
         """Free the tokens (device memory, or the files)."""
         self._maps.clear()
         self._tensors = {}
-        if not self.on_device:
+        if not self.on_device and not self.kept:
             shutil.rmtree(self.folder, ignore_errors=True)
 
     def describe(self) -> dict[str, Any]:
@@ -177,10 +210,11 @@ def encode_into(cache: TokenCache, encode: Callable[[torch.Tensor, torch.Tensor]
 
 
 def build_caches(stage: Stage, feed: Feed, settings: FitSettings, device: torch.device, seed: int, autocast,
-                 meter: ResourceMeter) -> tuple[TokenCache, TokenCache]:
+                 meter: ResourceMeter, folder: Path | None = None) -> tuple[TokenCache, TokenCache]:
     """Encoder outputs of ``cache_views`` corrupted views of every training sample (view ``v`` of sample ``i``
     = the draws of (seed, v, i)), and of the validation set under each training case. Afterwards the frozen
-    encoders leave the accelerator: the cached stage trains without them."""
+    encoders leave the accelerator: the cached stage trains without them. With ``folder`` (an entry of the
+    encodings store) both go to files there, ``train`` and ``val``."""
     started = time.perf_counter()
     model, n, bs = stage.model, len(feed.train), settings.eval_batch_size
     model.eval()
@@ -189,10 +223,10 @@ def build_caches(stage: Stage, feed: Feed, settings: FitSettings, device: torch.
         with autocast():
             a, v = model.encode(audio[None].to(device), visual[None].to(device))
     dtype = cache_dtype(feed.cache_dtype, device)
-    budget = feed.cache_device_gb * 2**30
-    folder = feed.token_dir or Path(".")
-    views = TokenCache(n * stage.cache_views, a.shape[1:], v.shape[1:], dtype, device, budget,
-                       folder / f"tokens_{stage.name}_train")
+    budget = feed.cache_device_gb * 2**30 if folder is None else 0.0
+    paths = ((folder / "train", folder / "val") if folder is not None else
+             tuple((feed.token_dir or Path(".")) / f"tokens_{stage.name}_{part}" for part in ("train", "val")))
+    views = TokenCache(n * stage.cache_views, a.shape[1:], v.shape[1:], dtype, device, budget, paths[0])
 
     def progress(loader, what: str):
         return tqdm(loader, desc=f"{stage.name}: caching {what}", leave=False, disable=not settings.progress)
@@ -204,7 +238,7 @@ def build_caches(stage: Stage, feed: Feed, settings: FitSettings, device: torch.
                     autocast, start=view * n)
     val_set = EvalSet(feed.val, feed.noise, stage.train_cases, SALTS["val"])
     val = TokenCache(len(val_set), a.shape[1:], v.shape[1:], dtype, device,
-                     budget - (views.nbytes if views.on_device else 0), folder / f"tokens_{stage.name}_val")
+                     budget - (views.nbytes if views.on_device else 0), paths[1])
     encode_into(val, model.encode, progress(feed.options.loader(val_set, bs), "validation"), device, autocast)
     place_encoders(stage, torch.device("cpu"))
     meter.cache = {"views": stage.cache_views, "bytes": views.nbytes, "train": views.describe(),
@@ -218,8 +252,9 @@ class SharedViews:
     head-only baseline and the prompts train on the same corrupted views) and reused by the next stages of the same
     training cases and view count; :meth:`close` frees them at the end of the job."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, store: EncodingStore | None = None, base: dict | None = None) -> None:
         self.seed = seed
+        self.store, self.base = store, base  # kept across jobs under the frozen base's key (else the job's own)
         self.caches: tuple[TokenCache, TokenCache] | None = None
         self.made_for: tuple[tuple[str, ...], int] | None = None
         self.info: dict[str, Any] = {}
@@ -233,7 +268,22 @@ class SharedViews:
             meter.cache = {**self.info, "build_s": 0.0, "shared_with": self.info["built_by"]}
             return self.caches
         self.close()
-        self.caches, self.made_for = build_caches(stage, feed, settings, device, self.seed, autocast, meter), wanted
+        self.made_for = wanted
+        if self.store is None:
+            self.caches = build_caches(stage, feed, settings, device, self.seed, autocast, meter)
+            self.info = {**meter.cache, "built_by": stage.name}
+            return self.caches
+        spec = {**self.base, "what": "training views", "cases": list(stage.train_cases), "views": stage.cache_views,
+                "seed": self.seed, "augmentation": list(feed.augmentation), "missing_rate": feed.missing_rate,
+                "dtype": str(cache_dtype(feed.cache_dtype, device)), "batch_size": settings.eval_batch_size}
+        caches, found = self.store.get(spec, lambda folder: build_caches(stage, feed, settings, device, self.seed,
+                                                                         autocast, meter, folder),
+                                       device, feed.cache_device_gb * 2**30)
+        self.caches = (caches[0], caches[1])
+        if found:  # made by an earlier job on this base
+            place_encoders(stage, torch.device("cpu"))
+            meter.cache = {"views": stage.cache_views, "bytes": caches[0].nbytes, "train": caches[0].describe(),
+                           "val": caches[1].describe(), "build_s": 0.0, "reused_from": str(caches[0].folder.parent)}
         self.info = {**meter.cache, "built_by": stage.name}
         return self.caches
 
