@@ -21,8 +21,8 @@ from uvav.models.prompts import PromptBank
 from uvav.outputs import fingerprint
 from uvav.train import SALTS, SharedEncodings, Stage, evaluate_split, freeze_for_prompts
 from uvav.train.encoding_store import EncodingStore
-from uvav.train.shared import encode_frames
-from uvav.train.token_cache import TokenCache
+from uvav.train.token_cache import TokenCache, encode_into
+from uvav.train.unique import UniqueEncoder
 
 from .conftest import compose_config, tiny_model
 
@@ -78,10 +78,29 @@ def test_every_sharing_stage_scores_as_streaming_does(tmp_path, frames):
 def test_encoded_frames_are_each_frame_s_encoder_outputs():
     model, data = tiny_model().eval(), split(4, frames=3)
     audio, visual = data.audio, data.visual
+    encoder = UniqueEncoder(model)
     with torch.inference_mode():
-        a, v = encode_frames(model, audio, visual)
+        a, v = encoder.encode(0, audio, visual, CPU)
         assert v.shape[:2] == (4, 3) and torch.equal(v[:, 1], model.encode(audio, visual[:, 1])[1])
         assert torch.equal(a, model.encode(audio, visual[:, 0])[0])
+
+
+def test_each_distinct_input_is_encoded_once_with_the_bytes_of_encoding_every_row(tmp_path):
+    torch.manual_seed(0)
+    model, data = tiny_model().eval(), split(6)
+    clean, noisy = data.audio, data.audio + 1.0
+    audio = torch.cat([clean, noisy, clean, torch.zeros_like(clean)])  # 4 "cases" of 6 samples
+    visual = torch.cat([data.visual, data.visual, data.visual * 0.5, data.visual])
+    cache = TokenCache(24, (16, 32), (16, 32), torch.float16, CPU, 0.0, tmp_path / "c")
+    encoder = UniqueEncoder(model)
+    batches = [(audio[i:i + 5], visual[i:i + 5], torch.zeros(5), torch.zeros(5)) for i in range(0, 20, 5)]
+    batches.append((audio[20:], visual[20:], torch.zeros(4), torch.zeros(4)))
+    assert encode_into(cache, encoder, batches, CPU, contextlib.nullcontext) == 24
+    assert encoder.encoded == {"audio": 6 + 6 + 1, "visual": 6 + 6}  # zeros: one input for every sample
+    with torch.inference_mode():
+        a, v = model.encode(audio, visual)
+    stored_a, stored_v = cache.read(torch.arange(24))
+    assert torch.equal(stored_a, a.to(torch.float16)) and torch.equal(stored_v, v.to(torch.float16))
 
 
 def test_the_rule_lives_with_the_methods_and_stages_that_break_it_are_refused():
@@ -104,15 +123,15 @@ def _streaming(self, stage, split_name):
 
 def _run_counting_rows(monkeypatch, tmp_path, streaming: bool, *overrides: str,
                        cache_dir=None) -> tuple[dict, int]:
-    rows = [0]
-    encode = AVClassifier.encode
+    rows = [0]  # through the audio encoder
+    encode = AVClassifier.encode_audio
 
-    def counting(self, audio, visual, prompts=None):
+    def counting(self, audio, prompt=None):
         rows[0] += audio.shape[0]
-        return encode(self, audio, visual, prompts)
+        return encode(self, audio, prompt)
 
     with monkeypatch.context() as patch:
-        patch.setattr(AVClassifier, "encode", counting)
+        patch.setattr(AVClassifier, "encode_audio", counting)
         if streaming:
             patch.setattr(pipeline.Context, "_scores", _streaming)
         cfg = compose_config("method=pl", "seed=4", f"paths.cache_dir={cache_dir or tmp_path / 'cache'}", *overrides)
@@ -126,7 +145,8 @@ def test_a_pl_job_encodes_each_evaluation_split_once_with_the_same_numbers(monke
     assert shared_metrics["accuracy"] == streamed_metrics["accuracy"]
     assert shared_metrics["val"] == streamed_metrics["val"]
     evaluation_rows = len(EVAL_CASES) * (48 + 48)  # val and test under every case (TINY: 48 each)
-    assert streamed_rows - shared_rows == 2 * evaluation_rows  # head only and PL no longer encode for themselves
+    # head only and PL no longer encode for themselves, and a repeated input (a clean modality) is encoded once
+    assert streamed_rows - shared_rows > 2 * evaluation_rows
 
 
 def test_the_job_reports_where_its_time_went(monkeypatch, tmp_path):

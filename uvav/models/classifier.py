@@ -60,9 +60,15 @@ class AVClassifier(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Modality encoders: fbank ``[B, T, F]`` and image ``[B, 3, H, W]`` -> tokens ``[B, N, D]`` each."""
         prompts = prompts or Prompts()
-        a = self.audio(audio.transpose(1, 2).unsqueeze(1), prompts.input_audio)
-        v = self.visual(visual, prompts.input_visual)
-        return a, v
+        return self.encode_audio(audio, prompts.input_audio), self.encode_visual(visual, prompts.input_visual)
+
+    def encode_audio(self, audio: torch.Tensor, prompt: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The audio encoder alone (the two encoders never see each other's input): fbank ``[B, T, F]``."""
+        return self.audio(audio.transpose(1, 2).unsqueeze(1), prompt)
+
+    def encode_visual(self, visual: torch.Tensor, prompt: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The visual encoder alone: image ``[B, 3, H, W]``."""
+        return self.visual(visual, prompt)
 
     def classify_encoded(
         self, a: torch.Tensor, v: torch.Tensor, prompts: Prompts | None = None

@@ -28,6 +28,7 @@ from uvav.models.classifier import AVClassifier
 from uvav.train.scoring import SALTS, Scores, score
 from uvav.train.stage import Stage
 from uvav.train.token_cache import TokenCache
+from uvav.train.unique import UniqueEncoder
 
 if TYPE_CHECKING:
     from uvav.train.encoding_store import EncodingStore
@@ -46,6 +47,7 @@ class SharedEncodings:
         self.store, self.base = store, base  # kept across jobs under the frozen base's key (else the job's own)
         self.caches: dict[str, TokenCache] = {}
         self.encode_s: dict[str, float] = {}
+        self.encoded: dict[str, dict[str, int]] = {}  # split: rows each encoder ran on (distinct inputs)
 
     def evaluate(self, stage: Stage, split: str) -> Scores:
         """:class:`Scores` of ``stage`` (one that shares the base's encodings) on ``split`` under every case."""
@@ -75,17 +77,18 @@ class SharedEncodings:
         dataset = EvalSet(self.splits[split], self.noise, EVAL_CASES, SALTS[split])
         loader = tqdm(self.options.loader(dataset, self.batch_size), desc=f"encoding {split}", leave=False,
                       disable=not self.progress)
-        cache, start = None, 0
+        cache, start, encoder = None, 0, UniqueEncoder(model)
         for audio, visual, labels, case_ids, positions in loader:
             with self.autocast():
-                a, v = encode_frames(model, audio.to(self.device, non_blocking=True),
-                                     visual.to(self.device, non_blocking=True))
+                a, v = encoder.encode(start, audio, visual, self.device)
             if cache is None:
                 if a.dtype != v.dtype:
                     raise TypeError(f"audio and visual encoder outputs differ in dtype ({a.dtype}, {v.dtype})")
-                cache = TokenCache(len(dataset), a.shape[1:], v.shape[1:], a.dtype, self.device, budget_bytes, folder)
+                cache = encoder.cache = TokenCache(len(dataset), a.shape[1:], v.shape[1:], a.dtype, self.device,
+                                                   budget_bytes, folder)
             cache.write(start, a, v, labels, case_ids, positions)
             start += a.shape[0]
+        self.encoded[split] = dict(encoder.encoded)
         return cache
 
     def close(self) -> None:
@@ -94,12 +97,3 @@ class SharedEncodings:
             cache.close()
         self.caches.clear()
 
-
-def encode_frames(model: AVClassifier, audio: torch.Tensor, visual: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encoder outputs of a batch; images ``[B, V, 3, H, W]`` (every frame of a clip) give visual tokens
-    ``[B, V, N, D]``, one set per frame, each encoded as streaming evaluation encodes it (with the clip's audio)."""
-    if visual.dim() == 4:
-        return model.encode(audio, visual)
-    per_frame = [model.encode(audio, frame) for frame in visual.unbind(1)]
-    return per_frame[0][0], torch.stack([v for _, v in per_frame], dim=1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from uvav.resources import ResourceMeter
 from uvav.train.scoring import SALTS
 from uvav.train.settings import Feed, FitSettings
 from uvav.train.stage import Stage
+from uvav.train.unique import UniqueEncoder
 
 if TYPE_CHECKING:
     from uvav.train.encoding_store import EncodingStore
@@ -195,15 +196,16 @@ class _Chunks(Dataset):
 
 
 @torch.inference_mode()
-def encode_into(cache: TokenCache, encode: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-                batches: Iterable[Sequence[torch.Tensor]], device: torch.device, autocast, start: int = 0) -> int:
-    """Encode raw batches ``(audio, visual, label, case_id[, position])`` into the cache from row ``start``;
-    returns the next free row."""
+def encode_into(cache: TokenCache, encoder: UniqueEncoder, batches: Iterable[Sequence[torch.Tensor]],
+                device: torch.device, autocast, start: int = 0) -> int:
+    """Encode raw batches ``(audio, visual, label, case_id[, position])`` into the cache from row ``start``, each
+    distinct input once (``encoder``, one per cache); returns the next free row."""
+    encoder.cache = cache
     for batch in batches:
         audio, visual, labels, case_ids = batch[:4]
         positions = batch[4] if len(batch) > 4 else torch.zeros(labels.shape[0], dtype=torch.long)
         with autocast():
-            a, v = encode(audio.to(device, non_blocking=True), visual.to(device, non_blocking=True))
+            a, v = encoder.encode(start, audio, visual, device)
         cache.write(start, a, v, labels, case_ids, positions)
         start += audio.shape[0]
     return start
@@ -231,15 +233,17 @@ def build_caches(stage: Stage, feed: Feed, settings: FitSettings, device: torch.
     def progress(loader, what: str):
         return tqdm(loader, desc=f"{stage.name}: caching {what}", leave=False, disable=not settings.progress)
 
+    encoder = UniqueEncoder(model)  # one for every view: a clean modality recurs across a sample's views
     for view in range(stage.cache_views):
         dataset = TrainSet(feed.train, feed.noise, stage.train_cases, seed, view, feed.augmentation, stream="view",
                            missing_rate=feed.missing_rate)
-        encode_into(views, model.encode, progress(feed.options.loader(dataset, bs), f"view {view + 1}"), device,
+        encode_into(views, encoder, progress(feed.options.loader(dataset, bs), f"view {view + 1}"), device,
                     autocast, start=view * n)
     val_set = EvalSet(feed.val, feed.noise, stage.train_cases, SALTS["val"])
     val = TokenCache(len(val_set), a.shape[1:], v.shape[1:], dtype, device,
                      budget - (views.nbytes if views.on_device else 0), paths[1])
-    encode_into(val, model.encode, progress(feed.options.loader(val_set, bs), "validation"), device, autocast)
+    encode_into(val, UniqueEncoder(model), progress(feed.options.loader(val_set, bs), "validation"), device,
+                autocast)
     place_encoders(stage, torch.device("cpu"))
     meter.cache = {"views": stage.cache_views, "bytes": views.nbytes, "train": views.describe(),
                    "val": val.describe(), "build_s": round(time.perf_counter() - started, 3)}

@@ -1,0 +1,83 @@
+"""Each distinct input encoded once per cache of frozen-encoder outputs.
+
+The audio and visual encoders never see each other's input, and the cases repeat inputs: a clean modality is the
+same tensor under ``complete`` and under the other modality's corruption, a missing one is the same zeros in every
+sample, and a training sample's clean modality recurs across its cached views. :class:`UniqueEncoder` hashes each
+row's audio and image (blake2b of their bytes and shape) and runs an encoder only on inputs it has not seen in this
+cache; a repeated input gets the tokens stored for its first occurrence. On CPU an encoder's output for a row does
+not depend on the other rows of its batch, so the cache holds the same bytes as encoding every row
+(``tests/test_shared_encodings.py``); on a GPU the kernels a batch size picks may differ in the last bits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+
+from uvav.models.classifier import AVClassifier
+
+if TYPE_CHECKING:
+    from uvav.train.token_cache import TokenCache
+
+MODALITIES = ("audio", "visual")
+
+
+def _digest(row: torch.Tensor) -> bytes:
+    row = row.detach().contiguous()
+    shape = repr((tuple(row.shape), str(row.dtype))).encode()
+    return hashlib.blake2b(row.view(torch.uint8).numpy() if row.dtype == torch.bfloat16 else row.numpy(),
+                           digest_size=16, key=shape[:64]).digest()
+
+
+class UniqueEncoder:
+    """Encodes batches into ``cache`` row by row in order, each distinct audio or image once."""
+
+    def __init__(self, model: AVClassifier, cache: TokenCache | None = None) -> None:
+        self.model, self.cache = model, cache
+        self.seen: dict[str, dict[bytes, int]] = {key: {} for key in MODALITIES}  # digest -> first row
+        self.encoded = {key: 0 for key in MODALITIES}  # rows that ran through each encoder
+
+    def encoders(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        def visual(images: torch.Tensor) -> torch.Tensor:  # every frame of a clip [B, V, 3, H, W] -> [B, V, N, D]
+            if images.dim() == 4:
+                return self.model.encode_visual(images)
+            return self.model.encode_visual(images.flatten(0, 1)).unflatten(0, images.shape[:2])
+        return {"audio": self.model.encode_audio, "visual": visual}
+
+    def encode(self, start: int, audio: torch.Tensor, visual: torch.Tensor, device: torch.device
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens of rows ``start ..`` (host inputs ``audio``, ``visual``); the cache must hold rows ``< start``."""
+        out = []
+        for key, inputs in zip(MODALITIES, (audio, visual), strict=True):
+            seen, fresh, earlier, copies = self.seen[key], [], {}, {}
+            for r, row in enumerate(inputs):
+                digest = _digest(row)
+                if digest not in seen:
+                    seen[digest] = start + r
+                    fresh.append(r)
+                elif seen[digest] < start:
+                    earlier[r] = seen[digest]
+                else:
+                    copies[r] = seen[digest] - start  # a repeat within this batch
+            tokens = self.encoders()[key](inputs[fresh].to(device, non_blocking=True)) if fresh else None
+            self.encoded[key] += len(fresh)
+            if not earlier and not copies:
+                out.append(tokens)
+                continue
+            if tokens is None:
+                rows = torch.as_tensor(list(earlier.values()))
+                template = self.cache.read(rows)[MODALITIES.index(key)]
+                result = torch.empty((len(inputs), *template.shape[1:]), dtype=template.dtype, device=device)
+            else:
+                result = torch.empty((len(inputs), *tokens.shape[1:]), dtype=tokens.dtype, device=device)
+                result[fresh] = tokens
+            if earlier:
+                stored = self.cache.read(torch.as_tensor(list(earlier.values())))[MODALITIES.index(key)]
+                result[list(earlier)] = stored.to(device=device, dtype=result.dtype)
+            for r, first in copies.items():
+                result[r] = result[first]
+            out.append(result)
+        return out[0], out[1]
