@@ -89,6 +89,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-held-gib", type=float, default=4.0, help="target: peak held at the largest N")
     parser.add_argument("--max-ratio", type=float, default=1.15,
                         help="target: peak held at the largest N / at the smallest N")
+    parser.add_argument("--max-wall-per-ft-epoch", type=float, default=4.5,
+                        help="target: each job's wall time over its own FT training epoch")
+    parser.add_argument("--before", help="another run's scale.json, shown beside this one (same machine)")
+    parser.add_argument("--before-label", default="", help="what the --before run measured (e.g. a commit)")
     parser.add_argument("--keep-cache", action="store_true", help="keep each job's cache (feature store) folder")
     parser.add_argument("--force", action="store_true", help="rerun N whose result is already in --work")
     return parser.parse_args(argv)
@@ -296,15 +300,27 @@ def summarize_metrics(metrics: dict[str, Any], cache: Path) -> dict[str, Any]:
         "store": store, "store_size": dir_bytes(_store_path(store, cache)),
         "skipped_files": len(info.get("skipped_files") or []), "device": metrics.get("device"),
         "environment": metrics.get("environment"), "reused_from": metrics.get("reused_from"),
+        "timing": metrics.get("timing"),
     }
 
 
 # --- report ---------------------------------------------------------------------------------------------------------
 
-def targets(rows: list[dict], max_held_gib: float, max_ratio: float) -> list[dict[str, Any]]:
-    """The issue's two checks, on the largest N (and the smallest, for the ratio)."""
+def wall_per_ft_epoch(job: dict[str, Any]) -> float | None:
+    """The job's wall time (process start to exit) over its own FT training epoch."""
+    epoch = ((job.get("stages") or {}).get("ft") or {}).get("time_per_epoch_s")
+    return job["process_s"] / epoch if isinstance(epoch, (int, float)) and epoch > 0 else None
+
+
+def targets(rows: list[dict], max_held_gib: float, max_ratio: float,
+            max_wall_per_ft_epoch: float | None = None) -> list[dict[str, Any]]:
+    """The memory checks, on the largest N (and the smallest, for the ratio); the time check on every N."""
     if not rows:
         return []
+    time_checks = [] if max_wall_per_ft_epoch is None else [
+        {"target": f"job wall at {r['clips']} clips <= {max_wall_per_ft_epoch:g} x its FT training epoch",
+         "value": f"{ratio:.2f} x" if (ratio := wall_per_ft_epoch(r["job"])) is not None else "-",
+         "pass": ratio is not None and ratio <= max_wall_per_ft_epoch} for r in rows]
     small, large = min(rows, key=lambda r: r["clips"]), max(rows, key=lambda r: r["clips"])
     held = large["job"]["memory"]["peak_held_bytes"]
     ok = bool(large["job"].get("completed")) and held <= max_held_gib * GIB
@@ -321,7 +337,34 @@ def targets(rows: list[dict], max_held_gib: float, max_ratio: float) -> list[dic
         out.append({"target": f"peak held at {large['clips']} clips <= {max_ratio:g} x at {small['clips']} clips",
                     "value": f"{ratio:.3f}" if ratio is not None else "-", "ratio": ratio,
                     "pass": both and ratio is not None and ratio <= max_ratio})
-    return out
+    return out + time_checks
+
+
+def time_table(rows: list[dict], before: dict[str, Any] | None) -> list[str]:
+    """Where each job's time went (metrics.json's ``timing``), and the wall time beside a run before."""
+    lines = ["", "## Where the time went (metrics.json `timing`, seconds)", "",
+             "| clips | decode | encode | train | evaluate | job wall | wall / FT epoch |", "|---" * 7 + "|"]
+    for row in rows:
+        job, timing = row["job"], row["job"].get("timing") or {}
+        parts = [", ".join(f"{k} {v:.1f}" for k, v in (timing.get(p) or {}).items()) or "-"
+                 for p in ("encode_s", "train_s", "evaluate_s")]
+        lines.append(f"| {row['clips']} | {_f(timing.get('decode_s'), '{:.1f}')} | {' | '.join(parts)} | "
+                     f"{_f(job.get('process_s'), '{:.0f}')} | {_f(wall_per_ft_epoch(job), '{:.2f}')} |")
+    if before:
+        lines += ["", f"Before: `{before['meta']['command']}` ({before['meta']['date']}, "
+                  f"{before['meta'].get('label') or before['meta'].get('work')})", "",
+                  "| clips | job wall before (s) | after (s) | after / before | FT epoch before (s) | after (s) | "
+                  "wall / FT epoch before | after |", "|---|---|---|---|---|---|---|---|"]
+        earlier = {r["clips"]: r["job"] for r in before["rows"]}
+        for row in rows:
+            job, old = row["job"], earlier.get(row["clips"])
+            if not old:
+                continue
+            ft = [((j.get("stages") or {}).get("ft") or {}).get("time_per_epoch_s") for j in (old, job)]
+            lines.append(f"| {row['clips']} | {old['process_s']:.0f} | {job['process_s']:.0f} | "
+                         f"{job['process_s'] / old['process_s']:.2f} | {_f(ft[0], '{:.1f}')} | {_f(ft[1], '{:.1f}')} | "
+                         f"{_f(wall_per_ft_epoch(old))} | {_f(wall_per_ft_epoch(job))} |")
+    return lines
 
 
 def _f(value: Any, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
@@ -358,6 +401,7 @@ def markdown(result: dict[str, Any]) -> str:
     for t in result["targets"]:
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
         lines.append(f"- **{verdict}**: {t['target']} ({t['value']})")
+    lines += time_table(rows, result.get("before"))
     lines += ["", "## Decode throughput (feature store build alone, fresh cache)", "",
               "| clips | workers (used) | clips/s (decode) | clips/s (load_data wall) | load_data (s) | "
               "store's decode_s | peak held (GiB) | peak RSS (GiB) |", "|---|---|---|---|---|---|---|---|"]
@@ -447,7 +491,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "job_overrides": [*JOB, *args.extra], "decode_workers": args.decode_workers, "interval_s": args.interval,
             "host": platform.node(), "cpus": os.cpu_count(), "cpu_model": _cpu_model(),
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M"), "work": str(work)}
-    result = {"meta": meta, "rows": rows, "targets": targets(rows, args.max_held_gib, args.max_ratio)}
+    result = {"meta": meta, "rows": rows,
+              "targets": targets(rows, args.max_held_gib, args.max_ratio, args.max_wall_per_ft_epoch)}
+    if args.before:  # another run's scale.json (e.g. the code before a change), on the same machine
+        before = json.loads(Path(args.before).read_text())
+        result["before"] = {"meta": {**before["meta"], "label": args.before_label},
+                            "rows": [{"clips": r["clips"], "job": {k: r["job"].get(k) for k in ("process_s", "stages")}}
+                                     for r in before["rows"]]}
     out.mkdir(parents=True, exist_ok=True)
     for row in rows:
         (out / f"memory_{row['clips']}.csv").write_text(timeline_csv(row["job"].get("timeline") or []))

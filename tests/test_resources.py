@@ -175,3 +175,17 @@ def test_scale_benchmark_reads_metrics(tmp_path):
     bad = bench.targets([row(1500, 2 * 2**30), row(6000, 5 * 2**30, completed=False)], 4.0, 1.15)
     assert [t["pass"] for t in bad] == [False, False]
     assert bench.targets([row(40, 2**30)], 4.0, 1.15)[1]["pass"] is None
+
+    def timed(clips, wall, ft_epoch):
+        return {"clips": clips, "job": {"completed": True, "memory": {"peak_held_bytes": 2**30}, "process_s": wall,
+                                        "stages": {"ft": {"time_per_epoch_s": ft_epoch}},
+                                        "timing": {"decode_s": 1.0, "encode_s": {"test": 2.0}, "train_s": {"ft": 4.0},
+                                                   "evaluate_s": {"ft": 0.5}}}}
+
+    fast, slow = timed(1500, 40.0, 10.0), timed(6000, 200.0, 40.0)
+    checks = bench.targets([fast, slow], 4.0, 1.15, 4.5)[2:]
+    assert [(t["value"], t["pass"]) for t in checks] == [("4.00 x", True), ("5.00 x", False)]
+    before = {"meta": {"command": "python old", "date": "d"}, "rows": [timed(1500, 80.0, 10.0)]}
+    text = "\n".join(bench.time_table([fast, slow], before))
+    assert "| 1500 | 1.0 | test 2.0 | ft 4.0 | ft 0.5 | 40 | 4.00 |" in text
+    assert "| 1500 | 80 | 40 | 0.50 | 10.0 | 10.0 | 8.00 | 4.00 |" in text
