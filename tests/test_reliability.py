@@ -57,8 +57,9 @@ def uninterrupted(tmp_path_factory) -> dict:
 
 
 # kill points: inside a training epoch (after a stage checkpoint exists), and while the head-only stage encodes its
-# cached views (a token cache folder exists); the feature store's own kill test is in tests/data/test_store.py
-KILL_POINTS = {"training": ("last*.pt", 0.3), "cache build": ("tokens_*_train", 0.0)}
+# cached views (their entry of the encodings store exists); the feature store's own kill test is in
+# tests/data/test_store.py
+KILL_POINTS = {"training": ("last*.pt", 0.3), "cache build": ("encodings/*/train", 0.0)}
 
 
 @pytest.mark.slow
@@ -83,7 +84,9 @@ def test_kill_9_then_same_command_resumes_to_same_metrics(tmp_path, uninterrupte
     res = _metrics(killed / "run")
     assert res["accuracy"] == uninterrupted["accuracy"]
     assert res["val"] == uninterrupted["val"]
-    assert not list((killed / "cache").rglob("tokens_*"))  # token caches are removed when their stage ends
+    assert not list((killed / "cache").rglob("tokens_*"))  # no job-local token cache is left behind
+    entries = [e for e in (killed / "cache" / "encodings").iterdir() if e.is_dir()]
+    assert entries and all((e / "complete").exists() for e in entries)  # the unfinished entry was built again
 
 
 @pytest.mark.slow
