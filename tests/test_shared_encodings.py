@@ -223,3 +223,17 @@ def test_the_store_keeps_to_its_disk_budget_sparing_entries_in_use(tmp_path):
     assert left == {fingerprint({"n": 0}), fingerprint({"n": 2})}  # {"n": 0} is in use by the other job
     user.close()
     store.close()
+
+
+def test_a_job_opens_an_entry_another_job_holds_without_waiting_for_it_to_end(tmp_path):
+    import threading
+
+    first, second = EncodingStore(tmp_path, 1.0), EncodingStore(tmp_path, 1.0)
+    _, found = _entry(first, {"n": 0}, 1)  # built, then held (shared) until this job ends
+    got = []
+    reader = threading.Thread(target=lambda: got.append(_entry(second, {"n": 0}, 1)[1]), daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    assert not found and got == [True]  # opened while the first still holds it
+    first.close()
+    second.close()

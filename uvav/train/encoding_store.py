@@ -9,7 +9,7 @@ that encoded for itself.
 
 - **Locking**, as for FT models: the first job to need an entry builds it under an exclusive ``flock``, the others
   wait and then open it. A job holds a shared lock on every entry it uses until it ends, so that no other job
-  removes it meanwhile.
+  removes it meanwhile; jobs that only read an entry share it at once.
 - **Disk budget** (``paths.encodings_gb``; 0 keeps nothing across jobs): after adding an entry, the least recently
   used entries that no job holds are removed until the store fits. An entry a crash left unfinished (no
   ``complete`` marker) is built again.
@@ -54,8 +54,11 @@ class EncodingStore:
             return self._open(folder, device, budget_bytes), True
         handle = self._lock(key)
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH)  # waits while another job builds it
             found = (folder / COMPLETE).exists()
+            if not found:  # build it, unless another job did between the two locks
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+                found = (folder / COMPLETE).exists()
             if found:
                 log.info("encodings (%s) reused from %s", spec.get("what", key), folder)
             else:
