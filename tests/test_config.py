@@ -96,6 +96,7 @@ def test_schema_errors(override, error):
         (["+trainer.unknown_key=1"], "trainer.unknown_key"),
         (["objective=test_acc"], "objective"),
         (["method.cache_features=on", "prompt=input"], "method.cache_features"),
+        (["paths.encodings_gb=-1"], "paths.encodings_gb"),
     ],
 )
 def test_impossible_combinations_name_the_key(overrides, key):

@@ -177,6 +177,8 @@ def validate(cfg: DictConfig) -> None:
     for kind in cfg.noise.visual:
         require(kind in VISUAL_NOISES, "noise.visual", kind, f"each one of {list(VISUAL_NOISES)}")
     require(cfg.noise.severity >= 0, "noise.severity", cfg.noise.severity, ">= 0")
+    require(cfg.paths.encodings_gb >= 0, "paths.encodings_gb", cfg.paths.encodings_gb,
+            ">= 0 (0: no encodings kept across jobs)")
     for key in ("epochs", "batch_size", "eval_batch_size"):
         require(cfg.trainer[key] > 0, f"trainer.{key}", cfg.trainer[key], "a positive integer")
     require(cfg.trainer.lr > 0, "trainer.lr", cfg.trainer.lr, "> 0")
