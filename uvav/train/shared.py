@@ -47,7 +47,6 @@ class SharedEncodings:
         self.store, self.base = store, base  # kept across jobs under the frozen base's key (else the job's own)
         self.caches: dict[str, TokenCache] = {}
         self.encode_s: dict[str, float] = {}
-        self.encoded: dict[str, dict[str, int]] = {}  # split: rows each encoder ran on (distinct inputs)
 
     def evaluate(self, stage: Stage, split: str) -> Scores:
         """:class:`Scores` of ``stage`` (one that shares the base's encodings) on ``split`` under every case."""
@@ -88,7 +87,6 @@ class SharedEncodings:
                                                    budget_bytes, folder)
             cache.write(start, a, v, labels, case_ids, positions)
             start += a.shape[0]
-        self.encoded[split] = dict(encoder.encoded)
         return cache
 
     def close(self) -> None:

@@ -54,8 +54,7 @@ class TokenCache:
         self.labels = torch.zeros(rows, dtype=torch.long)
         self.case_ids = torch.zeros(rows, dtype=torch.long)
         self.positions = torch.zeros(rows, dtype=torch.long)
-        self.nbytes = sum(int(np.prod(s)) for s in self.shapes.values()) * torch.finfo(dtype).bits // 8
-        self.on_device = device.type == "cuda" and self.nbytes <= budget_bytes
+        self.on_device = self._fits(device, budget_bytes)
         self.folder = Path(folder)
         self.kept = False  # files that outlive the job (:meth:`keep`)
         self._maps: dict[tuple[str, str], np.memmap] = {}
@@ -78,13 +77,20 @@ class TokenCache:
         cache.folder = Path(folder)
         cache.shapes = {k: tuple(v) for k, v in index["shapes"].items()}
         cache.labels, cache.case_ids, cache.positions = index["labels"], index["case_ids"], index["positions"]
-        cache.nbytes = sum(int(np.prod(s)) for s in cache.shapes.values()) * torch.finfo(cache.dtype).bits // 8
-        cache.on_device, cache.kept, cache._maps = device.type == "cuda" and cache.nbytes <= budget_bytes, True, {}
+        cache.on_device, cache.kept, cache._maps = cache._fits(device, budget_bytes), True, {}
         if cache.on_device:
             cache._tensors = {k: torch.from_numpy(np.ascontiguousarray(cache._map(k))).view(cache.dtype).to(device)
                               for k in cache.shapes}
             cache._maps.clear()
         return cache
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(np.prod(s)) for s in self.shapes.values()) * torch.finfo(self.dtype).bits // 8
+
+    def _fits(self, device: torch.device, budget_bytes: float) -> bool:
+        """Whether the tokens go to the accelerator: a CUDA device with room for them in ``budget_bytes``."""
+        return device.type == "cuda" and self.nbytes <= budget_bytes
 
     def keep(self) -> None:
         """Write the row index beside the token files and leave them on :meth:`close` (file-backed only)."""
@@ -134,13 +140,14 @@ class TokenCache:
         self._maps.clear()
 
     def read(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens of rows ``index`` (host tensors for a file-backed cache)."""
+        """Audio and visual tokens of rows ``index`` (host tensors for a file-backed cache)."""
+        return self.tokens("audio", index), self.tokens("visual", index)
+
+    def tokens(self, key: str, index: torch.Tensor) -> torch.Tensor:
+        """One modality's (``key``: audio or visual) tokens of rows ``index``."""
         if self.on_device:
-            index = index.to(self.device)
-            return self._tensors["audio"][index], self._tensors["visual"][index]
-        order = np.asarray(index)
-        return tuple(torch.from_numpy(np.ascontiguousarray(self._map(k)[order])).view(self.dtype)
-                     for k in ("audio", "visual"))
+            return self._tensors[key][index.to(self.device)]
+        return torch.from_numpy(np.ascontiguousarray(self._map(key)[np.asarray(index)])).view(self.dtype)
 
     def batches(self, rows: Sequence[int], batch_size: int, options: LoaderOptions,
                 as_stored: bool = False) -> Iterator[tuple[torch.Tensor, ...]]:

@@ -39,13 +39,14 @@ class UniqueEncoder:
         self.model, self.cache = model, cache
         self.seen: dict[str, dict[bytes, int]] = {key: {} for key in MODALITIES}  # digest -> first row
         self.encoded = {key: 0 for key in MODALITIES}  # rows that ran through each encoder
+        self.encoders: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+            "audio": model.encode_audio, "visual": self._encode_frames}
 
-    def encoders(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-        def visual(images: torch.Tensor) -> torch.Tensor:  # every frame of a clip [B, V, 3, H, W] -> [B, V, N, D]
-            if images.dim() == 4:
-                return self.model.encode_visual(images)
-            return self.model.encode_visual(images.flatten(0, 1)).unflatten(0, images.shape[:2])
-        return {"audio": self.model.encode_audio, "visual": visual}
+    def _encode_frames(self, images: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, 3, H, W]``, or every frame of a clip ``[B, V, 3, H, W]`` -> ``[B, V, N, D]``."""
+        if images.dim() == 4:
+            return self.model.encode_visual(images)
+        return self.model.encode_visual(images.flatten(0, 1)).unflatten(0, images.shape[:2])
 
     def encode(self, start: int, audio: torch.Tensor, visual: torch.Tensor, device: torch.device
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,20 +63,17 @@ class UniqueEncoder:
                     earlier[r] = seen[digest]
                 else:
                     copies[r] = seen[digest] - start  # a repeat within this batch
-            tokens = self.encoders()[key](inputs[fresh].to(device, non_blocking=True)) if fresh else None
+            tokens = self.encoders[key](inputs[fresh].to(device, non_blocking=True)) if fresh else None
             self.encoded[key] += len(fresh)
             if not earlier and not copies:
                 out.append(tokens)
                 continue
-            if tokens is None:
-                rows = torch.as_tensor(list(earlier.values()))
-                template = self.cache.read(rows)[MODALITIES.index(key)]
-                result = torch.empty((len(inputs), *template.shape[1:]), dtype=template.dtype, device=device)
-            else:
-                result = torch.empty((len(inputs), *tokens.shape[1:]), dtype=tokens.dtype, device=device)
+            stored = self.cache.tokens(key, torch.as_tensor(list(earlier.values()))) if earlier else None
+            like = tokens if tokens is not None else stored  # every row a repeat: the stored dtype
+            result = torch.empty((len(inputs), *like.shape[1:]), dtype=like.dtype, device=device)
+            if tokens is not None:
                 result[fresh] = tokens
             if earlier:
-                stored = self.cache.read(torch.as_tensor(list(earlier.values())))[MODALITIES.index(key)]
                 result[list(earlier)] = stored.to(device=device, dtype=result.dtype)
             for r, first in copies.items():
                 result[r] = result[first]
