@@ -37,7 +37,8 @@ from uvav.data import load_data
 from uvav.models.classifier import AVClassifier, count_parameters
 from uvav.models.prompts import PromptBank
 from uvav.outputs import atomic_write_bytes, atomic_write_json, environment
-from uvav.pipeline import Context, autocast_for, select_device
+from uvav.pipeline import Context
+from uvav.runtime import autocast_for, select_device
 from uvav.train import Feed, Stage, fit, freeze_for_prompts
 
 VARIANTS = [  # name, prompt kind, cached views

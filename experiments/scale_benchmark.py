@@ -32,6 +32,7 @@ import io
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import signal
@@ -195,6 +196,29 @@ def measure_decode(root: Path, clips: int, workers: int, work: Path, args: argpa
     return row
 
 
+def system_counters() -> dict[str, float]:
+    """Machine-wide counters: pages dirtied and written back to disk (/proc/vmstat), busy and iowait CPU seconds of
+    all cores (/proc/stat), and the CPU seconds of this process's finished children (the job and its workers)."""
+    vmstat = dict(line.split() for line in Path("/proc/vmstat").read_text().splitlines())
+    cpu = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"dirtied_bytes": int(vmstat.get("nr_dirtied", 0)) * 4096,
+            "written_bytes": int(vmstat.get("nr_written", 0)) * 4096,
+            "busy_s": (sum(cpu) - cpu[3] - cpu[4]) / tick, "iowait_s": cpu[4] / tick,
+            "children_cpu_s": children.ru_utime + children.ru_stime}
+
+
+def counter_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What the machine did during a job: bytes dirtied and written back, the job's CPU seconds, and the busy CPU
+    seconds of everything else (the kernel's writeback included) and iowait."""
+    delta = {k: after[k] - before[k] for k in before}
+    return {"dirtied_bytes": delta["dirtied_bytes"], "written_bytes": delta["written_bytes"],
+            "job_cpu_s": round(delta["children_cpu_s"], 1),
+            "other_busy_cpu_s": round(delta["busy_s"] - delta["children_cpu_s"], 1),
+            "iowait_s": round(delta["iowait_s"], 1)}
+
+
 def run_job(root: Path, clips: int, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The default PL job on a fresh cache under PeakMemory, and what its metrics.json says."""
     cache, run_dir = work / f"cache_{clips}", work / f"run_{clips}"
@@ -204,10 +228,12 @@ def run_job(root: Path, clips: int, work: Path, args: argparse.Namespace) -> dic
     cmd = [sys.executable, "-m", "uvav.run", *overrides]
     print(f"[scale] N={clips}: job {shlex.join(cmd)}", flush=True)
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    before = system_counters()
     rc, peak, seconds, output = run_measured(cmd, work / f"run_{clips}.log", args.interval, args.timeout,
                                              keep_samples=True)
     row: dict[str, Any] = {"rc": rc, "command": shlex.join(cmd), "started_at": started_at,
-                           "process_s": round(seconds, 2), "memory": peak.summary(), "timeline": peak.timeline}
+                           "process_s": round(seconds, 2), "memory": peak.summary(), "timeline": peak.timeline,
+                           "system": counter_delta(before, system_counters())}
     metrics_path = run_dir / "metrics.json"
     metrics = None
     if metrics_path.exists():
@@ -350,6 +376,14 @@ def time_table(rows: list[dict], before: dict[str, Any] | None) -> list[str]:
                  for p in ("encode_s", "train_s", "evaluate_s")]
         lines.append(f"| {row['clips']} | {_f(timing.get('decode_s'), '{:.1f}')} | {' | '.join(parts)} | "
                      f"{_f(job.get('process_s'), '{:.0f}')} | {_f(wall_per_ft_epoch(job), '{:.2f}')} |")
+    lines += ["", "What the machine did during each job (/proc/vmstat, /proc/stat; the job's CPU from its rusage):", "",
+              "| clips | dirtied (GiB) | written back to disk (GiB) | job CPU (s) | other busy CPU (s) | iowait (s) |",
+              "|---|---|---|---|---|---|"]
+    for row in rows:
+        system = row["job"].get("system") or {}
+        lines.append(f"| {row['clips']} | {_f(system.get('dirtied_bytes'), '{:.2f}', GIB)} | "
+                     f"{_f(system.get('written_bytes'), '{:.2f}', GIB)} | {_f(system.get('job_cpu_s'), '{:.0f}')} | "
+                     f"{_f(system.get('other_busy_cpu_s'), '{:.0f}')} | {_f(system.get('iowait_s'), '{:.0f}')} |")
     if before:
         lines += ["", f"Before: `{before['meta']['command']}` ({before['meta']['date']}, "
                   f"{before['meta'].get('label') or before['meta'].get('work')})", "",

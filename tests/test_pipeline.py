@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from uvav.cases import EVAL_CASES
@@ -136,3 +138,13 @@ def test_head_lr_scale_speeds_up_only_the_ft_head():
     assert fingerprint(ft_config(compose_config("method=ft", "trainer.head_lr_scale=10"))) != default
     with pytest.raises(ConfigError, match="trainer.head_lr_scale"):
         validate(compose_config("trainer.head_lr_scale=0"))
+
+
+def test_eval_batch_size_zero_runs_with_the_size_memory_allows(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="uvav.pipeline")
+    cfg = compose_config("method=ft", "trainer.eval_batch_size=0", f"paths.cache_dir={tmp_path / 'cache'}")
+    auto = run_pipeline(cfg, tmp_path / "auto")
+    assert cfg.trainer.eval_batch_size == 256 and "evaluation batches of 256 rows" in caplog.text  # CPU's size
+    fixed = run_pipeline(compose_config("method=ft", "trainer.eval_batch_size=256",
+                                        f"paths.cache_dir={tmp_path / 'cache'}"), tmp_path / "fixed")
+    assert auto["accuracy"] == fixed["accuracy"] and auto["val"] == fixed["val"]

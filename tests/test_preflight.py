@@ -119,3 +119,20 @@ def test_skipping_the_check_changes_no_key():
 
     on, off = compose_config(), compose_config("trainer.preflight=false")
     assert job_key(on) == job_key(off) and fingerprint(ft_config(on)) == fingerprint(ft_config(off))
+
+
+def test_eval_batch_size_zero_is_as_large_as_the_estimate_fits():
+    cfg = compose_config("experiment=paper_us8k", "method=pl", "trainer.eval_batch_size=0", tiny=False)
+    gpu = torch.device("cuda")  # only the estimate's precision and the rule read it: nothing runs on it
+    sizes = [preflight.eval_batch_size(cfg, gpu, available=gib * preflight.GIB) for gib in (1000, 80, 40, 10)]
+    assert sizes[0] == preflight.MAX_EVAL_BATCH and sizes == sorted(sizes, reverse=True) and sizes[-1] < sizes[1]
+
+    def fits(rows: int, gib: int) -> bool:
+        return max(e.evaluation for e in preflight.estimate(cfg, gpu, rows)) <= gib * preflight.GIB / 2
+
+    for gib, size in zip((80, 40, 10), sizes[1:], strict=True):  # the largest power of two within half the memory
+        assert size & (size - 1) == 0 and fits(size, gib) and not fits(2 * size, gib)
+    assert preflight.eval_batch_size(cfg, torch.device("cpu")) == preflight.CPU_EVAL_BATCH
+    assert preflight.eval_batch_size(compose_config("trainer.eval_batch_size=7"), gpu) == 7  # a size given is kept
+    with pytest.raises(ConfigError, match=r"trainer\.eval_batch_size.*or 0"):
+        validate(compose_config("trainer.eval_batch_size=-1"))

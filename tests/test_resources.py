@@ -189,3 +189,10 @@ def test_scale_benchmark_reads_metrics(tmp_path):
     text = "\n".join(bench.time_table([fast, slow], before))
     assert "| 1500 | 1.0 | test 2.0 | ft 4.0 | ft 0.5 | 40 | 4.00 |" in text
     assert "| 1500 | 80 | 40 | 0.50 | 10.0 | 10.0 | 8.00 | 4.00 |" in text
+    counters = bench.system_counters()
+    assert counters["busy_s"] > 0 and counters["written_bytes"] >= 0
+    fast["job"]["system"] = bench.counter_delta(
+        counters, {**counters, "written_bytes": counters["written_bytes"] + 2**31, "children_cpu_s": 30.0 +
+                   counters["children_cpu_s"], "busy_s": counters["busy_s"] + 45.0})
+    assert fast["job"]["system"]["job_cpu_s"] == 30.0 and fast["job"]["system"]["other_busy_cpu_s"] == 15.0
+    assert "| 1500 | 0.00 | 2.00 | 30 | 15 | 0 |" in "\n".join(bench.time_table([fast, slow], before))

@@ -63,16 +63,36 @@ def test_every_sharing_stage_scores_as_streaming_does(tmp_path, frames):
     torch.manual_seed(0)
     base, data = tiny_model(), split(frames=frames)
     head = Stage.frozen("head_only", freeze_for_prompts(base, True), ["complete"], epochs=1, lr=0.1,
-                        weight_decay=0.0, shares_encodings=True)
+                        weight_decay=0.0, shares_encodings=True, shares_features=True)
+    with torch.no_grad():  # a head of its own (trained): scored with it on the base's pooled features
+        head.model.head[-1].weight.mul_(-3.0)
     bank = PromptBank(list(EVAL_CASES[:4]), "attention", 2, 32, 1)
     prompted = Stage.prompted("pl", freeze_for_prompts(base, True), bank, list(EVAL_CASES[:4]), train_mode="oracle",
                               epochs=1, lr=0.1, weight_decay=0.0, shares_encodings=True)
-    encodings = shared(tmp_path, data)
-    for stage in (Stage.trained("ft", base, None, ["complete"], shares_encodings=True), head, prompted):
-        streamed = evaluate_split(stage, data, NoiseConfig(), SALTS["test"], stage.eval_modes, CPU, 7,
-                                  contextlib.nullcontext, LoaderOptions(0))
-        assert encodings.evaluate(stage, "test").values == streamed.values
+    ft = Stage.trained("ft", base, None, ["complete"], shares_encodings=True, shares_features=True)
+    encodings, pooled_rows = shared(tmp_path, data), [0]
+    pool = AVClassifier.pool_encoded
+
+    def counting(self, a, v, prompts=None):
+        pooled_rows[0] += a.shape[0]
+        return pool(self, a, v, prompts)
+
+    scores = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AVClassifier, "pool_encoded", counting)
+        for stage in (ft, head, prompted):
+            streamed = evaluate_split(stage, data, NoiseConfig(), SALTS["test"], stage.eval_modes, CPU, 7,
+                                      contextlib.nullcontext, LoaderOptions(0))
+            pooled_rows[0] = 0
+            scores[stage.name] = encodings.evaluate(stage, "test").values
+            assert scores[stage.name] == streamed.values
+            # fusion ran for the base's pooled features once (ft), not for the head only (its head reads them)
+            rows = len(data) * len(EVAL_CASES) * max(1, frames)
+            assert pooled_rows[0] == {"ft": rows, "head_only": 0, "pl": rows * 2}[stage.name]  # pl: two modes
+    assert scores["ft"] != scores["head_only"]  # its own head, not the base's
     assert list(encodings.encode_s) == ["test"]  # encoded once, by the first stage
+    encodings.close()
+    assert not list(tmp_path.glob("pooled_*"))
 
 
 def test_encoded_frames_are_each_frame_s_encoder_outputs():
@@ -113,6 +133,14 @@ def test_the_rule_lives_with_the_methods_and_stages_that_break_it_are_refused():
     with pytest.raises(ValueError, match="claims to share"):
         Stage.prompted("pl", freeze_for_prompts(tiny_model(), True), bank, ["complete"], train_mode="oracle",
                        epochs=1, lr=0.1, weight_decay=0.0, shares_encodings=True)
+    fusion_trains = freeze_for_prompts(tiny_model(), True)
+    fusion_trains.fusion.requires_grad_(True)
+    with pytest.raises(ValueError, match="pooled features"):  # only a stage whose head alone trains shares them
+        Stage.frozen("lora", fusion_trains, ["complete"], epochs=1, lr=0.1, weight_decay=0.0, shares_encodings=True,
+                     shares_features=True)
+    with pytest.raises(ValueError, match="pooled features"):
+        Stage(name="pl", model=freeze_for_prompts(tiny_model(), True), train_cases=["complete"], epochs=1,
+              bank=PromptBank(["complete"], "attention", 2, 32, 1), shares_encodings=True, shares_features=True)
 
 
 def _streaming(self, stage, split_name):
@@ -165,13 +193,14 @@ def test_head_only_and_prompts_train_on_one_set_of_cached_views(monkeypatch, tmp
     built = []
     build = token_cache.build_caches
 
-    def recording(stage, feed, settings, device, seed, autocast, meter, folder=None):
-        built.append((stage.name, seed))
-        return build(stage, feed, settings, device, seed, autocast, meter, folder)
+    def recording(stage, feed, settings, device, seed, autocast, meter, folder=None, val_tokens=None):
+        built.append((stage.name, seed, val_tokens is not None))
+        return build(stage, feed, settings, device, seed, autocast, meter, folder, val_tokens)
 
     monkeypatch.setattr(token_cache, "build_caches", recording)
     metrics, _ = _run_counting_rows(monkeypatch, tmp_path, streaming=False)
-    assert built == [("head_only", 4 + 1)]  # seed 4: the views of seed + 1, as head only drew them before
+    # seed 4: the views of seed + 1, as head only drew them before; its validation set from the shared encodings
+    assert built == [("head_only", 4 + 1, True)]
     cached = metrics["stages"]["pl"]["resources"]["cached_features"]
     assert cached["shared_with"] == "head_only" and cached["build_s"] == 0.0
     assert not list(tmp_path.glob("tokens_*"))  # kept in the cache's encodings store, not in the job's folder
@@ -237,3 +266,19 @@ def test_a_job_opens_an_entry_another_job_holds_without_waiting_for_it_to_end(tm
     assert not found and got == [True]  # opened while the first still holds it
     first.close()
     second.close()
+
+
+def test_a_batch_reads_each_of_its_samples_from_the_store_once():
+    data, reads = split(6), []
+    sample = data.sample
+
+    def counting(i, *args):
+        reads.append(i)
+        return sample(i, *args)
+
+    data.sample = counting
+    dataset = EvalSet(data, NoiseConfig(), EVAL_CASES, SALTS["test"])
+    rows = [row for batch in LoaderOptions(0).loader(dataset, 2 * len(EVAL_CASES)) for row in batch[4].tolist()]
+    assert reads == list(range(6))  # once per sample, not once per (sample, case)
+    assert rows == list(range(len(EVAL_CASES))) * 6  # a sample's cases are consecutive rows
+    assert torch.equal(dataset[len(EVAL_CASES) + 3][1], EvalSet(data, NoiseConfig(), [EVAL_CASES[3]], 0)[1][1])

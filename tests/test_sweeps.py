@@ -15,7 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.types import RunMode
 
-from uvav import pipeline
+from uvav import runtime
 from uvav.config import config_dir
 
 from .conftest import REPO, TINY, run_cli, start_module
@@ -112,16 +112,16 @@ def test_search_and_slurm_presets_compose(tmp_path):
 def test_auto_device_spreads_multirun_jobs_over_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    assert pipeline.select_device("auto") == torch.device("cuda")  # no Hydra: the default GPU
+    assert runtime.select_device("auto") == torch.device("cuda")  # no Hydra: the default GPU
     from hydra.core.hydra_config import HydraConfig
 
     monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
     job = SimpleNamespace(mode=RunMode.MULTIRUN, job=SimpleNamespace(num=6))
     monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: job))
-    assert pipeline.select_device("auto") == torch.device("cuda:2")
+    assert runtime.select_device("auto") == torch.device("cuda:2")
     job.mode = RunMode.RUN
-    assert pipeline.select_device("auto") == torch.device("cuda")
-    assert pipeline.select_device("cpu") == torch.device("cpu")
+    assert runtime.select_device("auto") == torch.device("cuda")
+    assert runtime.select_device("cpu") == torch.device("cpu")
 
 
 @pytest.mark.slow

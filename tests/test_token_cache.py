@@ -121,3 +121,22 @@ def test_cached_stage_trains_and_cleans_up(tmp_path):
     assert result.resources["cached_features"]["val"]["rows"] == len(CASES) * 8
     assert any(not torch.equal(p, q) for p, q in zip(before, stage.bank.parameters(), strict=True))
     assert not list(tmp_path.glob("tokens_*"))  # the token files are removed after the stage
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "fp32"])
+def test_the_cached_validation_set_copied_from_the_shared_encodings_holds_the_bytes_it_would_encode(tmp_path, dtype):
+    from uvav.train import SharedEncodings
+
+    stage, data = make_stage(1), feed(tmp_path, dtype=dtype)
+    stage.train_cases = ["noisy_visual", "complete", "noise_both"]  # a subset, out of order
+    shared = SharedEncodings({"val": data.val}, data.noise, CPU, 3, contextlib.nullcontext, LoaderOptions(0),
+                             tmp_path / "shared")
+    encoded = build_caches(stage, data, TRAINER, CPU, 0, contextlib.nullcontext, ResourceMeter(CPU))[1]
+    data.token_dir = tmp_path / "copied"
+    copied = build_caches(stage, data, TRAINER, CPU, 0, contextlib.nullcontext, ResourceMeter(CPU),
+                          val_tokens=shared.tokens(stage.model, "val"))[1]
+    rows = torch.arange(encoded.rows)
+    assert copied.rows == 3 * len(data.val)
+    assert all(torch.equal(x, y) for x, y in zip(encoded.read(rows), copied.read(rows), strict=True))
+    assert all(torch.equal(x, y) for x, y in zip(encoded.row_info(), copied.row_info(), strict=True))
+    shared.close()

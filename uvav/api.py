@@ -131,7 +131,7 @@ class Run:
         from uvav.data import DATASETS
         from uvav.methods import METHODS
         from uvav.models.classifier import AVClassifier
-        from uvav.pipeline import select_device
+        from uvav.runtime import select_device
 
         try:  # the registry entries of the run's dataset and method
             self.dataset, self._entry = DATASETS.get(config.data.name), METHODS.get(config.method.name)

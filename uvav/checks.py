@@ -179,8 +179,10 @@ def validate(cfg: DictConfig) -> None:
     require(cfg.noise.severity >= 0, "noise.severity", cfg.noise.severity, ">= 0")
     require(cfg.paths.encodings_gb >= 0, "paths.encodings_gb", cfg.paths.encodings_gb,
             ">= 0 (0: no encodings kept across jobs)")
-    for key in ("epochs", "batch_size", "eval_batch_size"):
+    for key in ("epochs", "batch_size"):
         require(cfg.trainer[key] > 0, f"trainer.{key}", cfg.trainer[key], "a positive integer")
+    require(cfg.trainer.eval_batch_size >= 0, "trainer.eval_batch_size", cfg.trainer.eval_batch_size,
+            "a positive integer, or 0 for as large as memory allows")
     require(cfg.trainer.lr > 0, "trainer.lr", cfg.trainer.lr, "> 0")
     require(cfg.trainer.head_lr_scale > 0, "trainer.head_lr_scale", cfg.trainer.head_lr_scale, "> 0")
     _check_recipe(cfg)

@@ -104,7 +104,7 @@ def predict_many(run: Run, items: Iterable[tuple[Any, Any]], top_k: int = 3, pro
 
     ``on_error="skip"``: an unreadable input gives a :class:`Prediction` with ``error`` set instead of
     raising."""
-    from uvav.pipeline import autocast_for
+    from uvav.runtime import autocast_for
 
     _check_predictable(run)
     if on_error not in ("raise", "skip"):

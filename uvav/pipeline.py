@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import io
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from uvav import distributed, preflight
 from uvav.cases import result_key
-from uvav.config import MODEL_KEY_NEUTRAL, ConfigError, NoiseConfig, key_content
+from uvav.config import MODEL_KEY_NEUTRAL, NoiseConfig, key_content
 from uvav.data import AVData, load_data
-from uvav.data.loading import LoaderOptions, cores_per_rank
+from uvav.data.loading import LoaderOptions
 from uvav.loggers import TrainingLogger, open_logger, tracked_run
 from uvav.methods import FT, HEAD_ONLY, METHODS, cache_views, ft_schedule, schedule
 from uvav.models import MODEL_VERSION
@@ -40,6 +39,7 @@ from uvav.outputs import (
     remove_checkpoint,
 )
 from uvav.recipe import Recipe
+from uvav.runtime import autocast_for, setup_runtime
 from uvav.train import (
     SALTS,
     Feed,
@@ -50,6 +50,7 @@ from uvav.train import (
     SharedEncodings,
     SharedViews,
     Stage,
+    TokenCache,
     evaluate_split,
     fit,
     freeze_for_prompts,
@@ -60,53 +61,6 @@ from uvav.weights import build_model
 from uvav.weights.zoo import content_key
 
 log = logging.getLogger(__name__)
-
-
-def select_device(name: str) -> torch.device:
-    """``auto``: CUDA when available, else CPU. With several visible GPUs inside a Hydra multirun, job ``n`` gets
-    ``cuda:{n % device_count}``, so that a local parallel launcher (joblib, submitit_local) spreads its jobs over
-    the GPUs. Slurm jobs (submitit_slurm) see only the GPUs Slurm gave them (CUDA_VISIBLE_DEVICES), so one GPU per
-    job comes from ``hydra.launcher.gpus_per_node=1``. A rank of a distributed job takes its local rank's GPU."""
-    if distributed.active() and name in ("auto", "cuda") and torch.cuda.is_available():
-        device = torch.device("cuda", distributed.local_rank() % torch.cuda.device_count())
-        torch.cuda.set_device(device)
-        return device
-    if name == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        count = torch.cuda.device_count()
-        if count > 1:
-            from hydra.core.hydra_config import HydraConfig
-            from hydra.types import RunMode
-
-            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-                return torch.device(f"cuda:{HydraConfig.get().job.num % count}")
-        return torch.device("cuda")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device={name} but CUDA is not available; use trainer.device=auto or cpu")
-    return device
-
-
-def autocast_for(device: torch.device, precision: str):
-    """A zero-argument factory of the autocast context for this device and precision."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if use_bf16:
-        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext
-
-
-def setup_runtime(cfg: DictConfig) -> torch.device:
-    torch.manual_seed(cfg.seed)
-    if cfg.trainer.num_threads:
-        torch.set_num_threads(cfg.trainer.num_threads)
-    elif distributed.local_world_size() > 1:  # the ranks on this machine share its cores
-        torch.set_num_threads(cores_per_rank())
-    torch.set_flush_denormal(True)  # denormal floats made CPU steps ~2.7x slower (docs/facts.md §7)
-    if cfg.trainer.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-    return select_device(cfg.trainer.device)
 
 
 def ft_config(cfg: DictConfig) -> dict[str, Any]:
@@ -202,6 +156,10 @@ class Context:
             return evaluate_split(stage, getattr(self.data, split), self.noise, SALTS[split], stage.eval_modes,
                                   self.device, self.cfg.trainer.eval_batch_size, self.autocast, self.options,
                                   progress=f"{stage.name}: scoring {split}" if self.cfg.trainer.progress else None)
+        return self.shared_encodings().evaluate(stage, split)
+
+    def shared_encodings(self) -> SharedEncodings:
+        """The job's shared evaluation encodings (each split encoded on first use)."""
         if self.encodings is None:
             feed = self.feed()
             self.encodings = SharedEncodings({"val": self.data.val, "test": self.data.test}, self.noise, self.device,
@@ -209,7 +167,16 @@ class Context:
                                              self.resume_dir, feed.cache_device_gb * 2**30,
                                              bool(self.cfg.trainer.progress) and distributed.is_main(), self.store,
                                              self.base)
-        return self.encodings.evaluate(stage, split)
+        return self.encodings
+
+    def shared_tokens(self, model: AVClassifier, split: str) -> TokenCache:
+        """The shared encodings of ``split``, encoded now by ``model``'s encoders (the base's) when absent and then
+        timed as encoding."""
+        encodings = self.shared_encodings()
+        if split not in encodings.caches:
+            encodings.tokens(model, split)
+            self.timing.encode[split] = encodings.encode_s[split]
+        return encodings.caches[split]
 
 
 def ensure_ft_model(ctx: Context) -> tuple[AVClassifier, dict[str, Any]]:
@@ -272,6 +239,9 @@ def run_pipeline(cfg: DictConfig, job_dir: Path, resume_dir: Path | None = None)
     started = time.perf_counter()
     method = METHODS.get(cfg.method.name)
     device = setup_runtime(cfg)
+    if cfg.trainer.eval_batch_size == 0:  # as large as memory allows: the size every later step reads
+        cfg.trainer.eval_batch_size = preflight.eval_batch_size(cfg, device)
+        log.info("evaluation batches of %d rows (trainer.eval_batch_size=0)", cfg.trainer.eval_batch_size)
     preflight.check(cfg, device)  # refuses (ConfigError) a step that cannot fit the device's memory, before any work
     decode_started = time.perf_counter()
     with distributed.main_first():  # rank 0 builds the feature store; the others open it
@@ -310,7 +280,8 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
             ctx.store = EncodingStore(ctx.cache_dir / "encodings", cfg.paths.encodings_gb)
             ctx.base = {"base": base_info["key"], "weights": base_info["model_sha256"], "device": device.type,
                         "torch": torch.__version__}
-        final = Stage.trained(FT, base_model, None, base_info["spec"]["train_cases"], shares_encodings=True)
+        final = Stage.trained(FT, base_model, None, base_info["spec"]["train_cases"], shares_encodings=True,
+                              shares_features=True)
         test = ctx.evaluate(final, "test")
         accuracy, per_class_ap, val = test.values, test.per_class, ctx.evaluate(final, "val").values
         stages = {FT: {**{k: base_info[k] for k in ("key", "best_epoch", "best_val", "reused", "weight_average")
@@ -326,7 +297,7 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
         if cfg.method.head_only_baseline:
             head = Stage.frozen(HEAD_ONLY, freeze_for_prompts(base_model, True).to(device), cases, epochs=epochs,
                                 lr=lr, weight_decay=cfg.trainer.weight_decay, cache_views=cache_views(cfg),
-                                shares_encodings=True)
+                                shares_encodings=True, shares_features=True)
             _train_and_eval(ctx, head, cfg.seed + 1, accuracy, val, stages, per_class_ap)
         with torch.random.fork_rng(devices=[]):  # its new parameters start from seed + 2, whatever ran before
             torch.manual_seed(cfg.seed + 2)  # (a resumed FT would otherwise leave the generator elsewhere)
@@ -378,6 +349,8 @@ def _train_and_eval(ctx: Context, stage: Stage, seed: int, accuracy: dict[str, A
 def _timed_fit(ctx: Context, stage: Stage, seed: int, checkpoint_path: Path, views=None) -> FitResult:
     """:func:`~uvav.train.fit` of ``stage`` (on the job's shared training ``views`` if given), its time added to
     ``ctx.timing`` (building its cache as encoding)."""
+    if views is not None and distributed.world_size() == 1:  # its cached validation set: copied from the shared one
+        views.val_tokens = ctx.shared_tokens(stage.model, "val")
     with ctx.timing.measure(ctx.timing.train, stage.name):
         result = fit(stage, ctx.feed(), FitSettings.of(ctx.cfg.trainer), ctx.device, seed=seed, autocast=ctx.autocast,
                      checkpoint_path=checkpoint_path, logger=ctx.logger, views=views)

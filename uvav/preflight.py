@@ -48,6 +48,10 @@ FROZEN_SAVED = 4
 TRANSIENT = 2  # alive at once in one block besides saved tensors: the gradients of its input and output (+ r: the
 # MLP hidden's)
 EMBED_SAVED = 3  # patch embedding, + position, + modality (per encoder token)
+# trainer.eval_batch_size=0 (as large as memory allows): at most this many rows on a GPU; on CPU this many, where
+# an encoder's time per row was flat from batches of 16 up (2 cores, cavmae_tiny at 1024 frames and 224 px) and a
+# larger batch only holds more memory
+MAX_EVAL_BATCH, CPU_EVAL_BATCH = 4096, 256
 # how many prompt tokens a prompted stage may add per place, as a multiple of the smaller modality's patch tokens
 PROMPT_LENGTH_FACTOR = 4
 
@@ -126,9 +130,10 @@ def _prompt_tokens(cfg: DictConfig, mode_all_sets: bool) -> int:
     return cfg.prompt.length * (len(cfg.scenario.train_cases) if mode_all_sets else 1)
 
 
-def estimate(cfg: DictConfig, device: torch.device) -> list[Estimate]:
+def estimate(cfg: DictConfig, device: torch.device, eval_batch: int | None = None) -> list[Estimate]:
     """The estimates of the stages this job may train (FT, unless ``method.base=pretrained``; and a frozen-base
-    method's own stage). Empty for methods that train no classifier."""
+    method's own stage), with evaluation batches of ``eval_batch`` rows (default ``trainer.eval_batch_size``). Empty
+    for methods that train no classifier."""
     method = METHODS.get(cfg.method.name)
     if not method.classifies:
         return []
@@ -160,7 +165,7 @@ def estimate(cfg: DictConfig, device: torch.device) -> list[Estimate]:
         context = (4 + act) * both if weights_train else 0
         fusion = backbone.fusion_depth * (block(weights_train) * both + context + act * 2 * 2 * attention_prompt)
         shared = backbone.shared_depth * block(weights_train) * both
-        b, b_eval = cfg.trainer.batch_size, cfg.trainer.eval_batch_size
+        b, b_eval = cfg.trainer.batch_size, cfg.trainer.eval_batch_size if eval_batch is None else eval_batch
         activations = b * d * (encoder + fusion + shared + transient * max(na, nv, both))
         evaluation = b_eval * (4 * batch_elems + d * (act * both + transient * max(na, nv)))
         held = weights + 4 * bank + 3 * 4 * trainable  # validation runs with the last gradients and Adam's moments
@@ -179,6 +184,25 @@ def estimate(cfg: DictConfig, device: torch.device) -> list[Estimate]:
         cached = cache_views(cfg) > 0 and method.shares_encodings(cfg)  # the method's rule
         stages.append(stage(method.name, trainable, prompt, input_prompts, peft, input_prompts or peft, cached))
     return stages
+
+
+def eval_batch_size(cfg: DictConfig, device: torch.device, available: int | None = None) -> int:
+    """The evaluation batch: ``trainer.eval_batch_size``, or for 0 (as large as memory allows) on CUDA the largest
+    power of two up to :data:`MAX_EVAL_BATCH` whose estimated evaluation peak fits in half of ``available`` bytes
+    (default: the free device memory; the other half is room for cached encoder outputs and the allocator), and on
+    CPU :data:`CPU_EVAL_BATCH`."""
+    if cfg.trainer.eval_batch_size > 0:
+        return int(cfg.trainer.eval_batch_size)
+    fixed, one_row = estimate(cfg, device, eval_batch=0), estimate(cfg, device, eval_batch=1)
+    if device.type != "cuda" or not fixed:
+        return CPU_EVAL_BATCH
+    free = available_bytes(device) if available is None else available
+    held = max(e.evaluation for e in fixed)
+    per_row = max(o.evaluation - f.evaluation for f, o in zip(fixed, one_row, strict=True))
+    size = MAX_EVAL_BATCH
+    while size > 1 and held + size * per_row > free / 2:
+        size //= 2
+    return size
 
 
 def available_bytes(device: torch.device) -> int:

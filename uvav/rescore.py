@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from omegaconf import OmegaConf
 
+from uvav import preflight
 from uvav.cases import EVAL_CASES, result_key
 from uvav.config import EVALUATION_NEUTRAL, NoiseConfig
 from uvav.data.base import AVSplit
@@ -43,7 +44,7 @@ def evaluate_run(run: Run, case: str = "all", prompts: str = "uncertain", split:
     safe_file_name(name, "name")  # a plain file name: written as <run>/evaluations/<name>.json
     from uvav.data import DATASETS, load_data
     from uvav.data.loading import LoaderOptions
-    from uvav.pipeline import autocast_for, select_device
+    from uvav.runtime import autocast_for, select_device
     from uvav.train import SALTS, evaluate_split, oracle_available
 
     started = time.perf_counter()
@@ -56,7 +57,7 @@ def evaluate_run(run: Run, case: str = "all", prompts: str = "uncertain", split:
     _, flat = split_overrides(overrides)
     device = select_device(flat["trainer.device"]) if "trainer.device" in flat else run.device
     autocast = autocast_for(device, cfg.trainer.precision)
-    torch.set_flush_denormal(True)  # as during the run (uvav.pipeline.setup_runtime)
+    torch.set_flush_denormal(True)  # as during the run (uvav.runtime.setup_runtime)
     _check_classes(run, cfg.data.name, DATASETS.get(cfg.data.name).class_names)
     stage = run._stage(device)
     cases = list(EVAL_CASES) if case == "all" else [case]
@@ -68,7 +69,7 @@ def evaluate_run(run: Run, case: str = "all", prompts: str = "uncertain", split:
         _check_classes(run, cfg.data.name, data.class_names)
         part, renormalized = _renormalize(getattr(data, split), data.info, run.normalization)
         scores = evaluate_split(stage, part, NoiseConfig.of(cfg.noise), SALTS[split], modes, device,
-                                cfg.trainer.eval_batch_size, autocast,
+                                preflight.eval_batch_size(cfg, device), autocast,
                                 LoaderOptions.for_device(cfg.data.num_workers, device), cases,
                                 progress=f"{run.method}: scoring {split}" if cfg.trainer.progress else None)
     accuracy = {result_key(run.method, mode): scores.values[mode] for mode in modes}

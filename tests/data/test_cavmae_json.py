@@ -91,9 +91,9 @@ def test_stores_every_frame_trains_on_a_random_one_and_evaluates_the_middle_or_a
     assert audio.shape == (32, 16) and visual.shape == (3, 16, 16) and abs(grey(visual) - frame_colour(5)) < 2
     audio, frames = data.test.sample(0)  # eval_frames=average: every frame
     assert frames.shape == (10, 3, 16, 16) and abs(grey(frames[7]) - frame_colour(7)) < 2
-    noisy = EvalSet(data.test, NoiseConfig(), ["complete", "noisy_visual"], 0)[4][1]  # test clip 1, noisy_visual
+    noisy = EvalSet(data.test, NoiseConfig(), ["complete", "noisy_visual"], 0)[3][1]  # test clip 1, noisy_visual
     assert noisy.shape == (10, 3, 16, 16)
-    one = EvalSet(data.test.with_frames("middle"), NoiseConfig(), ["complete", "noisy_visual"], 0)[4][1]
+    one = EvalSet(data.test.with_frames("middle"), NoiseConfig(), ["complete", "noisy_visual"], 0)[3][1]
     torch.testing.assert_close(noisy[5], one)  # each frame corrupted with the clip's own draws
     # training: a random frame per sample and epoch, the same draw for the same (seed, epoch, sample)
     drawn = [round(grey(TrainSet(data.train, NoiseConfig(), ["complete"], 0, epoch)[0][1])) for epoch in range(8)]

@@ -115,20 +115,24 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 
 class EvalSet(Dataset):
-    """Every sample of a split under each of ``cases``: item ``k`` is sample ``k % N`` under case
-    ``cases[k // N]``, corrupted as :func:`uvav.scenarios.eval_sample` fixes it. Items: ``(audio, visual,
-    label, case_id, case_position)``, where ``case_position`` indexes ``cases`` (``mixed`` included). A sample
-    with every frame ``[V, 3, H, W]`` has each frame corrupted with the same draws."""
+    """Every sample of a split under each of ``cases``: item ``k`` is sample ``k // C`` under case
+    ``cases[k % C]`` (``C`` cases), corrupted as :func:`uvav.scenarios.eval_sample` fixes it. Items: ``(audio,
+    visual, label, case_id, case_position)``, where ``case_position`` indexes ``cases`` (``mixed`` included). A
+    sample's cases are consecutive items and the last sample read is kept, so a batch reads each of its samples from
+    the store once. A sample with every frame ``[V, 3, H, W]`` has each frame corrupted with the same draws."""
 
     def __init__(self, split: AVSplit, noise: NoiseConfig, cases: Sequence[str], salt: int) -> None:
         self.split, self.noise, self.cases, self.salt = split, noise, list(cases), salt
+        self._last: tuple[int, tuple[torch.Tensor, torch.Tensor]] | None = None  # (index, sample) last read
 
     def __len__(self) -> int:
         return len(self.split) * len(self.cases)
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
-        position, i = divmod(k, len(self.split))
-        audio, visual = self.split.sample(i)
+        i, position = divmod(k, len(self.cases))
+        if self._last is None or self._last[0] != i:
+            self._last = (i, self.split.sample(i))
+        audio, visual = self._last[1]
         if visual.dim() == 4:
             frames = [eval_sample(audio, v, self.cases[position], self.noise, self.salt, i) for v in visual]
             audio, case_id = frames[0][0], frames[0][2]

@@ -1,7 +1,8 @@
 """The audio-visual classifier: encoders -> fusion -> shared blocks -> mean pool -> head.
 
 ``encode`` and ``classify_encoded`` split the forward pass where attention-level prompts start to matter,
-so that frozen encoder outputs can be computed once and reused (see ``uvav.train``).
+so that frozen encoder outputs can be computed once and reused (see ``uvav.train``); ``pool_encoded`` stops before
+the head, so that models differing only in their heads classify the same pooled features.
 """
 
 from __future__ import annotations
@@ -75,6 +76,12 @@ class AVClassifier(nn.Module):
     ) -> torch.Tensor:
         """Fusion (with attention-level prompts), shared blocks (with shared-block prompts, deep like the encoders'),
         mean pool over the modality tokens, head -> logits."""
+        return self.head(self.pool_encoded(a, v, prompts))
+
+    def pool_encoded(
+        self, a: torch.Tensor, v: torch.Tensor, prompts: Prompts | None = None
+    ) -> torch.Tensor:
+        """Everything of :meth:`classify_encoded` but the head: the pooled features ``[B, D]`` the head reads."""
         prompts = prompts or Prompts()
         for i, layer in enumerate(self.fusion):
             a, v = layer(a, v, prompts.fusion_layer(i))
@@ -84,7 +91,7 @@ class AVClassifier(nn.Module):
             if i < len(prompts.shared):
                 x = torch.cat([x[:, :tokens], prompts.shared[i].to(x.dtype)], dim=1)
             x = block(x)
-        return self.head(self.norm(x[:, :tokens]).mean(dim=1))
+        return self.norm(x[:, :tokens]).mean(dim=1)
 
     def input_summary(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         """Per sample, the mean and std over tokens of each modality's patch embeddings ``[B, 4D]``: what the router

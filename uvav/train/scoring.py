@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from uvav import distributed
-from uvav.cases import ACCURACY, CASES, EVAL_CASES, MAP
+from uvav.cases import ACCURACY, CASES, EVAL_CASES, MAP, NO_PROMPTS
 from uvav.config import NoiseConfig
 from uvav.data.base import AVSplit
 from uvav.data.loading import EvalSet, LoaderOptions
@@ -98,10 +98,14 @@ def scored_cases(stage: Stage, mode: str, cases: Sequence[str]) -> list[str]:
 
 @torch.inference_mode()
 def score(stage: Stage, batches: Iterable[Sequence[torch.Tensor]], cases: Sequence[str], modes: Sequence[str],
-          device: torch.device, autocast, encoded: bool = False) -> Scores:
+          device: torch.device, autocast, encoded: bool = False, pooled: bool = False) -> Scores:
     """:class:`Scores` (``values[mode][case]``) over ``batches`` of ``(audio, visual, labels, case_ids,
-    positions)`` (``positions`` index ``cases``); ``encoded``: the first two are encoder outputs already.
-    Class-index labels are scored in accuracy, multi-hot labels in mAP (with per-class AP)."""
+    positions)`` (``positions`` index ``cases``); ``encoded``: the first two are encoder outputs already;
+    ``pooled``: the first is the pooled features the head reads (``[B, D]``, or ``[B, V, D]`` for every frame of a
+    clip), the second is None. Class-index labels are scored in accuracy, multi-hot labels in mAP (with per-class
+    AP)."""
+    if pooled and (stage.bank is not None or tuple(modes) != NO_PROMPTS):
+        raise ValueError(f"stage {stage.name}: pooled features are scored without prompts")
     for module in stage.modules():
         module.eval()
     allowed = {m: torch.tensor([c in scored_cases(stage, m, cases) for c in cases]) for m in modes}
@@ -115,10 +119,14 @@ def score(stage: Stage, batches: Iterable[Sequence[torch.Tensor]], cases: Sequen
     for audio, visual, labels, case_ids, positions in batches:
         total += torch.bincount(positions, minlength=len(cases))
         multi_label = labels.dim() == 2
-        # [B, V, 3, H, W] (encoded: [B, V, N, D]): every frame of a clip
-        frames = visual.unbind(1) if visual.dim() == (4 if encoded else 5) else (visual,)
-        per_frame = [_mode_logits(stage, audio.to(device, non_blocking=True), v.to(device, non_blocking=True),
-                                  case_ids, positions, modes, allowed, encoded, reuse, autocast) for v in frames]
+        if pooled:  # [B, (V,) D]
+            with autocast():
+                per_frame = [{modes[0]: stage.model.head(p.to(device, non_blocking=True))}
+                             for p in (audio.unbind(1) if audio.dim() == 3 else (audio,))]
+        else:  # [B, V, 3, H, W] (encoded: [B, V, N, D]): every frame of a clip
+            frames = visual.unbind(1) if visual.dim() == (4 if encoded else 5) else (visual,)
+            per_frame = [_mode_logits(stage, audio.to(device, non_blocking=True), v.to(device, non_blocking=True),
+                                      case_ids, positions, modes, allowed, encoded, reuse, autocast) for v in frames]
         for mode in per_frame[0]:
             keep = allowed[mode][positions]
             logits = average_frame_logits([p[mode] for p in per_frame], multi_label)

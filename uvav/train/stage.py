@@ -48,6 +48,9 @@ class Stage:
     # its encoders are the frozen base's, unchanged, and it needs nothing else of a sample (its method's rule,
     # uvav.methods.Method.shares_encodings): it trains on cached views and is scored on the shared encodings
     shares_encodings: bool = False
+    # beyond that, only its head differs from the base (the base itself, the head-only baseline): it is scored on
+    # the base's pooled features (uvav.models.classifier.AVClassifier.pool_encoded), shared with those stages
+    shares_features: bool = False
     orthogonality: float = 0.0  # weight of the prompt sets' orthogonality penalty in the loss
     head_lr_scale: float = 1.0  # the classifier head's learning rate is lr x this
     recipe: Recipe = field(default_factory=Recipe)  # optimiser, schedule, targets, weight averaging (uvav.recipe)
@@ -56,6 +59,11 @@ class Stage:
         if self.shares_encodings and self.epochs and (not self.encoders_frozen() or self.conditioned()):
             raise ValueError(f"stage {self.name} claims to share the frozen base's encoder outputs, but its encoders "
                              "train, see input-level prompts, or its prompts are mixed from the input")
+        beyond_head = [n for n, p in self.model.named_parameters()  # what trains (an evaluated stage: nothing)
+                       if self.epochs and p.requires_grad and not n.startswith("head.")]
+        if self.shares_features and (not self.shares_encodings or self.bank is not None or beyond_head):
+            raise ValueError(f"stage {self.name} claims to share the frozen base's pooled features, but it does not "
+                             "share its encoder outputs, has prompts, or trains more than its head")
 
     @classmethod
     def finetune(cls, model: AVClassifier, cases: list[str], *, name: str, epochs: int, lr: float,
@@ -67,10 +75,10 @@ class Stage:
 
     @classmethod
     def frozen(cls, name: str, model: AVClassifier, cases: list[str], *, epochs: int, lr: float, weight_decay: float,
-               cache_views: int = 0, shares_encodings: bool = False) -> Stage:
+               cache_views: int = 0, shares_encodings: bool = False, shares_features: bool = False) -> Stage:
         """Only ``model``'s parameters that require grad train (head only, LoRA, adapters), no prompts."""
         return cls(name=name, model=model, train_cases=list(cases), epochs=epochs, lr=lr, weight_decay=weight_decay,
-                   cache_views=cache_views, shares_encodings=shares_encodings)
+                   cache_views=cache_views, shares_encodings=shares_encodings, shares_features=shares_features)
 
     @classmethod
     def prompted(cls, name: str, model: AVClassifier, bank: PromptBank, cases: list[str], *, train_mode: str,
@@ -83,11 +91,12 @@ class Stage:
 
     @classmethod
     def trained(cls, name: str, model: AVClassifier, bank: PromptBank | None, cases: list[str], *,
-                eval_modes: tuple[str, ...] = NO_PROMPTS, shares_encodings: bool = False) -> Stage:
-        """A trained model (with its prompts) to evaluate in ``eval_modes``: nothing trains. ``shares_encodings``:
-        its encoders are the job's frozen base's (the FT model itself)."""
+                eval_modes: tuple[str, ...] = NO_PROMPTS, shares_encodings: bool = False,
+                shares_features: bool = False) -> Stage:
+        """A trained model (with its prompts) to evaluate in ``eval_modes``: nothing trains. ``shares_encodings``
+        (and ``shares_features``): its encoders (and fusion) are the job's frozen base's (the FT model itself)."""
         return cls(name=name, model=model, bank=bank, eval_modes=tuple(eval_modes), train_cases=list(cases),
-                   shares_encodings=shares_encodings)
+                   shares_encodings=shares_encodings, shares_features=shares_features)
 
     def trainable(self) -> list[torch.nn.Parameter]:
         params = [p for p in self.model.parameters() if p.requires_grad]

@@ -2,7 +2,8 @@
 
 A stage whose modality encoders are frozen (head only, attention-level prompts) sees the same encoder
 outputs for the same corrupted sample, so they are computed once: ``method.cached_views`` corrupted views
-per training sample, and the validation set under each training case. Tokens are stored in bfloat16 (CUDA)
+per training sample, and the validation set under each training case (rows of the job's shared validation
+encodings, :mod:`uvav.train.shared`, when it has them). Tokens are stored in bfloat16 (CUDA)
 or float16 (CPU), ``method.cache_dtype``. They live on the GPU when they fit in ``method.cache_device_gb``
 (no host-to-device copy per step); otherwise in a file under the job's folder, read back in batches by
 DataLoader workers into pinned memory, so host memory holds a few batches, never the cache. A job's stages that
@@ -22,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from uvav.cases import EVAL_CASES
 from uvav.data.loading import EvalSet, LoaderOptions, TrainSet
 from uvav.resources import ResourceMeter
 from uvav.train.scoring import SALTS
@@ -139,6 +141,10 @@ class TokenCache:
                 array.flush()
         self._maps.clear()
 
+    def row_info(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every row's ``labels``, ``case_ids`` and ``positions``."""
+        return self.labels, self.case_ids, self.positions
+
     def read(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Audio and visual tokens of rows ``index`` (host tensors for a file-backed cache)."""
         return self.tokens("audio", index), self.tokens("visual", index)
@@ -218,10 +224,26 @@ def encode_into(cache: TokenCache, encoder: UniqueEncoder, batches: Iterable[Seq
     return start
 
 
+def copy_cases(source: TokenCache, target: TokenCache, cases: Sequence[str], samples: int, batch_size: int) -> None:
+    """Fill ``target`` (:class:`uvav.data.loading.EvalSet`'s rows of ``cases``: row ``i * C + p`` is sample ``i``
+    under ``cases[p]``) from ``source`` (those of every evaluation case, :data:`uvav.cases.EVAL_CASES`), about
+    ``batch_size`` rows at a time."""
+    positions = torch.tensor([EVAL_CASES.index(case) for case in cases])
+    step = max(1, batch_size // len(cases))  # samples per copy
+    for first in range(0, samples, step):
+        chosen = torch.arange(first, min(first + step, samples))
+        index = (chosen[:, None] * len(EVAL_CASES) + positions[None, :]).flatten()
+        labels, case_ids, _ = (info[index] for info in source.row_info())
+        target.write(first * len(cases), *source.read(index), labels, case_ids,
+                     torch.arange(len(cases)).repeat(len(chosen)))
+
+
 def build_caches(stage: Stage, feed: Feed, settings: FitSettings, device: torch.device, seed: int, autocast,
-                 meter: ResourceMeter, folder: Path | None = None) -> tuple[TokenCache, TokenCache]:
+                 meter: ResourceMeter, folder: Path | None = None, val_tokens: TokenCache | None = None
+                 ) -> tuple[TokenCache, TokenCache]:
     """Encoder outputs of ``cache_views`` corrupted views of every training sample (view ``v`` of sample ``i``
-    = the draws of (seed, v, i)), and of the validation set under each training case. Afterwards the frozen
+    = the draws of (seed, v, i)), and of the validation set under each training case: copied from ``val_tokens``
+    (the validation set's encodings under every evaluation case, the same draws) when given. Afterwards the frozen
     encoders leave the accelerator: the cached stage trains without them. With ``folder`` (an entry of the
     encodings store) both go to files there, ``train`` and ``val``."""
     started = time.perf_counter()
@@ -249,8 +271,11 @@ def build_caches(stage: Stage, feed: Feed, settings: FitSettings, device: torch.
     val_set = EvalSet(feed.val, feed.noise, stage.train_cases, SALTS["val"])
     val = TokenCache(len(val_set), a.shape[1:], v.shape[1:], dtype, device,
                      budget - (views.nbytes if views.on_device else 0), paths[1])
-    encode_into(val, UniqueEncoder(model), progress(feed.options.loader(val_set, bs), "validation"), device,
-                autocast)
+    if val_tokens is not None and val_tokens.shapes["visual"][1:] == val.shapes["visual"][1:]:
+        copy_cases(val_tokens, val, stage.train_cases, len(feed.val), bs)
+    else:
+        encode_into(val, UniqueEncoder(model), progress(feed.options.loader(val_set, bs), "validation"), device,
+                    autocast)
     place_encoders(stage, torch.device("cpu"))
     meter.cache = {"views": stage.cache_views, "bytes": views.nbytes, "train": views.describe(),
                    "val": val.describe(), "build_s": round(time.perf_counter() - started, 3)}
@@ -266,6 +291,9 @@ class SharedViews:
     def __init__(self, seed: int, store: EncodingStore | None = None, base: dict | None = None) -> None:
         self.seed = seed
         self.store, self.base = store, base  # kept across jobs under the frozen base's key (else the job's own)
+        # the job's shared validation encodings (every evaluation case): the cached validation set is copied from
+        # them (:func:`build_caches`); set by the job before a stage trains
+        self.val_tokens: TokenCache | None = None
         self.caches: tuple[TokenCache, TokenCache] | None = None
         self.made_for: tuple[tuple[str, ...], int] | None = None
         self.info: dict[str, Any] = {}
@@ -281,14 +309,15 @@ class SharedViews:
         self.close()
         self.made_for = wanted
         if self.store is None:
-            self.caches = build_caches(stage, feed, settings, device, self.seed, autocast, meter)
+            self.caches = build_caches(stage, feed, settings, device, self.seed, autocast, meter,
+                                       val_tokens=self.val_tokens)
             self.info = {**meter.cache, "built_by": stage.name}
             return self.caches
         spec = {**self.base, "what": "training views", "cases": list(stage.train_cases), "views": stage.cache_views,
                 "seed": self.seed, "augmentation": list(feed.augmentation), "missing_rate": feed.missing_rate,
                 "dtype": str(cache_dtype(feed.cache_dtype, device)), "batch_size": settings.eval_batch_size}
         caches, found = self.store.get(spec, lambda folder: build_caches(stage, feed, settings, device, self.seed,
-                                                                         autocast, meter, folder),
+                                                                         autocast, meter, folder, self.val_tokens),
                                        device, feed.cache_device_gb * 2**30)
         self.caches = (caches[0], caches[1])
         if found:  # made by an earlier job on this base
