@@ -463,7 +463,10 @@ def markdown(result: dict[str, Any]) -> str:
               "tree (the job and its DataLoader / decode workers). Held = Pss_Anon + Pss_Shmem: anonymous and shared "
               "memory, which the kernel cannot drop; memory-mapped store files and the page cache (Pss_File) are "
               "not held. Pss splits pages shared by forked workers, so the sum counts them once; RSS counts them "
-              "once per process. `memory_<N>.csv` has the samples over time.",
+              "once per process. `memory_<N>.csv` has the samples over time (held where smaps_rollup was read). "
+              "Reading smaps_rollup walks every mapped page (~60 ms for a job with 3.9 GB resident); read at every "
+              "sample, as before 2026-12-07 21:45, it took ~12% of a core from the job at 1,500 clips and more at "
+              "6,000 (the machine's 'other busy CPU' below).",
               "- Epoch times: each stage's `resources.time_per_epoch_s` from metrics.json (1 epoch: that epoch; "
               "training only, no validation). Job wall: the `python -m uvav.run` process, start to exit, including "
               "the feature store build (a fresh cache per job).",
@@ -480,7 +483,7 @@ def markdown(result: dict[str, Any]) -> str:
 def timeline_csv(timeline: list) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["t_s", "held_bytes", "rss_bytes", "processes"])
+    writer.writerow(["t_s", "held_bytes", "held_upper_bytes", "rss_bytes", "processes"])  # held: where it was read
     writer.writerows(timeline)
     return buf.getvalue()
 

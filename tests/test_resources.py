@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from uvav.resources import PeakMemory, process_tree, tree_memory
+from uvav.resources import PeakMemory, process_tree, tree_memory, tree_status
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or not Path("/proc/self/smaps_rollup").exists(),
@@ -196,3 +196,22 @@ def test_scale_benchmark_reads_metrics(tmp_path):
                    counters["children_cpu_s"], "busy_s": counters["busy_s"] + 45.0})
     assert fast["job"]["system"]["job_cpu_s"] == 30.0 and fast["job"]["system"]["other_busy_cpu_s"] == 15.0
     assert "| 1500 | 0.00 | 2.00 | 30 | 15 | 0 |" in "\n".join(bench.time_table([fast, slow], before))
+
+
+def test_smaps_rollup_is_read_only_when_the_cheap_bound_could_beat_the_peak():
+    script = "import time; x = bytearray(120 * 2**20); print('ready', flush=True); time.sleep(1.5)"
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("ready")
+        bound, full = tree_status(proc.pid), tree_memory(proc.pid)
+        assert bound["held_bound"] >= full["held"] >= 100 * MB and bound["processes"] == full["processes"] == 1
+        with PeakMemory(proc.pid, interval=0.02, keep_samples=True) as peak:
+            proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    summary = peak.summary()
+    assert summary["peak_held_bytes"] >= 100 * MB and summary["samples"] >= 20
+    assert summary["full_samples"] <= summary["samples"] // 4  # a flat process: the bound rarely beats the peak
+    assert all(held is None or held <= upper for _, held, upper, _, _ in peak.timeline)

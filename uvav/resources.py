@@ -176,7 +176,8 @@ def track_peak_bytes(
 
 TREE_MEMORY_METHOD = (
     "peak over samples of the process tree's summed Pss_Anon + Pss_Shmem (memory that cannot be dropped as file "
-    "cache) from /proc/<pid>/smaps_rollup, beside the peak of summed RSS"
+    "cache) from /proc/<pid>/smaps_rollup, read whenever /proc/<pid>/status's RssAnon + RssShmem (an upper bound, "
+    "cheap to read) exceeds the peak so far; beside the peak of summed RSS (VmRSS)"
 )
 _ROLLUP_FIELDS = {"Rss": "rss", "Pss": "pss", "Pss_Anon": "pss_anon", "Pss_File": "pss_file",
                   "Pss_Shmem": "pss_shmem", "SwapPss": "swap_pss"}
@@ -271,14 +272,42 @@ def tree_memory(pid: int) -> dict[str, int]:
     return total
 
 
+def tree_status(pid: int) -> dict[str, int]:
+    """Cheap counters of ``pid`` and its descendants from ``/proc/<p>/status``, summed, in bytes: ``held_bound``
+    (RssAnon + RssShmem, never below :func:`tree_memory`'s ``held``: a page's Pss is at most its Rss), ``rss``
+    (VmRSS) and ``processes``. Unlike ``smaps_rollup``, which walks every mapped page (~60 ms for a job with 3.9 GB
+    resident on 2 cores), the kernel keeps these as counters."""
+    fields = {"RssAnon": "held_bound", "RssShmem": "held_bound", "VmRSS": "rss"}
+    total = {"held_bound": 0, "rss": 0, "processes": 0}
+    for p in process_tree(pid):
+        try:
+            text = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        found = False
+        for line in text.splitlines():
+            name, _, rest = line.partition(":")
+            if name in fields:
+                total[fields[name]] += int(rest.split()[0]) * 1024
+                found = True
+        total["processes"] += found  # a zombie has no memory lines
+    return total
+
+
 class PeakMemory:
-    """Samples :func:`tree_memory` of ``pid`` (default: this process) every ``interval`` seconds in a background
-    thread and records the peaks: ``peak_held`` (the largest summed Pss_Anon + Pss_Shmem of the tree at one
-    sample time), ``peak_rss`` (the largest summed RSS at one sample time), ``processes_at_peak`` (how many
-    processes the tree had at the peak-held sample) and the full samples at both peaks.
+    """Samples the memory of ``pid`` (default: this process) and its descendants every ``interval`` seconds in a
+    background thread and records the peaks: ``peak_held`` (the largest summed Pss_Anon + Pss_Shmem of the tree at
+    one sample time, :func:`tree_memory`), ``peak_rss`` (the largest summed RSS at one sample time),
+    ``processes_at_peak`` (how many processes the tree had at the peak-held sample) and the samples at both peaks.
+
+    Each tick reads the cheap :func:`tree_status` and reads ``smaps_rollup`` (:func:`tree_memory`) only when its
+    upper bound of held memory exceeds the peak so far, so the peak is what reading ``smaps_rollup`` every tick
+    would give, without its cost: read every 0.25 s, it took ~12% of a core beside a job with 3.9 GB resident
+    (more as the mapped files grow), from the job being measured.
 
     A sampler misses spikes shorter than ``interval``; the figures are lower bounds of the true peaks. With
-    ``keep_samples=True``, ``timeline`` holds every sample as (seconds since start, held, rss, processes).
+    ``keep_samples=True``, ``timeline`` holds every tick as (seconds since start, held or None where
+    ``smaps_rollup`` was not read, the upper bound of held, rss, processes).
 
         proc = subprocess.Popen(cmd)
         with PeakMemory(proc.pid) as peak:
@@ -290,13 +319,14 @@ class PeakMemory:
         self.pid = os.getpid() if pid is None else pid
         self.interval = interval
         self.keep_samples = keep_samples
-        self.timeline: list[tuple[float, int, int, int]] = []
+        self.timeline: list[tuple[float, int | None, int, int, int]] = []
         self.peak_held = 0
         self.peak_rss = 0
         self.processes_at_peak = 0
         self.at_peak_held: dict[str, float] = {}  # the sample at the peak, with at_s: seconds since start
         self.at_peak_rss: dict[str, float] = {}
         self.samples = 0
+        self.full_samples = 0  # ticks that read smaps_rollup
         self.duration_s = 0.0
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -304,25 +334,33 @@ class PeakMemory:
         self._started = 0.0
 
     def sample(self) -> dict[str, int]:
-        """Take one sample now and update the peaks (safe to call while the thread samples too)."""
-        current = tree_memory(self.pid)
-        if current["processes"] == 0:
-            return current
+        """Take one full sample (:func:`tree_memory`) now and update the peaks (safe beside the thread)."""
+        return self._tick(force=True) or tree_memory(self.pid)
+
+    def _tick(self, force: bool = False) -> dict[str, int] | None:
+        """One tick: the cheap counters, and ``smaps_rollup`` when they could beat the peak (or ``force``); returns
+        the full sample when one was taken."""
+        bound = tree_status(self.pid)
+        if bound["processes"] == 0:
+            return None
+        current = tree_memory(self.pid) if force or bound["held_bound"] > self.peak_held else None
         at = round(time.perf_counter() - self._started, 3) if self._started else 0.0
         with self._lock:
             self.samples += 1
+            self.full_samples += current is not None
             if self.keep_samples:
-                self.timeline.append((at, current["held"], current["rss"], current["processes"]))
-            if current["held"] > self.peak_held:
+                self.timeline.append((at, current["held"] if current else None, bound["held_bound"], bound["rss"],
+                                      bound["processes"]))
+            if current is not None and current["held"] > self.peak_held:
                 self.peak_held, self.processes_at_peak = current["held"], current["processes"]
                 self.at_peak_held = {**current, "at_s": at}
-            if current["rss"] > self.peak_rss:
-                self.peak_rss, self.at_peak_rss = current["rss"], {**current, "at_s": at}
+            if bound["rss"] > self.peak_rss:
+                self.peak_rss, self.at_peak_rss = bound["rss"], {**bound, "at_s": at}
         return current
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.sample()
+            self._tick()
             self._stop.wait(self.interval)
 
     def start(self) -> PeakMemory:
@@ -338,7 +376,7 @@ class PeakMemory:
             self._stop.set()
             self._thread.join()
             self._thread = None
-            self.sample()
+            self._tick()
             self.duration_s += time.perf_counter() - self._started
         return self.summary()
 
@@ -352,6 +390,7 @@ class PeakMemory:
         return {
             "peak_held_bytes": self.peak_held, "peak_rss_bytes": self.peak_rss,
             "processes_at_peak": self.processes_at_peak, "at_peak_held": self.at_peak_held,
-            "at_peak_rss": self.at_peak_rss, "samples": self.samples, "interval_s": self.interval,
+            "at_peak_rss": self.at_peak_rss, "samples": self.samples, "full_samples": self.full_samples,
+            "interval_s": self.interval,
             "duration_s": round(self.duration_s, 2), "method": TREE_MEMORY_METHOD,
         }
