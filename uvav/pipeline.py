@@ -142,21 +142,21 @@ class Context:
     def evaluate(self, stage: Stage, split: str) -> Scores:
         """:class:`Scores` of ``stage`` on ``split`` (test or val) under every evaluation case, in each of the
         stage's prompt modes, keyed ``values[result key][case]`` (accuracy, or mAP for multi-label data)."""
-        with self.timing.measure(self.timing.evaluate, stage.name):
-            scores = self._scores(stage, split)
-        if self.encodings and split in self.encodings.encode_s and split not in self.timing.encode:  # encoded now
-            self.timing.move(self.timing.evaluate, stage.name, self.timing.encode, split,
-                             self.encodings.encode_s[split])
+        scores = self._scores(stage, split)
         return Scores({result_key(stage.name, mode): per_case for mode, per_case in scores.values.items()},
                       scores.metric, {result_key(stage.name, mode): ap for mode, ap in scores.per_class.items()})
 
     def _scores(self, stage: Stage, split: str) -> Scores:
-        """Scores from the shared encodings for a stage that shares them (one process), else streamed."""
+        """Scores from the shared encodings for a stage that shares them (one process; encoded on first use, timed
+        as encoding), else streamed; the scoring timed as the stage's evaluation."""
         if not stage.shares_encodings or distributed.world_size() > 1:
-            return evaluate_split(stage, getattr(self.data, split), self.noise, SALTS[split], stage.eval_modes,
-                                  self.device, self.cfg.trainer.eval_batch_size, self.autocast, self.options,
-                                  progress=f"{stage.name}: scoring {split}" if self.cfg.trainer.progress else None)
-        return self.shared_encodings().evaluate(stage, split)
+            with self.timing.measure(self.timing.evaluate, stage.name):
+                return evaluate_split(stage, getattr(self.data, split), self.noise, SALTS[split], stage.eval_modes,
+                                      self.device, self.cfg.trainer.eval_batch_size, self.autocast, self.options,
+                                      progress=f"{stage.name}: scoring {split}" if self.cfg.trainer.progress else None)
+        self.shared_tokens(stage.model, split)
+        with self.timing.measure(self.timing.evaluate, stage.name):
+            return self.shared_encodings().evaluate(stage, split)
 
     def shared_encodings(self) -> SharedEncodings:
         """The job's shared evaluation encodings (each split encoded on first use)."""

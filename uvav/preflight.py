@@ -193,9 +193,10 @@ def eval_batch_size(cfg: DictConfig, device: torch.device, available: int | None
     CPU :data:`CPU_EVAL_BATCH`."""
     if cfg.trainer.eval_batch_size > 0:
         return int(cfg.trainer.eval_batch_size)
-    fixed, one_row = estimate(cfg, device, eval_batch=0), estimate(cfg, device, eval_batch=1)
-    if device.type != "cuda" or not fixed:
+    fixed = estimate(cfg, device, eval_batch=0) if device.type == "cuda" else []
+    if not fixed:  # CPU, or a method that trains no classifier
         return CPU_EVAL_BATCH
+    one_row = estimate(cfg, device, eval_batch=1)
     free = available_bytes(device) if available is None else available
     held = max(e.evaluation for e in fixed)
     per_row = max(o.evaluation - f.evaluation for f, o in zip(fixed, one_row, strict=True))
