@@ -139,6 +139,32 @@ def test_an_edited_checkpoint_is_discarded(tmp_path: Path, caplog) -> None:
     assert f"{path} does not match the sha256" in caplog.text and not path.exists()
 
 
+@pytest.mark.parametrize("killed_at_write", [0, 1, 2])
+def test_a_kill_while_a_checkpoint_is_replaced_leaves_one_that_loads(tmp_path: Path, monkeypatch, killed_at_write
+                                                                       ) -> None:
+    """save_checkpoint makes three atomic writes (sidecar with both hashes, checkpoint, sidecar): dying before any
+    of them leaves the old or the new checkpoint, never one its sidecar disowns."""
+    import uvav.outputs as outputs
+
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"epoch": 0})
+    real, calls = outputs.atomic_write_bytes, {"n": 0}
+
+    def dies(target, data):
+        if calls["n"] == killed_at_write:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        real(target, data)
+
+    monkeypatch.setattr(outputs, "atomic_write_bytes", dies)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"epoch": 1})
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == (0 if killed_at_write < 2 else 1)
+    save_checkpoint(path, {"epoch": 2})  # a later save leaves one hash only
+    assert len(path.with_name("last.pt.sha256").read_text().split()) == 1 and load_checkpoint(path)["epoch"] == 2
+
+
 def test_an_edited_checkpoint_restarts_the_stage(tmp_path: Path, monkeypatch, caplog) -> None:
     cfg = compose_config("method=ft", "trainer.epochs=2", f"paths.cache_dir={tmp_path}")
     written: list[Path] = []

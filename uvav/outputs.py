@@ -49,13 +49,17 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n").encode())
 
 
-def atomic_torch_save(path: str | Path, obj: Any) -> str:
-    """``torch.save`` atomically; returns the sha256 of the bytes written (hashed in memory, no re-read)."""
+def _torch_bytes(obj: Any) -> bytes:
     import torch
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    data = buffer.getvalue()
+    return buffer.getvalue()
+
+
+def atomic_torch_save(path: str | Path, obj: Any) -> str:
+    """``torch.save`` atomically; returns the sha256 of the bytes written (hashed in memory, no re-read)."""
+    data = _torch_bytes(obj)
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
@@ -64,29 +68,38 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
+def _recorded_hashes(path: Path) -> set[str]:
+    try:
+        return set(_sidecar(path).read_text().split())
+    except OSError:
+        return set()
+
+
 def save_checkpoint(path: str | Path, obj: Any) -> None:
-    """A resumable checkpoint and its ``<name>.sha256`` sidecar, written after it (a crash between the two leaves
-    a mismatch: the checkpoint is then discarded, never trusted)."""
+    """A resumable checkpoint and its ``<name>.sha256`` sidecar. While the file is replaced the sidecar accepts the
+    old and the new bytes, so a kill at any instant leaves a checkpoint its sidecar vouches for."""
     path = Path(path)
-    atomic_write_bytes(_sidecar(path), (atomic_torch_save(path, obj) + "\n").encode())
+    data = _torch_bytes(obj)
+    digest = hashlib.sha256(data).hexdigest()
+    current = _recorded_hashes(path) if path.exists() else set()
+    atomic_write_bytes(_sidecar(path), ("\n".join(sorted(current | {digest})) + "\n").encode())
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(_sidecar(path), (digest + "\n").encode())
 
 
 def load_checkpoint(path: str | Path) -> Any | None:
-    """The checkpoint at ``path`` when its bytes match its sidecar's sha256; else None, with a WARNING naming the
-    file, and both files removed (the stage restarts). Reads the file once."""
+    """The checkpoint at ``path`` when its bytes match a sha256 its sidecar records; else None, with a WARNING
+    naming the file, and both files removed (the stage restarts). Reads the file once."""
     import torch
 
     path = Path(path)
     if not path.exists():
         return None
     data = path.read_bytes()
-    try:
-        expected = _sidecar(path).read_text().strip()
-    except OSError:
-        expected = None
-    if hashlib.sha256(data).hexdigest() != expected:
+    recorded = _recorded_hashes(path)
+    if hashlib.sha256(data).hexdigest() not in recorded:
         log.warning("%s does not match the sha256 recorded when it was written (%s): discarded, the stage restarts",
-                    path, "no sidecar" if expected is None else "edited or damaged")
+                    path, "edited or damaged" if recorded else "no sidecar")
         path.unlink(missing_ok=True)
         _sidecar(path).unlink(missing_ok=True)
         return None
