@@ -21,5 +21,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # finder hides it from pkgutil ("Unknown plugin class")
   PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e '.[dev]' \
     --config-settings editable_mode=strict
+  # frost's photographs and the reference of tests/corruptions/test_visual.py; without its dependencies, which name
+  # opencv-python (the GUI build, a second cv2 beside the headless one uvav needs)
+  .venv/bin/python -m pip install -q --no-deps "imagecorruptions==1.1.2"
   echo "$want" > "$stamp"
 fi

@@ -136,3 +136,18 @@ def test_runs_saved_before_the_per_method_schemas_still_load(synthetic_runs, tmp
     (old / "metrics.json").write_text(json.dumps(metrics))
     result = load_run(old).evaluate(case="mixed", prompts="all")
     assert result["matches_reference"] is True
+
+
+def test_cli_scores_a_run_under_corruptions_of_the_suite_at_each_severity(us8k_runs, tmp_path):
+    run = tmp_path / "ft"
+    shutil.copytree(us8k_runs["ft"], run)
+    evaluate_cli(tmp_path, "-m", f"run={run}", "case=complete", "data.visual_corruption=gaussian_noise,fog",
+                 "data.corruption_severity=1,5", f"paths.cache_dir={tmp_path / 'cache'}")  # its stores: not the run's
+    clean = json.loads((run / "metrics.json").read_text())
+    for name in ("gaussian_noise", "fog"):
+        for severity in (1, 5):
+            file = f"test-complete-ft-data.corruption_severity={severity},data.visual_corruption={name}.json"
+            result = json.loads((run / "evaluations" / file).read_text())
+            assert result["reference"] is None  # not the run's own test set: no reference to match
+            assert result["data"]["visual_corruption"] == name and result["data"]["corruption_severity"] == severity
+            assert result["num_samples"] == clean["split"]["test"] and set(result["accuracy"]["ft"]) == {"complete"}

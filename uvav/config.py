@@ -46,7 +46,8 @@ GROUPING_NEUTRAL = (*EVALUATION_NEUTRAL, *DERIVED_KEYS, "seed", "paths", "reuse_
 KEYED_OFF_DEFAULT_ONLY = {"data.label_fraction": 1.0, "trainer.head_lr_scale": 1.0, "prompt.depth": 1,
                           "prompt.shared_depth": 0, "scenario.missing_rate": None, "method.base": "finetuned",
                           "data.store_dtype": "float16", "data.eval_frames": "average", "data.multi_label": "auto",
-                          "data.labels_per_clip": 1,
+                          "data.labels_per_clip": 1, "data.visual_corruption": None, "data.audio_corruption": None,
+                          "data.corruption_severity": 3,
                           # CAV-MAE's fine-tuning recipe (uvav/recipe.py): off by default
                           "trainer.optimizer": "adamw", "trainer.betas": [0.9, 0.999], "trainer.lr_schedule": "cosine",
                           "trainer.lr_step_start": 2, "trainer.lr_step_every": 1, "trainer.lr_step_decay": 0.5,
@@ -118,6 +119,11 @@ class DataConfig:
     freq_mask: int = 0  # zero up to this many mel bins
     time_mask: int = 0  # zero up to this many frames
     image_shift: int = 0  # translate images by up to this many pixels (zero fill)
+    # robustness suites (uvav/data/corrupting.py): a registered corruption (uvav/corruptions) of every validation
+    # and test clip's waveform or frames, before features, at corruption_severity (1-5); training clips stay clean
+    visual_corruption: str | None = None
+    audio_corruption: str | None = None
+    corruption_severity: int = 3
 
 
 @dataclass

@@ -31,7 +31,7 @@ class Dataset:
 
 
 # the modules of this package that hold the machinery every dataset shares (and import torch), not datasets
-MACHINERY = ("base", "features", "loading", "store", "store_build")
+MACHINERY = ("base", "corrupting", "features", "loading", "store", "store_build")
 DATASETS: Registry[Dataset] = Registry("dataset", __name__, machinery=MACHINERY)
 
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import torch
 
     from uvav.data.base import AVData
+    from uvav.data.corrupting import SourceCorruption
 
 
 CLASS_NAMES = [str(d) for d in range(10)]
@@ -64,15 +65,19 @@ class Item(NamedTuple):
 
 
 def decode_item(
-    item: Item, target_length: int, num_mel_bins: int, snr_db: float | None, image_size: int
+    item: Item, target_length: int, num_mel_bins: int, snr_db: float | None, image_size: int,
+    corruption: SourceCorruption | None = None,
 ) -> tuple[torch.Tensor, bool, torch.Tensor]:
-    """``(fbank [T, F], short, uint8 [3, S, S])`` of one clip (white noise at ``snr_db`` if set)."""
+    """``(fbank [T, F], short, uint8 [3, S, S])`` of one clip (white noise at ``snr_db`` if set), under
+    ``corruption`` if given (the image keyed by the recording's name: one MNIST image may serve several clips)."""
     from PIL import Image
 
     from uvav.data.features import audio_features, decode_at, image_to_uint8
 
-    fb, short = decode_at(item.audio, audio_features, target_length, num_mel_bins, snr_db, item.noise_seed)
-    return fb, short, image_to_uint8(Image.fromarray(item.pic), image_size)
+    fb, short = decode_at(item.audio, audio_features, target_length, num_mel_bins, snr_db, item.noise_seed,
+                          corruption)
+    image = image_to_uint8(Image.fromarray(item.pic), image_size)
+    return fb, short, image if corruption is None else corruption.image(image, item.audio.name)
 
 
 class ManifestError(ValueError):
@@ -303,6 +308,7 @@ def load_av_mnist(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
     import torch
 
     from uvav.data.base import stratified_split
+    from uvav.data.corrupting import SourceCorruption, eval_store
     from uvav.data.features import (
         check_decoded_settings,
         clip_seed,
@@ -315,6 +321,7 @@ def load_av_mnist(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
     from uvav.data.store_build import build_store
 
     check_decoded_settings(cfg)
+    corruption = SourceCorruption.of(cfg)  # refused before any decoding
     root = find_data_root(cfg.root)
     cache_dir = resolve_cache_dir(cache_dir, cfg)
     skipped: list[dict[str, str]] = []
@@ -370,8 +377,9 @@ def load_av_mnist(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
         "features": features_info(settings),
     }
     parts = {"train": train_all[tr], "val": train_all[va], "test": test}
-    return store_avdata(store, torch.tensor(keep, dtype=torch.long), clip_labels, parts, CLASS_NAMES, cfg.normalize,
-                        info, [c.name for c in kept])
+    rows = torch.tensor(keep, dtype=torch.long)
+    return store_avdata(store, rows, clip_labels, parts, CLASS_NAMES, cfg.normalize, info, [c.name for c in kept],
+                        corrupted=eval_store(corruption, cfg, spec, items, sources, settings, cache_dir, rows, parts))
 
 
 DATASETS.register(Dataset("av_mnist", AVMnistDataConfig, load_av_mnist, class_names=tuple(CLASS_NAMES),

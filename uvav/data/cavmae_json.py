@@ -294,6 +294,7 @@ def load_cavmae_json(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
     import torch
 
     from uvav.data.base import stratified_split
+    from uvav.data.corrupting import SourceCorruption, eval_store
     from uvav.data.features import (
         check_choice,
         check_decoded_settings,
@@ -306,6 +307,7 @@ def load_cavmae_json(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
     from uvav.data.store_build import build_store
 
     check_decoded_settings(cfg)
+    corruption = SourceCorruption.of(cfg)  # refused before any decoding
     check_choice("data.eval_frames", cfg.eval_frames, EVAL_FRAMES)
     wanted = stored_frames(cfg.frame, cfg.num_frames)
     label_csv = setting(cfg, "label_csv")
@@ -367,8 +369,10 @@ def load_cavmae_json(cfg: Any, cache_dir: str | Path | None = None) -> AVData:
         "features": features_info(settings),
     }
     names = [f"{items[i].video_id}:{items[i].audio}" for i in keep]
-    return store_avdata(store, torch.tensor(keep, dtype=torch.long), labels, parts, class_names, cfg.normalize,
-                        info, names, cfg.eval_frames)
+    rows = torch.tensor(keep, dtype=torch.long)
+    return store_avdata(store, rows, labels, parts, class_names, cfg.normalize, info, names, cfg.eval_frames,
+                        corrupted=eval_store(corruption, cfg, spec, items, sources, settings,
+                                             resolve_cache_dir(cache_dir, cfg), rows, parts))
 
 
 def random_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

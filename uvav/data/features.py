@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile as sf
@@ -28,6 +28,9 @@ from PIL import Image
 from torchvision.transforms import CenterCrop, InterpolationMode, Resize
 
 from uvav.errors import ConfigError, UserError
+
+if TYPE_CHECKING:
+    from uvav.data.corrupting import SourceCorruption
 
 # bump whenever decoding changes, so that old caches are not reused. 2: first channel, torchvision's resize/crop
 FEATURE_VERSION = 2
@@ -100,13 +103,17 @@ def fbank(wave: torch.Tensor, target_length: int, num_mel_bins: int) -> tuple[to
 
 
 def audio_features(
-    path: str | Path, target_length: int, num_mel_bins: int, snr_db: float | None = None, noise_seed: int = 0
+    path: str | Path, target_length: int, num_mel_bins: int, snr_db: float | None = None, noise_seed: int = 0,
+    corruption: SourceCorruption | None = None,
 ) -> tuple[torch.Tensor, bool]:
-    """WAV file -> ``([T, F] fbank, padded_short)``; optional white noise at ``snr_db`` (at 16 kHz). Samples so
-    large that the features overflow raise :class:`DecodeError` naming the file."""
+    """WAV file -> ``([T, F] fbank, padded_short)``; optional white noise at ``snr_db`` (at 16 kHz), then the
+    ``corruption`` of the 16 kHz waveform. Samples so large that the features overflow raise :class:`DecodeError`
+    naming the file."""
     wave = to_mono_16k(*read_wav(path))
     if snr_db is not None:
         wave = add_white_noise(wave - wave.mean(), snr_db, noise_seed)
+    if corruption is not None:
+        wave = corruption.waveform(wave, Path(path).name, SAMPLE_RATE)
     features, short = fbank(wave, target_length, num_mel_bins)
     if not torch.isfinite(features).all():
         exc = ValueError(f"non-finite features (samples up to {wave.abs().max().item():.3g})")
@@ -142,15 +149,16 @@ def image_to_uint8(img: Image.Image, image_size: int) -> torch.Tensor:
     return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
-def load_image(path: str | Path, image_size: int) -> torch.Tensor:
-    """Open and fully decode an image file: ``uint8 [3, S, S]``. A corrupt, truncated or oversized file (PIL's
-    decompression-bomb limit) raises :class:`DecodeError` naming it."""
+def load_image(path: str | Path, image_size: int, corruption: SourceCorruption | None = None) -> torch.Tensor:
+    """Open and fully decode an image file: ``uint8 [3, S, S]`` (then the ``corruption`` of that frame). A corrupt,
+    truncated or oversized file (PIL's decompression-bomb limit) raises :class:`DecodeError` naming it."""
     try:
         with Image.open(path) as img:
             img.load()
-            return image_to_uint8(img, image_size)
+            image = image_to_uint8(img, image_size)
     except IMAGE_ERRORS as exc:
         raise decode_failure(path, exc) from exc
+    return image if corruption is None else corruption.image(image, Path(path).name)
 
 
 def images_to_float(images: torch.Tensor) -> torch.Tensor:
@@ -202,15 +210,16 @@ def decode_at(path: str | Path, fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def decode_files(
-    item: tuple[Any, ...], target_length: int, num_mel_bins: int, image_size: int
+    item: tuple[Any, ...], target_length: int, num_mel_bins: int, image_size: int,
+    corruption: SourceCorruption | None = None,
 ) -> tuple[torch.Tensor, bool, torch.Tensor]:
     """Decode an item whose first two fields are a WAV and an image path (or a sequence of frame paths):
-    ``(fbank [T, F], short, uint8 [3, S, S] or [frames, 3, S, S])``. A failure raises :class:`DecodeError`
-    naming the file."""
-    fb, short = decode_at(item[0], audio_features, target_length, num_mel_bins)
+    ``(fbank [T, F], short, uint8 [3, S, S] or [frames, 3, S, S])``, under ``corruption`` if given. A failure
+    raises :class:`DecodeError` naming the file."""
+    fb, short = decode_at(item[0], audio_features, target_length, num_mel_bins, None, 0, corruption)
     if isinstance(item[1], (str, Path)):
-        return fb, short, decode_at(item[1], load_image, image_size)
-    return fb, short, torch.stack([decode_at(p, load_image, image_size) for p in item[1]])
+        return fb, short, decode_at(item[1], load_image, image_size, corruption)
+    return fb, short, torch.stack([decode_at(p, load_image, image_size, corruption) for p in item[1]])
 
 
 def bad_file(path: str | Path, reason: str, on_bad_file: str, skipped: list[dict[str, str]]) -> None:

@@ -230,12 +230,15 @@ class StoreSplit(AVSplit):
 def store_avdata(
     store: FeatureStore, rows: torch.Tensor, labels: torch.Tensor, parts: dict[str, torch.Tensor],
     class_names: list[str], normalize: str, info: dict[str, Any], names: Sequence[str], eval_frames: str = "middle",
+    corrupted: tuple[FeatureStore, dict[str, torch.Tensor], dict[str, Any]] | None = None,
 ) -> AVData:
     """Train/val/test splits read from ``store``: ``rows``, ``labels`` and ``names`` list the usable items,
     ``parts`` index into them. Records sizes, class counts, the normalisation, a digest of each split's
     file names, the shapes and the store in ``info``. With several frames stored per clip, training draws a
     random one per sample and epoch, validation reads the middle one, and the test split the middle one or all
-    of them (``eval_frames="average"``: predictions averaged over the frames, CAV-MAE's reported protocol)."""
+    of them (``eval_frames="average"``: predictions averaged over the frames, CAV-MAE's reported protocol).
+    ``corrupted``: the store of the validation and test clips under a corruption, their rows in it and its record
+    (:func:`uvav.data.corrupting.eval_store`); those splits then read it, normalised as the clean training split."""
     check_choice("data.normalize", normalize, NORMALIZE_MODES)
     if normalize == "cavmae":
         mean, std = CAVMAE_MEAN, CAVMAE_STD
@@ -244,6 +247,10 @@ def store_avdata(
     check_choice("data.eval_frames", eval_frames, EVAL_FRAMES)
     frames = {"train": "random", "val": "middle", "test": "all" if eval_frames == "average" else "middle"}
     splits = {k: StoreSplit(store, rows[idx], labels[idx], mean, std, frames[k]) for k, idx in parts.items()}
+    if corrupted is not None:
+        other, at, record = corrupted
+        splits.update({k: StoreSplit(other, at[k], labels[parts[k]], mean, std, frames[k]) for k in at})
+        info = {**info, "corruption": {k: v for k, v in record.items() if k != "content_digest"}}
     empty = [k for k, s in splits.items() if len(s) == 0]
     if empty:
         warnings.warn(f"empty split(s) {empty}: too few files per class for the fractions asked", stacklevel=3)
@@ -262,7 +269,8 @@ def store_avdata(
         "frames": {"stored": store.frames, **({"train": "random", "val": "middle", "test": eval_frames}
                                                if store.frames > 1 else {})},
         "store": store.report,
-        "content_digest": store.content_digest,
+        "content_digest": store.content_digest if corrupted is None else
+        f"{store.content_digest}+{corrupted[2]['content_digest']}",
         "cache": {"path": store.report.get("path", str(store.folder)), "hit": store.report.get("hit", True)},
     }
     return AVData(splits["train"], splits["val"], splits["test"], class_names, info)

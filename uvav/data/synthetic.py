@@ -118,7 +118,9 @@ def load_synthetic(cfg, cache_dir: str | None = None) -> AVData:
     import torch
 
     from uvav.data.base import AVData
+    from uvav.data.corrupting import check_no_corruption
 
+    check_no_corruption(cfg, "synthetic")
     if cfg.labels_per_clip not in (1, 2):
         raise ConfigError(f"data.labels_per_clip={cfg.labels_per_clip}: 1 (single-label) or 2 (multi-label: the "
                           "audio's class and an independent image class)")

@@ -192,6 +192,7 @@ def load_urbansound8k_av(cfg: Any, cache_dir: str | Path | None = None) -> AVDat
     """Build UrbanSound8K-AV from ``cfg`` (an ``UrbanSound8KAVDataConfig`` node)."""
     import torch
 
+    from uvav.data.corrupting import SourceCorruption, eval_store
     from uvav.data.features import (
         check_choice,
         check_decoded_settings,
@@ -205,6 +206,7 @@ def load_urbansound8k_av(cfg: Any, cache_dir: str | Path | None = None) -> AVDat
 
     check_choice("data.split", cfg.split, SPLITS)
     check_decoded_settings(cfg)
+    corruption = SourceCorruption.of(cfg)  # refused before any decoding
     root = find_root(cfg)
     cache_dir = resolve_cache_dir(cache_dir, cfg)
     skipped: list[dict[str, str]] = []
@@ -239,7 +241,8 @@ def load_urbansound8k_av(cfg: Any, cache_dir: str | Path | None = None) -> AVDat
         "short_audio_padded": [str(pairs[r].audio) for r in store.short_rows],
         "features": features_info(settings),
     }
-    return store_avdata(store, rows, labels, parts, CLASS_NAMES, cfg.normalize, info, names)
+    return store_avdata(store, rows, labels, parts, CLASS_NAMES, cfg.normalize, info, names,
+                        corrupted=eval_store(corruption, cfg, spec, pairs, sources, settings, cache_dir, rows, parts))
 
 
 DATASETS.register(Dataset("urbansound8k_av", UrbanSound8KAVDataConfig, load_urbansound8k_av,
