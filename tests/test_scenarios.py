@@ -113,3 +113,22 @@ def test_training_augmentation_masks_and_shifts_without_touching_inputs():
                         visual[:, max(-dy, 0):8 + min(-dy, 0), max(-dx, 0):8 + min(-dx, 0)])
             for dy in range(-2, 3) for dx in range(-2, 3))
     assert augment_sample(audio, visual, 0, 0, 0, gen)[0] is audio  # off: no copy, no change
+
+
+def test_modality_dropout_keeps_both_at_one_minus_the_rate_and_else_drops_one_modality():
+    """``scenario=modality_dropout`` (FT's modality-dropout baseline): its composed settings, and the training draws
+    they give: complete with probability 1 - rate, otherwise audio (zeros) or image (black) lost, never both."""
+    from collections import Counter
+
+    from uvav.scenarios import draw_training_case, sample_generator
+
+    from .conftest import compose_config
+
+    cfg = compose_config("method=ft", "scenario=modality_dropout", "scenario.missing_rate=0.3")
+    assert list(cfg.noise.audio) == ["missing"] and list(cfg.noise.visual) == ["black"]
+    cases = tuple(cfg.scenario.train_cases)
+    draws = Counter(CASES[draw_training_case(cases, cfg.scenario.missing_rate, sample_generator("train", 0, 0, i))]
+                    for i in range(4000))
+    assert set(draws) == {"complete", "noisy_audio", "noisy_visual"}
+    assert draws["complete"] / 4000 == pytest.approx(0.7, abs=0.03)
+    assert draws["noisy_audio"] / 4000 == pytest.approx(0.15, abs=0.03)

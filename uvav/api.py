@@ -224,12 +224,14 @@ class Run:
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, case: str = "all", prompts: str = "uncertain", split: str = "test", *, save: bool = False,
-                 name: str | None = None, **overrides: Any) -> dict[str, Any]:
+                 name: str | None = None, missing_audio: float = 0.0, missing_visual: float = 0.0,
+                 missing_seed: int = 0, **overrides: Any) -> dict[str, Any]:
         """Accuracy of the saved model, without training, as ``result['accuracy'][mode][case]`` (mAP for a
         multi-label run): :func:`uvav.rescore.evaluate_run` says what each argument does."""
         from uvav.rescore import evaluate_run
 
-        return evaluate_run(self, case, prompts, split, save=save, name=name, **overrides)
+        return evaluate_run(self, case, prompts, split, save=save, name=name, missing_audio=missing_audio,
+                            missing_visual=missing_visual, missing_seed=missing_seed, **overrides)
 
     # ------------------------------------------------------------ prediction (uvav.inference)
     def features(self, audio: Any = None, image: Any = None, sample_rate: int | None = None

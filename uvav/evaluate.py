@@ -26,7 +26,7 @@ from uvav.errors import report_user_errors, run_entrypoint, safe_file_name
 from uvav.methods import describe_result
 
 log = logging.getLogger("uvav.evaluate")
-OWN_KEYS = ("run", "case", "prompts", "split", "name")
+OWN_KEYS = ("run", "case", "prompts", "split", "name", "missing_audio", "missing_visual", "missing_seed")
 
 
 @dataclass
@@ -39,6 +39,9 @@ class EvaluateConfig:
     prompts: str = "all"
     split: str = "test"
     name: str | None = None
+    missing_audio: float = 0.0  # share of samples that lose their audio (a per-sample missing table; case=complete)
+    missing_visual: float = 0.0  # share that lose their image
+    missing_seed: int = 0  # draws the table
     data: Any = None
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -105,7 +108,8 @@ def main(cfg: DictConfig) -> float:
     safe_file_name(cfg.name, "name")  # refused before any work: written as <run>/evaluations/<name>.json
     run = load_run(cfg.run)
     result = run.evaluate(case=cfg.case, prompts=cfg.prompts, split=cfg.split, save=True, name=cfg.name,
-                          **task_overrides())
+                          missing_audio=cfg.missing_audio, missing_visual=cfg.missing_visual,
+                          missing_seed=cfg.missing_seed, **task_overrides())
     print(format_table(result), flush=True)
     print("model made by: " + ", ".join(f"{k} {v}" for k, v in run.provenance.items()), flush=True)
     values = [v for per_case in result["accuracy"].values() for v in per_case.values()]

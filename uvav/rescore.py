@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from uvav import preflight
 from uvav.cases import EVAL_CASES, result_key
 from uvav.config import EVALUATION_NEUTRAL, NoiseConfig
-from uvav.data.base import AVSplit
+from uvav.data.base import AVSplit, MissingTable
 from uvav.errors import InputError, safe_file_name
 from uvav.outputs import atomic_write_json
 from uvav.overrides import evaluation_name, override_items, split_overrides
@@ -30,7 +30,8 @@ SPLITS = ("test", "val")
 
 
 def evaluate_run(run: Run, case: str = "all", prompts: str = "uncertain", split: str = "test", *,
-                 save: bool = False, name: str | None = None, **overrides: Any) -> dict[str, Any]:
+                 save: bool = False, name: str | None = None, missing_audio: float = 0.0, missing_visual: float = 0.0,
+                 missing_seed: int = 0, **overrides: Any) -> dict[str, Any]:
     """Accuracy of the saved model, without training, as ``result['accuracy'][mode][case]``; for a multi-label
     run the same table holds mAP (``result['metric']``) and ``result['per_class_ap'][mode][case]`` each class's AP.
 
@@ -39,7 +40,9 @@ def evaluate_run(run: Run, case: str = "all", prompts: str = "uncertain", split:
     on the command line, dotted (``**{"noise.severity": 0.5}``) or nested (``noise={"severity": 0.5}``);
     ``data="av_mnist"`` switches to another dataset with the same classes. Device: ``load_run``'s unless
     ``trainer.device`` is given. With ``save=True`` the result is written to
-    ``<run>/evaluations/<name>.json`` (never over ``metrics.json``).
+    ``<run>/evaluations/<name>.json`` (never over ``metrics.json``). ``missing_audio``/``missing_visual`` > 0:
+    the split under a per-sample missing table (:class:`uvav.data.base.MissingTable`, drawn from ``missing_seed``:
+    the share of samples that lose their audio / image), scored under ``case=complete``.
     """
     safe_file_name(name, "name")  # a plain file name: written as <run>/evaluations/<name>.json
     from uvav.data import DATASETS, load_data
@@ -53,6 +56,7 @@ def evaluate_run(run: Run, case: str = "all", prompts: str = "uncertain", split:
     if case != "all" and case not in EVAL_CASES:
         raise InputError(f"case={case!r}: one of {[*EVAL_CASES, 'all']}")
     modes = run._prompt_modes(prompts)
+    table = _missing_table(case, modes, missing_audio, missing_visual, missing_seed)
     cfg = run.eval_config(**overrides)
     _, flat = split_overrides(overrides)
     device = select_device(flat["trainer.device"]) if "trainer.device" in flat else run.device
@@ -68,12 +72,15 @@ def evaluate_run(run: Run, case: str = "all", prompts: str = "uncertain", split:
         data = load_data(cfg.data, str(cfg.data.cache_dir or Path(cfg.paths.cache_dir) / "features"))
         _check_classes(run, cfg.data.name, data.class_names)
         part, renormalized = _renormalize(getattr(data, split), data.info, run.normalization)
+        if table:
+            part = MissingTable(part, missing_audio, missing_visual, missing_seed)
+            table.update(samples_without_audio=int(part.no_audio.sum()), samples_without_image=int(part.no_image.sum()))
         scores = evaluate_split(stage, part, NoiseConfig.of(cfg.noise), SALTS[split], modes, device,
                                 preflight.eval_batch_size(cfg, device), autocast,
                                 LoaderOptions.for_device(cfg.data.num_workers, device), cases,
                                 progress=f"{run.method}: scoring {split}" if cfg.trainer.progress else None)
     accuracy = {result_key(run.method, mode): scores.values[mode] for mode in modes}
-    reference = _reference(run, accuracy, split, overrides)
+    reference = None if table else _reference(run, accuracy, split, overrides)
     label = run.method if run.bank is None else prompts
     result = {
         "schema_version": SCHEMA_VERSION, "kind": "evaluation", "run": str(run.path.resolve()),
@@ -81,14 +88,15 @@ def evaluate_run(run: Run, case: str = "all", prompts: str = "uncertain", split:
         "overrides": {k: v for k, v in override_items(overrides)}, "metric": scores.metric, "accuracy": accuracy,
         **({"per_class_ap": {result_key(run.method, m): scores.per_class[m] for m in modes}}
            if scores.per_class else {}),
-        "num_samples": len(part), "reference": reference,
+        "num_samples": len(part), **({"missing_table": table} if table else {}), "reference": reference,
         "matches_reference": None if reference is None else reference == accuracy,
         "renormalized_audio": renormalized, "data": OmegaConf.to_container(cfg.data),
         "noise": OmegaConf.to_container(cfg.noise), "device": str(device),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": round(time.perf_counter() - started, 3),
     }
-    result["name"] = name or evaluation_name(split, case, label, overrides)
+    suffix = f"-missing_a{missing_audio:g}_v{missing_visual:g}_s{missing_seed}" if table else ""
+    result["name"] = name or evaluation_name(split, case, label, overrides) + suffix
     if save:
         path = run.path / "evaluations" / f"{result['name']}.json"
         if path.resolve() == (run.path / "metrics.json").resolve():
@@ -96,6 +104,23 @@ def evaluate_run(run: Run, case: str = "all", prompts: str = "uncertain", split:
         atomic_write_json(path, result)
         result["path"] = str(path)
     return result
+
+
+def _missing_table(case: str, modes: list[str], audio: float, visual: float, seed: int) -> dict[str, Any] | None:
+    """What the result records of a per-sample missing table (None without one); refuses what it cannot score."""
+    if not (audio or visual):
+        return None
+    if not (0.0 <= audio <= 1.0 and 0.0 <= visual <= 1.0 and audio + visual <= 1.0):
+        raise InputError(f"missing_audio={audio}, missing_visual={visual}: each in [0, 1], their sum at most 1")
+    if case != "complete":
+        raise InputError(f"case={case}: a missing table is scored under case=complete (it says which samples lose "
+                         "a modality; the other cases would corrupt them again)")
+    if "oracle" in modes:
+        raise InputError("prompts=oracle picks prompts by the case, which a missing table does not state: use "
+                         "prompts=uncertain")
+    return {"audio": audio, "visual": visual, "seed": seed,
+            "definition": "sample i loses its audio if u_i < audio, its image if audio <= u_i < audio + visual; "
+                          "u ~ U(0, 1) from the seed alone (uvav.data.base.MissingTable)"}
 
 
 def _check_classes(run: Run, dataset: str, names: Any) -> None:

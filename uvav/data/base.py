@@ -40,6 +40,40 @@ class AVSplit:
         raise NotImplementedError(f"{type(self).__name__} holds features that are normalised already")
 
 
+class MissingTable(AVSplit):
+    """``split`` under a per-sample missing table (Missing-Aware Prompts' test-time protocol): with ``u_i`` drawn
+    uniformly from ``seed`` alone, sample ``i`` loses its audio when ``u_i < audio_rate`` and its image when
+    ``audio_rate <= u_i < audio_rate + visual_rate``; a lost modality is zeros after normalisation, as under the
+    ``missing`` and ``black`` corruptions. The table is a function of the seed and the split's length only: every
+    method evaluated on the split sees the same samples missing, and a higher rate's missing samples include a lower
+    one's."""
+
+    def __init__(self, split: AVSplit, audio_rate: float, visual_rate: float, seed: int) -> None:
+        if not (0.0 <= audio_rate <= 1.0 and 0.0 <= visual_rate <= 1.0 and audio_rate + visual_rate <= 1.0):
+            raise ValueError(f"missing rates audio {audio_rate}, visual {visual_rate}: each in [0, 1], their sum "
+                             "at most 1 (a sample loses one modality)")
+        self.split, self.audio_rate, self.visual_rate, self.seed = split, audio_rate, visual_rate, seed
+        self.labels = split.labels
+        u = torch.rand(len(split), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        self.no_audio = u < audio_rate
+        self.no_image = (u >= audio_rate) & (u < audio_rate + visual_rate)
+
+    def sample(self, i: int, gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        audio, visual = self.split.sample(i, gen)
+        if self.no_audio[i]:
+            audio = torch.zeros_like(audio)
+        if self.no_image[i]:
+            visual = torch.zeros_like(visual)
+        return audio, visual
+
+    def subset(self, index: torch.Tensor) -> AVSplit:
+        raise NotImplementedError("a missing table is drawn over a whole split: subset the split first")
+
+    def with_audio_normalization(self, mean: float, std: float) -> MissingTable:
+        return MissingTable(self.split.with_audio_normalization(mean, std), self.audio_rate, self.visual_rate,
+                            self.seed)
+
+
 class TensorSplit(AVSplit):
     """A split held in memory as normalised tensors: ``audio [N, T, F]``, ``visual [N, 3, H, W]``."""
 

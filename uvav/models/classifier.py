@@ -39,6 +39,9 @@ class AVClassifier(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)  # eps 1e-5 like CAV-MAE's final norm
         self.head = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, num_classes))
         self.apply(_init_weights)
+        # a module (a, v) -> (a, v) applied to the encoder outputs before the fusion: stand-in tokens for a missing
+        # modality (uvav.models.standin); None: the tokens go to the fusion as they are
+        self.standins: nn.Module | None = None
 
     @classmethod
     def from_config(cls, backbone, data, num_classes: int) -> AVClassifier:
@@ -83,6 +86,8 @@ class AVClassifier(nn.Module):
     ) -> torch.Tensor:
         """Everything of :meth:`classify_encoded` but the head: the pooled features ``[B, D]`` the head reads."""
         prompts = prompts or Prompts()
+        if self.standins is not None:
+            a, v = self.standins(a, v)
         for i, layer in enumerate(self.fusion):
             a, v = layer(a, v, prompts.fusion_layer(i))
         x = torch.cat([a, v], dim=1)
