@@ -209,35 +209,6 @@ def test_head_only_and_prompts_train_on_one_set_of_cached_views(monkeypatch, tmp
         "test under every case", "training views", "val under every case"]
 
 
-def test_head_only_is_validated_from_the_base_s_pooled_features_with_the_fusion_s_numbers(monkeypatch, tmp_path):
-    from uvav.train import token_cache
-
-    pooled_rows = [0]
-    pool = AVClassifier.pool_encoded
-
-    def counting(self, a, v, prompts=None):
-        pooled_rows[0] += a.shape[0]
-        return pool(self, a, v, prompts)
-
-    monkeypatch.setattr(AVClassifier, "pool_encoded", counting)
-    results = {}
-    for how in ("fusion", "pooled"):
-        with monkeypatch.context() as patch:
-            if how == "fusion":  # the path before: every epoch's validation runs the frozen fusion
-                patch.setattr(token_cache.SharedViews, "val_features", property(lambda _: None, lambda *_: None),
-                              raising=False)
-            pooled_rows[0] = 0
-            metrics, _ = _run_counting_rows(monkeypatch, tmp_path / how, False, "method.epochs=2")
-            results[how] = metrics, pooled_rows[0]
-    (fusion, fusion_rows), (pooled, pooled_rows_run) = results["fusion"], results["pooled"]
-    curve = [{k: v for k, v in epoch.items() if k != "time_s"} for epoch in pooled["stages"]["head_only"]["history"]]
-    assert curve == [{k: v for k, v in epoch.items() if k != "time_s"}
-                     for epoch in fusion["stages"]["head_only"]["history"]]
-    assert pooled["accuracy"] == fusion["accuracy"] and pooled["val"] == fusion["val"]
-    train_cases = len(compose_config("method=pl").scenario.train_cases)
-    assert fusion_rows - pooled_rows_run == 2 * train_cases * 48  # two epochs' validation of 48 samples per case
-
-
 def test_a_later_job_on_the_same_base_reuses_the_encodings_with_the_numbers_it_would_compute(monkeypatch, tmp_path):
     cache = tmp_path / "cache"
     _run_counting_rows(monkeypatch, tmp_path / "first", False, cache_dir=cache)  # FT model, encodings

@@ -9,7 +9,6 @@ sha256 in its ``info.json``), holding a file lock so that two jobs that need the
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import io
 import logging
@@ -352,8 +351,6 @@ def _timed_fit(ctx: Context, stage: Stage, seed: int, checkpoint_path: Path, vie
     ``ctx.timing`` (building its cache as encoding)."""
     if views is not None and distributed.world_size() == 1:  # its cached validation set: copied from the shared one
         views.val_tokens = ctx.shared_tokens(stage.model, "val")
-        views.val_features = (functools.partial(ctx.shared_encodings().feature_batches, stage.model, "val")
-                              if stage.shares_features else None)
     with ctx.timing.measure(ctx.timing.train, stage.name):
         result = fit(stage, ctx.feed(), FitSettings.of(ctx.cfg.trainer), ctx.device, seed=seed, autocast=ctx.autocast,
                      checkpoint_path=checkpoint_path, logger=ctx.logger, views=views)

@@ -69,8 +69,6 @@ def fit(
     if stage.cache_views > 0 and stage.cacheable() and start < stage.epochs and distributed.world_size() == 1:
         trainee.caches = (views.get(stage, feed, settings, device, autocast, meter) if views is not None
                           else build_caches(stage, feed, settings, device, seed, autocast, meter))
-    if views is not None and stage.shares_features:  # validated from the base's pooled features
-        trainee.val_features = views.val_features
     trainee.net = training_forward(stage, device)
     try:
         loop.run(start, sum(c.nbytes for c in trainee.caches if c.on_device) if trainee.caches else 0)
@@ -107,7 +105,6 @@ class StageTrainee:
         self.params = stage.trainable()
         self.multi_label = feed.train.labels.dim() == 2  # multi-hot labels: BCE, selection on validation mAP
         self.caches: tuple[TokenCache, TokenCache] | None = None
-        self.val_features = None  # SharedViews.val_features, for a stage that differs from the base only in its head
         self.net: torch.nn.Module | None = None
         self.best_val, self.best_epoch, self.best_state = -1.0, -1, None
         self.average = WeightAverage()
@@ -150,9 +147,6 @@ class StageTrainee:
         """Validation accuracy (multi-label data: mAP) per training case, in the stage's first eval mode."""
         stage, feed, batch_size = self.stage, self.feed, self.settings.eval_batch_size
         mode, cases = stage.eval_modes[0], list(stage.train_cases)
-        if self.val_features is not None:
-            return score(stage, self.val_features(cases), cases, [mode], self.device, self.autocast,
-                         pooled=True).values[mode]
         if tokens is not None:
             return score(stage, tokens.batches(range(tokens.rows), batch_size, feed.options), cases, [mode],
                          self.device, self.autocast, encoded=True).values[mode]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,36 +64,17 @@ class SharedEncodings:
         the pooled features when it shares them too (each batch's head reads the rows the full pass would pool)."""
         if not stage.shares_encodings:
             raise ValueError(f"stage {stage.name} does not share the frozen base's encoder outputs")
-        if stage.shares_features:
-            batches = self.feature_batches(stage.model, split, EVAL_CASES)
-            return score(stage, batches, list(EVAL_CASES), stage.eval_modes, self.device, self.autocast, pooled=True)
         cache = self.tokens(stage.model, split)
+        if stage.shares_features:
+            pooled = self.pooled.get(split)
+            if pooled is None:
+                pooled = self.pooled[split] = self._pool(stage.model, split, cache)
+            batches = ((pooled[i:i + self.batch_size], None, *(t[i:i + self.batch_size] for t in cache.row_info()))
+                       for i in range(0, cache.rows, self.batch_size))
+            return score(stage, batches, list(EVAL_CASES), stage.eval_modes, self.device, self.autocast, pooled=True)
         batches = self._progress(cache.batches(range(cache.rows), self.batch_size, self.options, as_stored=True),
                                  f"{stage.name}: scoring {split}", cache.rows)
         return score(stage, batches, list(EVAL_CASES), stage.eval_modes, self.device, self.autocast, encoded=True)
-
-    def features(self, model: AVClassifier, split: str) -> torch.Tensor:
-        """The base's pooled features of every row of :meth:`tokens` (pooled now by ``model``, the base, when
-        absent)."""
-        if split not in self.pooled:
-            self.pooled[split] = self._pool(model, split, self.tokens(model, split))
-        return self.pooled[split]
-
-    def feature_batches(self, model: AVClassifier, split: str, cases: Sequence[str]
-                        ) -> Iterator[tuple[torch.Tensor, None, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """``(pooled, None, labels, case_ids, positions)`` of ``split``'s rows under ``cases`` (``positions`` index
-        ``cases``), in the order :meth:`tokens` holds them and batches of at most ``batch_size`` rows: what
-        :func:`uvav.train.scoring.score` reads with ``pooled=True``."""
-        pooled = self.features(model, split)
-        labels, case_ids, positions = self.caches[split].row_info()
-        wanted = torch.tensor([EVAL_CASES.index(case) for case in cases])
-        renamed = torch.full((len(EVAL_CASES),), -1, dtype=torch.long)
-        renamed[wanted] = torch.arange(len(cases))
-        rows = torch.isin(positions, wanted).nonzero().squeeze(1)
-        for index in rows.split(self.batch_size):
-            first, last = int(index[0]), int(index[-1]) + 1  # every case: a slice, no copy
-            features = pooled[first:last] if last - first == len(index) else pooled[index.to(pooled.device)]
-            yield features, None, labels[index], case_ids[index], renamed[positions[index]]
 
     def _progress(self, batches, what: str, rows: int):
         """``batches`` behind a progress bar (when the job shows progress)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -294,9 +294,6 @@ class SharedViews:
         # the job's shared validation encodings (every evaluation case): the cached validation set is copied from
         # them (:func:`build_caches`); set by the job before a stage trains
         self.val_tokens: TokenCache | None = None
-        # batches of the base's pooled validation features under given cases (SharedEncodings.feature_batches): a
-        # stage that differs from the base only in its head is validated from them, without the fusion; set by the job
-        self.val_features: Callable[[Sequence[str]], Iterator[tuple[torch.Tensor | None, ...]]] | None = None
         self.caches: tuple[TokenCache, TokenCache] | None = None
         self.made_for: tuple[tuple[str, ...], int] | None = None
         self.info: dict[str, Any] = {}
