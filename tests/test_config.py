@@ -105,3 +105,14 @@ def test_impossible_combinations_name_the_key(overrides, key):
     cfg = compose_config(*overrides)
     with pytest.raises(ConfigError, match=f"'{key}'"):
         validate(cfg)
+
+
+def test_settings_added_later_keep_committed_group_ids_at_their_default():
+    from uvav.config import GROUPED_OFF_DEFAULT_ONLY, grouping_settings
+
+    cfg = OmegaConf.to_container(compose_config("method=pl", tiny=False), resolve=True)
+    before = {**cfg, "data": {k: v for k, v in cfg["data"].items()
+                              if f"data.{k}" not in GROUPED_OFF_DEFAULT_ONLY}}  # a config of before they existed
+    assert grouping_settings(cfg) == grouping_settings(before)
+    corrupted = {**cfg, "data": {**cfg["data"], "visual_corruption": "fog"}}
+    assert grouping_settings(corrupted)["data.visual_corruption"] == "fog"

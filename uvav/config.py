@@ -72,10 +72,17 @@ def grouping_neutral(key: str) -> bool:
         key == n or key.startswith(f"{n}.") for n in GROUPING_NEUTRAL)
 
 
+# Settings added after the committed tables' group ids were made: left out of a group's settings while at their
+# default (as KEYED_OFF_DEFAULT_ONLY does for job keys), so that tables regenerated later keep their group ids
+GROUPED_OFF_DEFAULT_ONLY = ("data.visual_corruption", "data.audio_corruption", "data.corruption_severity")
+
+
 def grouping_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The flattened settings of a resolved config that put a job in its group (the tables' rows, the trackers'
-    group tag): everything but the :data:`GROUPING_NEUTRAL` settings."""
-    return {k: v for k, v in flatten(config).items() if not grouping_neutral(k)}
+    group tag): everything but the :data:`GROUPING_NEUTRAL` settings and :data:`GROUPED_OFF_DEFAULT_ONLY` ones at
+    their default."""
+    return {k: v for k, v in flatten(config).items() if not grouping_neutral(k)
+            and not (k in GROUPED_OFF_DEFAULT_ONLY and v == KEYED_OFF_DEFAULT_ONLY[k])}
 
 
 def key_content(container: dict[str, Any], neutral: tuple[str, ...]) -> dict[str, Any]:

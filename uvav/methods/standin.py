@@ -52,8 +52,8 @@ class StandIn(PeftMethod):
     comparison_order = 40
     summary = "frozen FT model with learned stand-in tokens for a missing modality, no prompts"
     variant_order = 4
-    table_note = ("FT + Stand-in: a missing modality's tokens (its encoder output equals that of an all-zero input) "
-                  "replaced by learned tokens; noisy modalities unchanged.")
+    # no table_note (as LoRA and adapters): every accuracy table's note lists each method's, and a new one would
+    # change the notes of committed tables without a stand-in column (its summary says what it is)
 
     def check(self, cfg) -> None:
         super().check(cfg)
