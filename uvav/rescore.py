@@ -110,8 +110,9 @@ def _missing_table(case: str, modes: list[str], audio: float, visual: float, see
     """What the result records of a per-sample missing table (None without one); refuses what it cannot score."""
     if not (audio or visual):
         return None
-    if not (0.0 <= audio <= 1.0 and 0.0 <= visual <= 1.0 and audio + visual <= 1.0):
-        raise InputError(f"missing_audio={audio}, missing_visual={visual}: each in [0, 1], their sum at most 1")
+    problem = MissingTable.rates_problem(audio, visual)
+    if problem:  # refused before any work
+        raise InputError(f"missing_audio={audio}, missing_visual={visual}: {problem}")
     if case != "complete":
         raise InputError(f"case={case}: a missing table is scored under case=complete (it says which samples lose "
                          "a modality; the other cases would corrupt them again)")

@@ -49,14 +49,21 @@ class MissingTable(AVSplit):
     one's."""
 
     def __init__(self, split: AVSplit, audio_rate: float, visual_rate: float, seed: int) -> None:
-        if not (0.0 <= audio_rate <= 1.0 and 0.0 <= visual_rate <= 1.0 and audio_rate + visual_rate <= 1.0):
-            raise ValueError(f"missing rates audio {audio_rate}, visual {visual_rate}: each in [0, 1], their sum "
-                             "at most 1 (a sample loses one modality)")
+        problem = self.rates_problem(audio_rate, visual_rate)
+        if problem:
+            raise ValueError(f"missing rates audio {audio_rate}, visual {visual_rate}: {problem}")
         self.split, self.audio_rate, self.visual_rate, self.seed = split, audio_rate, visual_rate, seed
         self.labels = split.labels
         u = torch.rand(len(split), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
         self.no_audio = u < audio_rate
         self.no_image = (u >= audio_rate) & (u < audio_rate + visual_rate)
+
+    @staticmethod
+    def rates_problem(audio_rate: float, visual_rate: float) -> str | None:
+        """What is wrong with the two rates (None: nothing)."""
+        if 0.0 <= audio_rate <= 1.0 and 0.0 <= visual_rate <= 1.0 and audio_rate + visual_rate <= 1.0:
+            return None
+        return "each in [0, 1], their sum at most 1 (a sample loses one modality)"
 
     def sample(self, i: int, gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         audio, visual = self.split.sample(i, gen)

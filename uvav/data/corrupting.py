@@ -26,7 +26,7 @@ import torch
 from uvav.corruptions import CORRUPTIONS, SEVERITIES, sample_rng
 from uvav.errors import ConfigError, DataFileError
 
-KEYS = ("visual_corruption", "audio_corruption", "corruption_severity")  # the data config's keys
+KEYS = {"visual": "visual_corruption", "audio": "audio_corruption"}  # modality -> its key in the data config
 
 
 @dataclass(frozen=True)
@@ -42,19 +42,17 @@ class SourceCorruption:
     def of(cls, cfg: Any) -> SourceCorruption | None:
         """The corruption a data config asks for (None without one); a name, modality or severity that does not
         fit fails here, before any decoding, in one line."""
-        visual, audio = cfg.get("visual_corruption"), cfg.get("audio_corruption")
-        if visual is None and audio is None:
+        asked = {modality: cfg.get(key) for modality, key in KEYS.items()}
+        if all(name is None for name in asked.values()):
             return None
-        for key, name, modality in (("visual_corruption", visual, "visual"), ("audio_corruption", audio, "audio")):
-            if name is None:
-                continue
+        for modality, name in asked.items():
             known = [c.name for c in CORRUPTIONS if c.modality == modality]
-            if name not in known:
-                raise ConfigError(f"data.{key}={name!r}: one of {known}")
+            if name is not None and name not in known:
+                raise ConfigError(f"data.{KEYS[modality]}={name!r}: one of {known}")
         severity = cfg.get("corruption_severity")
         if severity not in SEVERITIES:
             raise ConfigError(f"data.corruption_severity={severity!r}: one of {list(SEVERITIES)}")
-        return cls(visual, audio, int(severity), int(cfg.seed))
+        return cls(asked["visual"], asked["audio"], int(severity), int(cfg.seed))
 
     def settings(self) -> dict[str, Any]:
         """What the corrupted store depends on (its name), and what the data record says."""
@@ -83,7 +81,7 @@ class SourceCorruption:
 
 def check_no_corruption(cfg: Any, dataset: str) -> None:
     """Refuse a corruption for data read from no source files (generated), in one line."""
-    asked = [f"data.{key}={cfg.get(key)}" for key in KEYS[:2] if cfg.get(key) is not None]
+    asked = [f"data.{key}={cfg.get(key)}" for key in KEYS.values() if cfg.get(key) is not None]
     if asked:
         raise ConfigError(f"{', '.join(asked)}: {dataset} data is generated, with no waveform or image to corrupt; "
                           f"corruptions apply to decoded datasets (their feature-level noise: noise.*)")

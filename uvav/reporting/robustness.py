@@ -107,7 +107,7 @@ def suite_scores(run: Any, suite: str) -> dict[str, Any]:
     clean = run.evaluate(case="complete", prompts="uncertain")["accuracy"]
     corruptions: dict[str, dict[str, list[float]]] = {}
     for corruption in CORRUPTIONS:
-        if corruption.name not in (chosen or [corruption.name]) or suite in SUITES[:2] and corruption.modality != suite:
+        if not (suite == "all" or corruption.modality == suite or corruption.name in (chosen or ())):
             continue
         if corruption.family == "environment" and not os.environ.get(RECORDINGS_ENV):
             continue  # READ's environmental noises: only with its recordings (uvav cannot ship them)
