@@ -171,6 +171,9 @@ def test_a_resumed_job_continues_its_wandb_run_in_the_sweeps_group(tmp_path):
         logger.epoch("pl", epoch, {"val_acc": 0.5})
         logger.close()
         finish_trackers(tmp_path / "job", {})
+    import wandb
+
+    wandb.teardown()  # W&B's service process writes the offline files after run.finish() returns: wait for it
     run_id = (tmp_path / "job" / "curves" / "wandb_run_id").read_text().strip()
     folders = list((tmp_path / "job" / "curves" / "wandb").glob("offline-run-*"))
     assert len(folders) == 2 and all(f.name.endswith(f"-{run_id}") for f in folders)  # one run id, twice
