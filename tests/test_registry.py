@@ -69,7 +69,8 @@ def test_unknown_names_list_the_registered_ones(monkeypatch):
     from uvav.methods import METHODS
 
     monkeypatch.delenv("UVAV_PLUGINS", raising=False)
-    with pytest.raises(UnknownNameError, match=r"unknown method 'nope': one of \['ft', 'pl', 'cpl', 'lora', 'adapter'"):
+    with pytest.raises(UnknownNameError,
+                       match=r"unknown method 'nope': one of \['ft', 'head_only', 'pl', 'cpl', 'lora', 'adapter'"):
         METHODS.get("nope")
     with pytest.raises(UnknownNameError, match="unknown dataset 'nope'.*synthetic"):
         DATASETS.get("nope")

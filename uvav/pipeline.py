@@ -26,7 +26,7 @@ from uvav.config import MODEL_KEY_NEUTRAL, NoiseConfig, key_content
 from uvav.data import AVData, load_data
 from uvav.data.loading import LoaderOptions
 from uvav.loggers import TrainingLogger, open_logger, tracked_run
-from uvav.methods import FT, HEAD_ONLY, METHODS, cache_views, ft_schedule, schedule
+from uvav.methods import FT, HEAD_ONLY, METHODS, ft_schedule
 from uvav.models import MODEL_VERSION
 from uvav.models.classifier import AVClassifier, count_parameters
 from uvav.outputs import (
@@ -290,22 +290,20 @@ def _classify_job(ctx: Context, method, started: float) -> dict[str, Any]:
     base_model.cpu()  # each later stage trains its own copy on the device; this one is only copied from
 
     if method.frozen_base:
-        cases = list(cfg.scenario.train_cases)
-        epochs, lr = schedule(cfg)
+        baseline = METHODS.get(HEAD_ONLY)  # its stage and seed: the head-only baseline's
         # every sharing stage trains on the same views (head only's seed)
-        ctx.views = SharedViews(cfg.seed + 1, ctx.store, ctx.base)
+        ctx.views = SharedViews(cfg.seed + baseline.stage_seed_offset, ctx.store, ctx.base)
         if cfg.method.head_only_baseline:
-            head = Stage.frozen(HEAD_ONLY, freeze_for_prompts(base_model, True).to(device), cases, epochs=epochs,
-                                lr=lr, weight_decay=cfg.trainer.weight_decay, cache_views=cache_views(cfg),
-                                shares_encodings=True, shares_features=True)
-            _train_and_eval(ctx, head, cfg.seed + 1, accuracy, val, stages, per_class_ap)
-        with torch.random.fork_rng(devices=[]):  # its new parameters start from seed + 2, whatever ran before
-            torch.manual_seed(cfg.seed + 2)  # (a resumed FT would otherwise leave the generator elsewhere)
+            head = baseline.build_stage(cfg, freeze_for_prompts(base_model, True).to(device), device)
+            _train_and_eval(ctx, head, cfg.seed + baseline.stage_seed_offset, accuracy, val, stages, per_class_ap)
+        seed = cfg.seed + method.stage_seed_offset
+        with torch.random.fork_rng(devices=[]):  # its new parameters start from its seed, whatever ran before
+            torch.manual_seed(seed)  # (a resumed FT would otherwise leave the generator elsewhere)
             final = method.build_stage(cfg, freeze_for_prompts(base_model, cfg.method.train_head).to(device), device)
         if tuple(final.eval_modes) != tuple(method.eval_modes):
             raise RuntimeError(f"method {method.name}: its stage scores {final.eval_modes}, its registry entry "
                                f"reports {method.eval_modes}")
-        _train_and_eval(ctx, final, cfg.seed + 2, accuracy, val, stages, per_class_ap)
+        _train_and_eval(ctx, final, seed, accuracy, val, stages, per_class_ap)
 
     if distributed.is_main():
         atomic_torch_save(ctx.job_dir / "model.pt", {

@@ -66,6 +66,7 @@ class Method:
     comparison_note: ClassVar[str] = ""  # sentence on its columns of the method comparison
     variant_order: ClassVar[int] = 9  # position of its rows on a base in the variant table (FT 0, head only 1)
     reference: ClassVar[bool] = False  # the variant table measures gaps and the parameter target against it
+    stage_seed_offset: ClassVar[int] = 2  # a frozen-base stage trains with seed + this (head only's baseline: 1)
 
     def __repr__(self) -> str:
         return f"<method {self.name} ({type(self).__module__})>"
