@@ -70,3 +70,74 @@ def test_the_corruption_suite_table_gives_each_corruption_mca_and_relative_robus
     assert "gaussian_snr" in (tmp_path / "out" / "corruptions.md").read_text()
     with pytest.raises(ValueError, match="no registered corruptions"):
         run_curves(run_dir, severities=(), fractions=(), missing_rates=(), suite="no_such")
+
+
+class _FakeRun:
+    """A run whose evaluation counts its calls and scores every case 0.5 (what run_curves needs of a run)."""
+
+    def __init__(self, sha: str, scenario: str = "all", method: str = "ft") -> None:
+        from omegaconf import OmegaConf
+
+        self.metrics, self.bank, self.method, self.calls = {"model_sha256": sha}, None, method, 0
+        self.config = OmegaConf.create({"seed": 0, "scenario": {"name": scenario, "missing_rate": None},
+                                        "method": {"name": method}})
+
+    def evaluate(self, case="all", prompts="uncertain", **overrides):
+        self.calls += 1
+        return {"accuracy": {self.method: {case: 0.5}}}
+
+
+def test_a_finished_result_is_reused_only_for_the_same_settings_and_the_same_model(tmp_path):
+    from uvav.reporting.robustness import run_curves as curves_of
+
+    settings = {"severities": (0.0,), "fractions": (0.0,), "missing_rates": (0.0, 1.0)}
+    first = _FakeRun("a")
+    result = curves_of(first, tmp_path, **settings)
+    assert first.calls > 0 and result["settings"]["missing_rates"] == [0.0, 1.0]
+    again = _FakeRun("a")
+    assert curves_of(again, tmp_path, **settings) == json.loads((tmp_path / "robustness.json").read_text())
+    assert again.calls == 0  # nothing scored again
+    for run, changed in ((_FakeRun("b"), settings),  # the weights changed: stored scores are not its own
+                         (_FakeRun("a"), {**settings, "missing_rates": (0.0,)})):
+        curves_of(run, tmp_path, **changed)
+        assert run.calls > 0
+
+
+def test_ft_with_modality_dropout_is_told_apart_from_ft():
+    from uvav.reporting.robustness import variant_of
+
+    assert variant_of(_FakeRun("a", scenario="modality_dropout")) == "+dropout"
+    assert variant_of(_FakeRun("a", scenario="complete")) == ""
+
+
+def _result(method: str, seed: int, rate, clean: float, visual: float, audio: float, variant: str = "") -> dict:
+    """A robustness.json with one visual and one audio corruption at 5 severities and two missing rates."""
+    return {"seed": seed, "train_missing_rate": rate, "variant": variant, "clean": {method: clean},
+            "corruptions": {method: {"fog": [visual] * 5, "gaussian_snr": [audio] * 5}},
+            "curves": {"audio_missing_rate": {method: [[0.0, clean], [1.0, audio]]},
+                       "visual_missing_rate": {method: [[0.0, clean], [1.0, visual]]}}}
+
+
+def test_the_study_tables_pair_each_method_with_head_only_and_ft_on_the_same_seed(tmp_path):
+    from uvav.reporting.robustness_study import paired_table, per_seed, study_table, write_study
+
+    results = [_result("head_only", s, None, 0.9, 0.6, 0.7) for s in (0, 1, 2)]
+    results += [_result("head_only", s, 0.5, 0.9, 0.5, 0.7) for s in (0, 1, 2)]
+    results += [_result("ft", s, None, 0.95, 0.4, 0.6, "+dropout") for s in (0, 1, 2)]
+    results += [_result("pl_uncertain", s, 0.5, 0.9, 0.6 + 0.01 * s, 0.7) for s in (0, 1, 2)]
+    frame = per_seed(results)
+    row = frame[(frame["method"] == "ft+dropout") & (frame["seed"] == 0)].iloc[0]
+    assert row["visual mCA"] == 0.4 and row["visual relative"] == pytest.approx(0.4 / 0.95)
+    assert row["audio missing (mean over rates)"] == pytest.approx((0.95 + 0.6) / 2)
+    study = study_table(frame).set_index(["method", "train rate"])
+    dropout = study.loc[("ft+dropout", "None")]
+    assert dropout["clean"] == "0.950 ± 0.000" and dropout["seeds"] == 3
+    paired = paired_table(frame).set_index(["method", "train rate", "vs"])
+    # PL at rate 0.5 against head only at rate 0.5: differences 0.1, 0.11, 0.12 -> mean 0.11, SE 0.01 / sqrt(3)
+    se = 0.01 / 3 ** 0.5
+    assert paired.loc[("pl_uncertain", "0.5", "head_only (train rate 0.5)"), "visual mCA"] == f"+0.110 ± {se:.3f}"
+    # FT + dropout has no rate of head only's own: against its default
+    assert paired.loc[("ft+dropout", "None", "head_only (train rate None)"), "clean"] == "+0.050 ± 0.000"
+    assert ("head_only", "None", "head_only (train rate None)") not in paired.index
+    write_study(results, tmp_path)
+    assert "pl_uncertain" in (tmp_path / "paired.md").read_text() and (tmp_path / "severity.png").stat().st_size

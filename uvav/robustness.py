@@ -15,7 +15,8 @@ __all__ = ["FRACTIONS", "MISSING_RATES", "SEVERITIES", "main", "plot", "run_curv
 
 def run_curves(path: str | Path, severities=SEVERITIES, fractions=FRACTIONS, missing_rates=MISSING_RATES,
                suite: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Load the run in ``path``, compute and write ``<path>/robustness.json``; returns its content."""
+    """Load the run in ``path``, compute and write ``<path>/robustness.json`` (or reuse it: computed with the same
+    settings for the same model); returns its content."""
     return curves.run_curves(load_run(path), path, severities, fractions, missing_rates, suite, overrides)
 
 

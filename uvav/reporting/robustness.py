@@ -20,12 +20,15 @@ weighted mean of the per-case mAPs (mAP does not add over samples, so it is not 
 With ``--out``: the curves of all runs in one CSV (mean and std over seeds per method and mode) and a plot; with a
 suite, ``corruptions.csv``/``corruptions.md``: per method, training rate and mode the mean over seeds of each
 corruption's accuracy (mean over severities), the mean corruption accuracy (mCA: over every corruption and
-severity) and the relative robustness mCA / clean accuracy.
+severity) and the relative robustness mCA / clean accuracy, and the study's tables with paired differences
+(:mod:`uvav.reporting.robustness_study`). A run whose ``robustness.json`` was computed with the same settings for
+the model it holds now is not scored again (``settings``, ``model_sha256``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +37,13 @@ import pandas as pd
 from uvav.methods import METHODS
 from uvav.outputs import atomic_write_json
 from uvav.reporting.formats import metric_label
+from uvav.reporting.robustness_study import write_study
 
 SEVERITIES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 MISSING_RATES = tuple(round(0.1 * k, 1) for k in range(11))
 SUITES = ("visual", "audio", "all")
+DROPOUT_SCENARIO = "modality_dropout"  # conf/scenario/modality_dropout.yaml: FT with modality dropout
 
 
 def run_curves(run: Any, path: str | Path, severities=SEVERITIES, fractions=FRACTIONS, missing_rates=MISSING_RATES,
@@ -46,6 +51,11 @@ def run_curves(run: Any, path: str | Path, severities=SEVERITIES, fractions=FRAC
     """Compute the curves of ``run`` (a :func:`uvav.load_run` of the folder ``path``) and write
     ``<path>/robustness.json``; returns its content. ``overrides``: of every evaluation (e.g. ``paths.cache_dir``,
     where the corrupted stores go)."""
+    settings = {"severities": [float(s) for s in severities], "fractions": [float(f) for f in fractions],
+                "missing_rates": [float(r) for r in missing_rates], "suite": suite, "overrides": overrides or {}}
+    finished = _finished(Path(path), settings, run.metrics.get("model_sha256"))
+    if finished is not None:
+        return finished
     run = _Overridden(run, overrides or {})
     prompts = "all" if run.bank is not None else "uncertain"
     curves: dict[str, dict[str, list[list[float]]]] = {"audio_severity": {}, "visual_severity": {},
@@ -70,12 +80,30 @@ def run_curves(run: Any, path: str | Path, severities=SEVERITIES, fractions=FRAC
                 points.append([rate, per_case["complete"]])
     result = {"run": str(Path(path).resolve()), "method": run.method, "seed": run.config.seed,
               "metric": run.metrics.get("metric", "accuracy"),
-              "train_missing_rate": run.config.scenario.get("missing_rate"),
-              "variant": METHODS.get(run.method).variant(run.config.method), "curves": curves,
+              "train_missing_rate": run.config.scenario.get("missing_rate"), "variant": variant_of(run),
+              "curves": curves, "settings": settings, "model_sha256": run.metrics.get("model_sha256"),
               **(suite_scores(run, suite) if suite else {}),
               "definition": __doc__.split("For each run:")[1].split("With ``--out``")[0].strip()}
     atomic_write_json(Path(path) / "robustness.json", result)
     return result
+
+
+def variant_of(run: Any) -> str:
+    """The suffix telling runs of one method apart in tables and curves: the method's own (e.g. ``_joint``), and
+    ``+dropout`` for a run trained with modality dropout (``scenario=modality_dropout``)."""
+    dropout = "+dropout" if run.config.scenario.get("name") == DROPOUT_SCENARIO else ""
+    return METHODS.get(run.method).variant(run.config.method) + dropout
+
+
+def _finished(path: Path, settings: dict[str, Any], model_sha256: str | None) -> dict[str, Any] | None:
+    """``<path>/robustness.json`` when it was computed with ``settings`` for the model the run holds now."""
+    try:
+        done = json.loads((path / "robustness.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if done.get("settings") != settings or model_sha256 is None or done.get("model_sha256") != model_sha256:
+        return None
+    return done
 
 
 class _Overridden:
@@ -209,3 +237,4 @@ def write_summary(results: list[dict[str, Any]], out: Path) -> None:
         suite.to_csv(out / "corruptions.csv", index=False)
         (out / "corruptions.md").write_text(to_markdown(suite) + "\n")
         print(f"wrote {out / 'corruptions.csv'} and {out / 'corruptions.md'}")
+        write_study(results, out)
