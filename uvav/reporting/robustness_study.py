@@ -8,6 +8,8 @@
   on the same seed, as mean ± SE (std of the paired differences / sqrt(n)). The reference at the same training rate
   where it has one, else at its default (``None``): the ``vs`` column says which;
 - ``severity.png``: mean accuracy over each modality's corruptions against severity (0: clean).
+
+Multi-label runs report mAP where this says accuracy (their ``robustness.json`` holds mAP on the same axes).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from uvav.methods import FT, HEAD_ONLY
-from uvav.reporting.formats import mean_std_of, to_markdown
+from uvav.reporting.formats import mean_std_of, metric_label, to_markdown
 
 REFERENCES = (HEAD_ONLY, FT)  # paired against, in this order
 KEYS = ("method", "train rate")
@@ -120,7 +122,7 @@ def severity_curves(results: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.groupby([*KEYS, "modality", "severity"])["accuracy"].mean().reset_index()
 
 
-def plot_severity(curves: pd.DataFrame, path: Path) -> None:
+def plot_severity(curves: pd.DataFrame, path: Path, metric: str = "accuracy") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,7 +136,7 @@ def plot_severity(curves: pd.DataFrame, path: Path) -> None:
         ax.set_title(f"{kind} corruptions (mean over types)")
         ax.set_xlabel("severity (0: clean)")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy (mean over seeds)")
+    axes[0][0].set_ylabel(f"test {metric} (mean over seeds)")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -151,5 +153,5 @@ def write_study(results: list[dict[str, Any]], out: Path) -> None:
         (out / f"{name}.md").write_text(to_markdown(table) + "\n")
     curves = severity_curves(results)
     curves.to_csv(out / "severity.csv", index=False)
-    plot_severity(curves, out / "severity.png")
+    plot_severity(curves, out / "severity.png", metric_label(r.get("metric") for r in results))
     print(f"wrote {out / 'study.md'}, {out / 'paired.md'} and {out / 'severity.png'}")
