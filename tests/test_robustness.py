@@ -75,12 +75,12 @@ def test_the_corruption_suite_table_gives_each_corruption_mca_and_relative_robus
 class _FakeRun:
     """A run whose evaluation counts its calls and scores every case 0.5 (what run_curves needs of a run)."""
 
-    def __init__(self, sha: str, scenario: str = "all", method: str = "ft") -> None:
+    def __init__(self, sha: str, scenario: str = "all", method: str = "ft", cases=("complete", "noisy_audio")) -> None:
         from omegaconf import OmegaConf
 
         self.metrics, self.bank, self.method, self.calls = {"model_sha256": sha}, None, method, 0
-        self.config = OmegaConf.create({"seed": 0, "scenario": {"name": scenario, "missing_rate": None},
-                                        "method": {"name": method}})
+        self.config = OmegaConf.create({"seed": 0, "method": {"name": method}, "scenario": {
+            "name": scenario, "missing_rate": None, "train_cases": list(cases)}})
 
     def evaluate(self, case="all", prompts="uncertain", **overrides):
         self.calls += 1
@@ -104,10 +104,12 @@ def test_a_finished_result_is_reused_only_for_the_same_settings_and_the_same_mod
 
 
 def test_ft_with_modality_dropout_is_told_apart_from_ft():
-    from uvav.reporting.robustness import variant_of
+    from uvav.reporting.robustness import describe
 
-    assert variant_of(_FakeRun("a", scenario="modality_dropout")) == "+dropout"
-    assert variant_of(_FakeRun("a", scenario="complete")) == ""
+    dropout, ft = describe(_FakeRun("a", scenario="modality_dropout")), describe(_FakeRun("a", "complete", cases=[
+        "complete"]))
+    assert dropout["variant"] == "+dropout" and dropout["train_missing_rate"] is None  # the uniform draw
+    assert ft["variant"] == "" and ft["train_missing_rate"] == 0.0  # trained on complete samples only
 
 
 def _result(method: str, seed: int, rate, clean: float, visual: float, audio: float, variant: str = "") -> dict:

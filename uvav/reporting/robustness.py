@@ -14,7 +14,8 @@ weighted mean of the per-case mAPs (mAP does not add over samples, so it is not 
 - ``audio_missing_rate`` / ``visual_missing_rate``: accuracy when a share r of the samples loses its audio / its
   image, r in 0, 0.1, ..., 1, under a per-sample missing table fixed by seed 0 (the same samples for every method:
   :class:`uvav.data.base.MissingTable`), prompt mode ``uncertain`` (a table states no case); the run's training
-  rate (``scenario.missing_rate``) is recorded as ``train_missing_rate`` (None: the uniform draw over the cases);
+  rate (``scenario.missing_rate``) is recorded as ``train_missing_rate`` (None: the uniform draw over the cases;
+  0 for a run trained on the complete case only);
 - with ``--suite visual|audio|all|<names>``: ``corruptions[mode][name]`` = accuracy under each registered corruption
   (:mod:`uvav.corruptions`) at severities 1-5, complete case, mode ``uncertain``, and ``clean[mode]``.
 With ``--out``: the curves of all runs in one CSV (mean and std over seeds per method and mode) and a plot; with a
@@ -34,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from uvav.cases import Case
 from uvav.methods import METHODS
 from uvav.outputs import atomic_write_json
 from uvav.reporting.formats import metric_label
@@ -54,7 +56,9 @@ def run_curves(run: Any, path: str | Path, severities=SEVERITIES, fractions=FRAC
     settings = {"severities": [float(s) for s in severities], "fractions": [float(f) for f in fractions],
                 "missing_rates": [float(r) for r in missing_rates], "suite": suite, "overrides": overrides or {}}
     finished = _finished(Path(path), settings, run.metrics.get("model_sha256"))
-    if finished is not None:
+    if finished is not None:  # its scores; what describes the run is read again (cheap, and may have been refined)
+        finished.update(describe(run))
+        atomic_write_json(Path(path) / "robustness.json", finished)
         return finished
     run = _Overridden(run, overrides or {})
     prompts = "all" if run.bank is not None else "uncertain"
@@ -78,14 +82,21 @@ def run_curves(run: Any, path: str | Path, severities=SEVERITIES, fractions=FRAC
             for mode, per_case in scored.items():
                 points = curves.setdefault(f"{modality}_missing_rate", {}).setdefault(mode, [])
                 points.append([rate, per_case["complete"]])
-    result = {"run": str(Path(path).resolve()), "method": run.method, "seed": run.config.seed,
-              "metric": run.metrics.get("metric", "accuracy"),
-              "train_missing_rate": run.config.scenario.get("missing_rate"), "variant": variant_of(run),
-              "curves": curves, "settings": settings, "model_sha256": run.metrics.get("model_sha256"),
+    result = {"run": str(Path(path).resolve()), **describe(run), "curves": curves, "settings": settings,
+              "model_sha256": run.metrics.get("model_sha256"),
               **(suite_scores(run, suite) if suite else {}),
               "definition": __doc__.split("For each run:")[1].split("With ``--out``")[0].strip()}
     atomic_write_json(Path(path) / "robustness.json", result)
     return result
+
+
+def describe(run: Any) -> dict[str, Any]:
+    """What tells the run apart in tables: method, seed, metric, training missing rate (0 for a run trained on the
+    complete case only, e.g. FT; None: the uniform draw over its training cases) and variant."""
+    scenario = run.config.scenario
+    rate = 0.0 if list(scenario.get("train_cases") or ()) == [Case.COMPLETE.value] else scenario.get("missing_rate")
+    return {"method": run.method, "seed": run.config.seed, "metric": run.metrics.get("metric", "accuracy"),
+            "train_missing_rate": rate, "variant": variant_of(run)}
 
 
 def variant_of(run: Any) -> str:
