@@ -141,5 +141,10 @@ def test_the_study_tables_pair_each_method_with_head_only_and_ft_on_the_same_see
     # FT + dropout has no rate of head only's own: against its default
     assert paired.loc[("ft+dropout", "None", "head_only (train rate None)"), "clean"] == "+0.050 ± 0.000"
     assert ("head_only", "None", "head_only (train rate None)") not in paired.index
+    # FT (trained on complete samples only: rate 0) is every method's reference at its one rate
+    results += [_result("ft", s, 0.0, 0.95, 0.3, 0.6) for s in (0, 1, 2)]
+    paired = paired_table(per_seed(results)).set_index(["method", "train rate", "vs"])
+    assert paired.loc[("ft+dropout", "None", "ft (train rate 0.0)"), "visual mCA"] == "+0.100 ± 0.000"
+    assert paired.loc[("head_only", "0.5", "ft (train rate 0.0)"), "visual mCA"] == "+0.200 ± 0.000"
     write_study(results, tmp_path)
     assert "pl_uncertain" in (tmp_path / "paired.md").read_text() and (tmp_path / "severity.png").stat().st_size

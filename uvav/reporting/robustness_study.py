@@ -6,7 +6,7 @@
   rates of each modality (the area under its missing-rate curve);
 - ``paired.csv``/``paired.md``: each of those columns minus the same column of a reference method (head only, FT)
   on the same seed, as mean ± SE (std of the paired differences / sqrt(n)). The reference at the same training rate
-  where it has one, else at its default (``None``): the ``vs`` column says which;
+  where it has one, else at its default (``None``), else at its only rate (FT: 0): the ``vs`` column says which;
 - ``severity.png``: mean accuracy over each modality's corruptions against severity (0: clean).
 
 Multi-label runs report mAP where this says accuracy (their ``robustness.json`` holds mAP on the same axes).
@@ -73,7 +73,8 @@ def paired_table(frame: pd.DataFrame) -> pd.DataFrame:
         for (method, rate), group in frame.groupby(list(KEYS)):
             if method == reference or ref.empty:
                 continue
-            ref_rate = rate if rate in set(ref["train rate"]) else "None"
+            rates = set(ref["train rate"])
+            ref_rate = rate if rate in rates else "None" if "None" in rates else min(rates)
             base = ref[ref["train rate"] == ref_rate].set_index("seed")
             seeds = sorted(set(group["seed"]) & set(base.index))
             if not seeds:
