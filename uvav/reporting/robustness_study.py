@@ -129,11 +129,11 @@ def plot_severity(curves: pd.DataFrame, path: Path, metric: str = "accuracy") ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kinds = list(dict.fromkeys(curves["modality"]))
+    kinds, colours = list(dict.fromkeys(curves["modality"])), plt.cm.tab20.colors
     fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4.5), sharey=True, squeeze=False)
     for ax, kind in zip(axes[0], kinds, strict=True):
         for k, ((method, rate), group) in enumerate(curves[curves["modality"] == kind].groupby(list(KEYS))):
-            ax.plot(group["severity"], group["accuracy"], marker="os^"[k % 3], color=plt.cm.tab20.colors[k % 20],
+            ax.plot(group["severity"], group["accuracy"], marker="os^"[k % 3], color=colours[k % len(colours)],
                     label=f"{method} (train rate {rate})")
         ax.set_title(f"{kind} corruptions (mean over types)")
         ax.set_xlabel("severity (0: clean)")
