@@ -39,7 +39,7 @@ from uvav.cases import Case
 from uvav.methods import METHODS
 from uvav.outputs import atomic_write_json
 from uvav.reporting.formats import metric_label
-from uvav.reporting.robustness_study import write_study
+from uvav.reporting.robustness_study import label_of, row_keys, write_study
 
 SEVERITIES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -57,9 +57,10 @@ def run_curves(run: Any, path: str | Path, severities=SEVERITIES, fractions=FRAC
                 "missing_rates": [float(r) for r in missing_rates], "suite": suite, "overrides": overrides or {}}
     finished = _finished(Path(path), settings, run.metrics.get("model_sha256"))
     if finished is not None:  # its scores; what describes the run is read again (cheap, and may have been refined)
-        finished.update(describe(run))
-        atomic_write_json(Path(path) / "robustness.json", finished)
-        return finished
+        described = {**finished, **describe(run)}
+        if described != finished:
+            atomic_write_json(Path(path) / "robustness.json", described)
+        return described
     run = _Overridden(run, overrides or {})
     prompts = "all" if run.bank is not None else "uncertain"
     curves: dict[str, dict[str, list[list[float]]]] = {"audio_severity": {}, "visual_severity": {},
@@ -166,8 +167,7 @@ def suite_table(results: list[dict[str, Any]]) -> pd.DataFrame:
     per_seed = []
     for result in results:
         for mode, by_name in (result.get("corruptions") or {}).items():
-            row = {"method": mode + result.get("variant", ""), "train rate": str(result.get("train_missing_rate")),
-                   "seed": result["seed"], "clean": result["clean"][mode]}
+            row = {**row_keys(result, mode), "clean": result["clean"][mode]}
             row.update({name: sum(levels) / len(levels) for name, levels in by_name.items()})
             every = [acc for levels in by_name.values() for acc in levels]
             row["mCA"] = sum(every) / len(every)
@@ -186,7 +186,7 @@ def tidy(results: list[dict[str, Any]]) -> pd.DataFrame:
     for result in results:
         for axis, per_mode in result["curves"].items():
             for mode, points in per_mode.items():
-                label = mode + result.get("variant", "")  # e.g. pl_uncertain_joint: prompts trained as used
+                label = label_of(result, mode)  # e.g. pl_uncertain_joint: prompts trained as used
                 if axis.endswith("missing_rate"):  # one line per training rate
                     label += f" (train rate {result.get('train_missing_rate')})"
                 rows += [{"run": result["run"], "seed": result["seed"], "axis": axis, "mode": label, "x": x,

@@ -29,20 +29,31 @@ KEYS = ("method", "train rate")
 
 
 def label_of(result: dict[str, Any], mode: str) -> str:
-    """A method's name in the study: its result key and the run's variant (``ft+dropout``, ``pl_uncertain``)."""
+    """A method's name in tables and curves: its result key and the run's variant (``ft+dropout``,
+    ``pl_uncertain_joint``)."""
     return mode + result.get("variant", "")
+
+
+def row_keys(result: dict[str, Any], mode: str) -> dict[str, Any]:
+    """What identifies a run's row in every per-seed table: method (:func:`label_of`), training rate and seed."""
+    return {"method": label_of(result, mode), "train rate": str(result.get("train_missing_rate")),
+            "seed": result["seed"]}
+
+
+def _modality_of() -> dict[str, str]:
+    """Registered corruption -> the modality it corrupts."""
+    from uvav.corruptions import CORRUPTIONS
+
+    return {corruption.name: corruption.modality for corruption in CORRUPTIONS}
 
 
 def per_seed(results: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per run and mode: the study's columns (module docstring) for that seed."""
-    from uvav.corruptions import CORRUPTIONS
-
-    modality = {corruption.name: corruption.modality for corruption in CORRUPTIONS}
+    modality = _modality_of()
     rows = []
     for result in results:
         for mode, clean in (result.get("clean") or {}).items():
-            row = {"method": label_of(result, mode), "train rate": str(result.get("train_missing_rate")),
-                   "seed": result["seed"], "clean": clean}
+            row = {**row_keys(result, mode), "clean": clean}
             for kind in ("visual", "audio"):
                 levels = [acc for name, accs in result["corruptions"].get(mode, {}).items()
                           if modality.get(name) == kind for acc in accs]
@@ -102,14 +113,11 @@ def _mean_se(diffs: list[float]) -> str:
 def severity_curves(results: list[dict[str, Any]]) -> pd.DataFrame:
     """Per method, training rate, modality and severity (0: clean), the mean over seeds of the mean accuracy over
     that modality's corruptions."""
-    from uvav.corruptions import CORRUPTIONS
-
-    modality = {corruption.name: corruption.modality for corruption in CORRUPTIONS}
+    modality = _modality_of()
     rows = []
     for result in results:
         for mode, by_name in (result.get("corruptions") or {}).items():
-            base = {"method": label_of(result, mode), "train rate": str(result.get("train_missing_rate")),
-                    "seed": result["seed"]}
+            base = row_keys(result, mode)
             for kind in ("visual", "audio"):
                 chosen = [accs for name, accs in by_name.items() if modality.get(name) == kind]
                 if not chosen:
